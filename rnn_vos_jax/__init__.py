@@ -1,0 +1,1 @@
+"""rnn_vos_jax: RNN-based semi-supervised video object segmentation in JAX/Flax."""

@@ -1,0 +1,34 @@
+"""Install: pip install -e ".[test]"  (extras: test, convert)."""
+
+import setuptools
+
+setuptools.setup(
+    name="rnn_vos_jax",
+    version="0.1.0",
+    description=(
+        "JAX/Flax reimplementation of RNN-based semi-supervised video object "
+        "segmentation: S2S, S2S++ and HS2S."
+    ),
+    python_requires=">=3.11,<3.13",
+    packages=setuptools.find_packages(include=["rnn_vos_jax", "rnn_vos_jax.*"]),
+    install_requires=[
+        "jax>=0.10,<0.13",
+        "jaxlib>=0.10,<0.13",
+        "flax>=0.12,<0.13",
+        "optax>=0.2.4,<0.3",
+        "orbax-checkpoint>=0.11,<0.13",
+        "tensorflow-cpu>=2.18,<2.22",
+        "tensorflow-datasets>=4.9,<5",
+        "numpy>=1.26,<3",
+        "scipy>=1.11,<2",
+        "pillow>=10,<13",
+        "opencv-python-headless>=4.8,<6",
+        "ml-collections>=0.1.1,<2",
+        "absl-py>=2,<3",
+        "tensorboardX>=2.6,<3",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],
+        "convert": ["torch>=2.2,<3"],
+    },
+)

@@ -45,7 +45,9 @@ def _check(border: int, bin_size: int) -> None:
     if int(border) != border or border < 1:
         raise ValueError(f"distance border must be an integer >= 1, got {border!r}")
     if int(bin_size) != bin_size or not 1 <= bin_size <= border:
-        raise ValueError(f"distance bin_size must be an integer in [1, border={border}], got {bin_size!r}")
+        raise ValueError(
+            f"distance bin_size must be an integer in [1, border={border}], got {bin_size!r}"
+        )
 
 
 def _floored_edt(binary: np.ndarray) -> np.ndarray:

@@ -1,0 +1,161 @@
+"""Known-answer tests of the DAVIS J and F measures and the per-object protocol."""
+
+import numpy as np
+import pytest
+
+from rnn_vos_jax import metrics
+
+
+def _square(h, w, r0, c0, size):
+    m = np.zeros((h, w), bool)
+    m[r0 : r0 + size, c0 : c0 + size] = True
+    return m
+
+
+def test_perfect_mask_scores_one():
+    gt = _square(30, 40, 5, 7, 10)
+    assert metrics.jaccard(gt, gt) == 1.0
+    assert metrics.boundary_f(gt, gt) == 1.0
+
+
+def test_empty_masks():
+    empty = np.zeros((20, 20), bool)
+    full = _square(20, 20, 3, 3, 6)
+    assert metrics.jaccard(empty, empty) == 1.0
+    assert metrics.boundary_f(empty, empty) == 1.0
+    for a, b in ((empty, full), (full, empty)):
+        assert metrics.jaccard(a, b) == 0.0
+        assert metrics.boundary_f(a, b) == 0.0
+
+
+def test_shifted_square_hand_computed():
+    gt = _square(20, 20, 5, 5, 10)
+    pred = _square(20, 20, 5, 8, 10)
+    # 10x10 squares overlapping in 10x7 pixels: 70 / 130.
+    assert metrics.jaccard(gt, pred) == pytest.approx(7 / 13)
+    # 20x20 frame: tolerance ceil(0.008 * 28.3) = 1 pixel (a plus-shaped disk). Each boundary
+    # is the 40-pixel outline of an 11x11 box; shifted by 3 columns, 9 of the 11 pixels of the
+    # top and of the bottom row lie within 1 pixel of the other outline, and of the inner side
+    # only its two pixels next to those rows: P = R = 20 / 40.
+    assert metrics.boundary_f(gt, pred) == pytest.approx(20 / 40)
+    # A one-column shift is within tolerance everywhere.
+    assert metrics.boundary_f(gt, _square(20, 20, 5, 6, 10)) == 1.0
+
+
+def test_seg2bmap_outline_and_disk():
+    bmap = metrics.seg2bmap(_square(8, 8, 2, 2, 3))
+    expected = np.zeros((8, 8), bool)
+    expected[1, 1:5] = expected[4, 2:5] = True  # top row sits above, bottom row on the mask
+    expected[1:5, 1] = expected[2:5, 4] = True  # left column left of it, right column on it
+    np.testing.assert_array_equal(bmap, expected)
+    np.testing.assert_array_equal(metrics.disk(1.0), [[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+    d2 = metrics.disk(2.0)
+    assert d2.shape == (5, 5) and d2.sum() == 13 and d2[0, 2] == 1 and d2[0, 1] == 0
+
+
+def test_void_pixels_ignored():
+    gt = _square(30, 30, 5, 5, 10)
+    pred = gt.copy()
+    pred[20:25, 20:25] = True
+    void = np.zeros_like(gt)
+    void[18:27, 18:27] = True
+    assert metrics.jaccard(gt, pred) == pytest.approx(100 / 125)
+    assert metrics.boundary_f(gt, pred) < 1.0
+    assert metrics.jaccard(gt, pred, void) == 1.0
+    assert metrics.boundary_f(gt, pred, void) == 1.0
+    ids_gt = gt.astype(np.uint8)
+    ids_gt[void] = metrics.VOID_LABEL
+    ids_pred = pred.astype(np.uint8)
+    video = metrics.score_video([ids_pred] * 3, [ids_gt] * 3, {1: 0}, include_first_last=True)
+    np.testing.assert_array_equal(video[1].j, [1.0, 1.0, 1.0])
+    as_bg = metrics.score_video(
+        [ids_pred] * 3, [ids_gt] * 3, {1: 0}, include_first_last=True, ignore_void=False
+    )
+    np.testing.assert_allclose(as_bg[1].j, 100 / 125)
+
+
+def _late_object_video():
+    """6 frames; object 1 everywhere, object 2 from frame 3; predictions wrong in known places."""
+    h = w = 24
+    gts, preds = [], []
+    for t in range(6):
+        gt = np.zeros((h, w), np.uint8)
+        gt[_square(h, w, 2, 2, 6)] = 1
+        if t >= 3:
+            gt[_square(h, w, 12, 12, 6)] = 2
+        pred = gt.copy()
+        if t in (1, 2):
+            pred[_square(h, w, 12, 12, 6)] = 2  # before object 2 exists: must not count
+        if t == 4:
+            pred[pred == 2] = 0  # object 2 missed on its only scored frame
+        gts.append(gt)
+        preds.append(pred)
+    return preds, gts
+
+
+def test_late_object_scored_from_first_appearance_and_first_last_excluded():
+    preds, gts = _late_object_video()
+    scores = metrics.score_video(preds, gts, {1: 0, 2: 3}, categories={1: "cat", 2: None})
+    np.testing.assert_array_equal(scores[1].offsets, [1, 2, 3, 4])
+    np.testing.assert_array_equal(scores[1].j, [1, 1, 1, 1])
+    np.testing.assert_array_equal(scores[2].offsets, [1])  # frame 4 only: 3 is given, 5 is last
+    np.testing.assert_array_equal(scores[2].j, [0.0])
+    assert scores[1].category == "cat"
+    full = metrics.score_video(preds, gts, {1: 0, 2: 3}, include_first_last=True)
+    np.testing.assert_array_equal(full[1].offsets, [0, 1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(full[2].offsets, [0, 1, 2])
+    np.testing.assert_array_equal(full[2].j, [1.0, 0.0, 1.0])
+    assert metrics.scored_frames(2, [True, False, True, True, True, False]) == [3]
+
+
+def test_baseline_copies_first_mask():
+    _preds, gts = _late_object_video()
+    gts[4] = np.roll(gts[4], 3, axis=1)  # moved square: copying frame 0 no longer fits
+    base = metrics.score_video(None, gts, {1: 0, 2: 3}, include_first_last=True)
+    np.testing.assert_array_equal(base[1].j, [1, 1, 1, 1, 3 / 9, 1])
+    assert base[1].j[0] == 1.0 and base[2].offsets.tolist() == [0, 1, 2]
+
+
+def test_missing_ground_truth_frames_and_errors():
+    preds, gts = _late_object_video()
+    gts[2] = None
+    scores = metrics.score_video(preds, gts, {1: 0}, include_first_last=True)
+    np.testing.assert_array_equal(scores[1].offsets, [0, 1, 3, 4, 5])
+    gts[3] = None
+    with pytest.raises(ValueError, match="object 2"):
+        metrics.score_video(preds, gts, {2: 3})
+    with pytest.raises(ValueError, match="must be equal"):
+        metrics.jaccard(np.zeros((3, 4)), np.zeros((4, 3)))
+
+
+def _obj(j, f, offsets=None, category=None):
+    offsets = np.arange(1, len(j) + 1) if offsets is None else np.asarray(offsets)
+    return metrics.ObjectScores(offsets, np.asarray(j, float), np.asarray(f, float), category)
+
+
+def test_summarize_schema_seen_unseen_temporal():
+    videos = {
+        "a": {1: _obj([1.0, 0.5], [0.5, 0.5], [5, 12], "dog"), 2: _obj([], [], [], "dog")},
+        "b": {3: _obj([0.2], [0.4], [1], "cat")},
+    }
+    base = {"a": {1: _obj([0.1, 0.1], [0.1, 0.1])}, "b": {3: _obj([0.0], [0.0])}}
+    out = metrics.summarize(videos, seen_categories={"dog"}, with_baseline=base)
+    assert out["num_objects"] == 2 and out["unscored_objects"] == ["a/2"]
+    assert out["J_mean"] == pytest.approx((0.75 + 0.2) / 2)
+    assert out["F_mean"] == pytest.approx((0.5 + 0.4) / 2)
+    assert out["JF_mean"] == pytest.approx((out["J_mean"] + out["F_mean"]) / 2)
+    assert out["per_object"]["a/1"] == {
+        "J": 0.75,
+        "F": 0.5,
+        "JF": 0.625,
+        "num_frames": 2,
+        "category": "dog",
+    }
+    assert out["per_video"]["b"]["JF"] == pytest.approx(0.3)
+    early, late = out["temporal"]["t<10"], out["temporal"]["t>=10"]
+    assert early["num_objects"] == 2 and early["J_mean"] == pytest.approx((1.0 + 0.2) / 2)
+    assert late["num_objects"] == 1 and late["JF_mean"] == pytest.approx(0.5)
+    assert out["seen"]["J_mean"] == 0.75 and out["unseen"]["F_mean"] == 0.4
+    assert out["overall"] == pytest.approx((0.75 + 0.5 + 0.2 + 0.4) / 4)
+    assert out["baseline"]["J_mean"] == pytest.approx(0.05)
+    assert "JF_mean" in metrics.format_table(out)

@@ -1,0 +1,220 @@
+r"""Converts the authors' PyTorch checkpoints (HS2S, S2S++) into Flax variables.
+
+  python -m rnn_vos_jax.convert_torch --checkpoint=Model/weights_HS2S.pth \
+      --config=configs/hs2s.py --output=converted/hs2s
+  python -m rnn_vos_jax.convert_torch --checkpoint=s2s_pp.pth --config=configs/s2s_pp.py \
+      --output=converted/s2s_pp
+
+The output is a `checkpoints.save_variables` directory, accepted by `--mode=eval` (as the workdir's
+weights via `--config.init_from`) and by `api.Segmenter.from_checkpoint`.
+
+Checkpoint layouts (detected from the file):
+  'hs2s':   {'model': ModelMatch state dict, 'optimizer': ...}; keys carry DataParallel's
+            'module.' prefix (stripped). A bare ModelMatch state dict is accepted too.
+  's2s_pp': {'initializer': sd, 'encoder': sd, 'decoder': sd, 'convlstm': sd,
+             'convlstm_middle': sd, 'convlstm_3': sd, 'optimizer': ...}, one state dict per module
+            (the S2S baseline has no convlstm_middle / convlstm_3).
+
+The expected Flax tree comes from `jax.eval_shape` of the configured model's init, so the widths
+follow the config (e.g. a tiny `width_divisor` variant). Every tensor must land on exactly one
+Flax variable and every Flax variable must receive one (see torch_keys for the naming rule and
+the layout changes); otherwise a ConversionError lists all offending entries. torch is needed
+only here (pip install -e ".[convert]").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_vos_jax import models
+from rnn_vos_jax.torch_keys import ConversionError, KeyIndex, flatten_variables, unflatten_variables
+
+S2SPP_MODULES = ("initializer", "encoder", "decoder", "convlstm", "convlstm_middle", "convlstm_3")
+S2SPP_REQUIRED = ("initializer", "encoder", "decoder", "convlstm")
+# Which model families each checkpoint layout can hold.
+LAYOUT_MODELS = {"hs2s": ("hs2s",), "s2s_pp": ("s2s_pp", "s2s")}
+DATA_PARALLEL_PREFIX = "module."
+# Parameters do not depend on the frame size; any multiple of 32 gives the same tree.
+_ABSTRACT_SIZE = (64, 64)
+
+__all__ = ["ConversionError", "convert_checkpoint", "read_torch_file", "expected_variables"]
+
+
+def import_torch():
+    """Imports torch, or explains how to get it."""
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(
+            "Reading PyTorch .pth files needs torch: pip install -e '.[convert]' "
+            "(or pip install torch); alternatively pass an orbax checkpoint directory."
+        ) from e
+    return torch
+
+
+def _to_numpy(obj: Any, torch) -> Any:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu()
+        if t.is_floating_point() and t.dtype != torch.float32:
+            t = t.float()
+        return t.numpy()
+    if isinstance(obj, Mapping):
+        return {k: _to_numpy(v, torch) for k, v in obj.items()}
+    return obj
+
+
+def read_torch_file(path: str) -> dict[str, Any]:
+    """Loads a .pth/.pt file on CPU (tensors only, no pickled code) as nested numpy dicts.
+
+    Raises:
+      FileNotFoundError: path missing.
+      ValueError: the file is not a readable torch checkpoint holding a dict.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"PyTorch checkpoint not found: {path}")
+    torch = import_torch()
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types (pickle, zip, unpickling policy)
+        raise ValueError(f"cannot read PyTorch checkpoint {path}: {e}") from e
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, expected a dict of state dicts")
+    return _to_numpy(obj, torch)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(v, np.ndarray) for v in obj.values())
+    )
+
+
+def flatten_checkpoint(ckpt: Mapping[str, Any], source: str) -> tuple[str, dict[str, np.ndarray]]:
+    """Detects the layout of an authors' checkpoint and flattens it to one state dict.
+
+    Args:
+      ckpt: the loaded file (nested dicts of numpy arrays).
+      source: file name for messages.
+
+    Returns:
+      (layout, {model-level torch key: array}); layout is 'hs2s' or 's2s_pp'. HS2S keys lose the
+      'module.' prefix; S2S++ keys are prefixed with their module name ('encoder.out.0.weight').
+
+    Raises:
+      ValueError: unknown layout (naming the top-level keys found).
+    """
+    if all(k in ckpt for k in S2SPP_REQUIRED):
+        flat = {}
+        for name in S2SPP_MODULES:
+            if name in ckpt:
+                if not _is_state_dict(ckpt[name]):
+                    raise ValueError(f"{source}: entry {name!r} is not a state dict of tensors")
+                flat.update({f"{name}.{k}": v for k, v in ckpt[name].items()})
+        return "s2s_pp", flat
+    state = ckpt.get("model") if isinstance(ckpt.get("model"), Mapping) else ckpt
+    if _is_state_dict(state):
+        if all(k.startswith(DATA_PARALLEL_PREFIX) for k in state):
+            state = {k[len(DATA_PARALLEL_PREFIX) :]: v for k, v in state.items()}
+        return "hs2s", dict(state)
+    raise ValueError(
+        f"{source}: unknown checkpoint layout with top-level keys {sorted(map(str, ckpt))}; "
+        f"expected HS2S {{'model': state_dict, ...}} or S2S++ {{{', '.join(S2SPP_MODULES)}}}"
+    )
+
+
+def expected_variables(model_config: Any) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
+    """Flat {(collection, ..., leaf): ShapeDtypeStruct} of the configured model's variables."""
+    model = models.build(model_config)
+    h, w = _ABSTRACT_SIZE
+    frames = jax.ShapeDtypeStruct((1, 2, h, w, 3), jnp.uint8)
+    masks = jax.ShapeDtypeStruct((1, 2, h, w, 1), jnp.float32)
+
+    def init(frames, masks):
+        rngs = {"params": jax.random.key(0), "sample": jax.random.key(1)}
+        return model.init(rngs, frames, masks, sample_prob=0.0, train=False)
+
+    return flatten_variables(jax.eval_shape(init, frames, masks))
+
+
+def convert_state(
+    ckpt: Mapping[str, Any], model_config: Any, source: str = "checkpoint"
+) -> dict[str, Any]:
+    """Maps a loaded authors' checkpoint onto the configured model's variables.
+
+    Args:
+      ckpt: nested dict of numpy arrays as returned by `read_torch_file`.
+      model_config: config.model (its `name` must suit the checkpoint layout).
+      source: file name for messages.
+
+    Returns:
+      {'params': ..., 'batch_stats': ...} nested dicts of float32 numpy arrays in Flax layout
+      (no 'batch_stats' for models without BatchNorm).
+
+    Raises:
+      ConversionError: missing, unexpected or mis-shaped tensors (all listed).
+      ValueError: unknown layout, or a layout that does not fit config.model.name.
+    """
+    layout, state = flatten_checkpoint(ckpt, source)
+    name = model_config["name"]
+    if name not in LAYOUT_MODELS[layout]:
+        raise ValueError(
+            f"{source} is a {layout!r} checkpoint but config.model.name is {name!r} "
+            f"(expected one of {LAYOUT_MODELS[layout]}); pass the matching config"
+        )
+    flat = KeyIndex(expected_variables(model_config)).convert(state, source)
+    return unflatten_variables(flat)
+
+
+def convert_checkpoint(path: str, model_config: Any) -> dict[str, Any]:
+    """Reads an authors' .pth file and returns the model's Flax variables (numpy).
+
+    See `convert_state`; raises FileNotFoundError / ValueError / ConversionError with the file name.
+    """
+    return convert_state(read_torch_file(path), model_config, source=path)
+
+
+def count_parameters(variables: Mapping[str, Any]) -> int:
+    return sum(int(np.prod(v.shape)) for v in jax.tree.leaves(variables.get("params", {})))
+
+
+def main(argv):
+    from absl import flags
+
+    from rnn_vos_jax import checkpoints
+
+    del argv
+    cfg = flags.FLAGS.config
+    out = os.path.abspath(flags.FLAGS.output)
+    if os.path.exists(out):
+        raise SystemExit(f"--output {out} already exists; choose a new directory")
+    variables = convert_checkpoint(flags.FLAGS.checkpoint, cfg.model)
+    checkpoints.save_variables(out, variables)
+    n_stats = len(jax.tree.leaves(variables.get("batch_stats", {})))
+    print(
+        f"Converted {flags.FLAGS.checkpoint} ({cfg.model.name}): "
+        f"{count_parameters(variables):,} parameters, {n_stats} BatchNorm statistics -> {out}"
+    )
+
+
+def _define_flags():
+    from absl import flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Model config file (e.g. configs/hs2s.py).")
+    flags.DEFINE_string("checkpoint", None, "The authors' PyTorch checkpoint (.pth).")
+    flags.DEFINE_string("output", None, "Output directory (orbax, via checkpoints.save_variables).")
+    flags.mark_flags_as_required(["config", "checkpoint", "output"])
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)

@@ -43,7 +43,7 @@ DATA_PARALLEL_PREFIX = "module."
 # Parameters do not depend on the frame size; any multiple of 32 gives the same tree.
 _ABSTRACT_SIZE = (64, 64)
 
-__all__ = ["ConversionError", "convert_checkpoint", "read_torch_file", "expected_variables"]
+__all__ = ["ConversionError", "convert_checkpoint", "expected_variables", "read_torch_file"]
 
 
 def import_torch():

@@ -208,7 +208,7 @@ class DecoderRef(nn.Module):
 
     def __init__(self, num_ch, num_classes, div=1, feats=(64, 256, 512, 1024, 2048)):
         super().__init__()
-        d = lambda c: c // div  # noqa: E731
+        d = lambda c: c // div
         c2, c4, c8, c16, c32 = (d(c) for c in feats)
         half, mid = num_ch // 2, d(256)
         self.GC_p = GC(2 * num_ch, half, mid)
@@ -321,7 +321,7 @@ class Initializer(nn.Module):
 
     def __init__(self, div=1, fc=None):
         super().__init__()
-        d = lambda c: c // div  # noqa: E731
+        d = lambda c: c // div
         fc = fc or d(4096)
         self.vgg_backbone = VGGUNet(4, div)
         self.mid_layer = nn.Sequential(
@@ -374,7 +374,7 @@ class DecoderSkip(nn.Module):
 
     def __init__(self, num_classes=42, div=1):
         super().__init__()
-        d = lambda c: c // div  # noqa: E731
+        d = lambda c: c // div
         self.conv_1 = nn.Conv2d(d(1024), d(512), 1)
         self.conv_11 = nn.Conv2d(d(512), d(512), 5, padding=2)
         self.conv_2 = nn.Conv2d(d(1536), d(512), 1)
@@ -410,7 +410,7 @@ class S2SPlusPlus(nn.Module):
 
     def __init__(self, div=1, fc=None, num_classes=42):
         super().__init__()
-        d = lambda c: c // div  # noqa: E731
+        d = lambda c: c // div
         self.initializer = Initializer(div, fc)
         self.encoder = EncoderVGGUnet(div, fc)
         self.decoder = DecoderSkip(num_classes, div)

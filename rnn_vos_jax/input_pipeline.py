@@ -1,0 +1,346 @@
+"""tf.data input pipelines: training clips (one (video, object) pair per sample) and eval videos.
+
+Training, per process (`train_dataset` / `train_iterator`):
+  record files split by process (files[p::n]) -> for each epoch e: files shuffled by (seed, e) ->
+  records interleaved -> record shuffle buffer -> parse -> one element per (video, object) with at
+  least `min_object_frames` listed frames -> pair shuffle buffer -> enumerate -> [resume skip] ->
+  clip sampling + augmentation keyed by (seed, e, index) -> border-distance classes -> batch
+  (drop remainder) -> prefetch.
+  Every random choice is a function of (seed, epoch, index in epoch), so a run started at batch s
+  yields exactly the batches an uninterrupted run yields from batch s on. Resuming counts the
+  process's samples per epoch (one pass reading only two small features) and skips the consumed
+  part of the current epoch before any decoding: at most about one epoch of record reading.
+  An epoch is one pass over this process's (video, object) pairs; the clip-length curriculum is a
+  function of that epoch index.
+
+Clip sampling (authors' dataloader): clip length L is drawn per sample (see `clip_length_range`);
+the clip is L + 1 consecutive entries of the object's frame list (frames where it is annotated),
+starting uniformly among valid starts; objects with fewer entries give all their frames. Clips
+are padded to T = max_clip_len + 1 frames; `valid` marks the real prefix.
+
+Batches (numpy): frames uint8[B,T,H,W,3], masks float32[B,T,H,W,1], distance int32[B,T,H,W],
+valid bool[B,T]. Eval (`eval_videos`): one dict per whole video at original size (contract §3).
+
+Keys read from `config.data` (defaults in `default_data_config()`):
+  train_records        shard directory (with dataset_info.json or *.tfrecord), glob, or
+                       comma-separated list of TFRecord files of the training split ('')
+  eval_records         same, for the evaluation split (''; read by eval_videos)
+  eval_dir             raw folder evaluated without conversion (''; read by evaluate, not here)
+  image_size           (H, W) output size, (256, 448)
+  batch_size           samples per batch per process, 4
+  min_clip_len         shortest clip length L (clips have L + 1 frames), 5
+  max_clip_len         longest L; T = max_clip_len + 1, 10
+  curriculum           'uniform' (HS2S: L ~ U{min..min(start + e // epochs, max)}),
+                       'fixed_then_uniform' (S2S++: L = start + e // epochs while <= max, then
+                       L ~ U{min..max}) or 'none' (L ~ U{min..max}); 'uniform'
+  curriculum_start     L bound at epoch 0, 5
+  curriculum_epochs    epochs per +1 of the bound, 10
+  min_object_frames    (video, object) pairs with fewer listed frames are skipped, 2 (a clip of
+                       one frame has nothing to predict; the authors keep them)
+  border, bin_size     border-distance classes (rnn_vos_jax.distance), 20, 1
+  shuffle_buffer       (video, object) pair shuffle buffer, 256
+  record_shuffle_buffer  video record shuffle buffer, 32
+  interleave_cycle     record files read concurrently, 4
+  augment              apply flip + affine, True
+  hflip_prob           0.5
+  rotation             max |angle| in degrees, 20.0
+  scale                (low, high) scale range, (0.75, 1.25)
+  shear                max |x-shear| in degrees, 10.0
+  translation          max |shift| as a fraction of width / height, 0.1
+  affine_units         'pixels_degrees' or 'authors' (input_pipeline_augment), 'pixels_degrees'
+  frame_resample       'bilinear' or 'nearest' (authors' affine) for frames, 'bilinear'
+  antialias            antialiased resize before the warp (else one bilinear warp), True
+  jpeg_downscale       decode JPEGs at 1/2, 1/4, 1/8 size when still >= image_size, True
+"""
+
+import glob
+import json
+import os
+
+import ml_collections
+import tensorflow as tf
+
+from rnn_vos_jax import distance, record_schema
+from rnn_vos_jax import input_pipeline_augment as augment
+from rnn_vos_jax import input_pipeline_masks as masks_lib
+
+AUTOTUNE = tf.data.AUTOTUNE
+_CURRICULA = ("uniform", "fixed_then_uniform", "none")
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+    """The `config.data` section with every key this module reads, at its default."""
+    return ml_collections.ConfigDict(
+        {
+            "train_records": "",
+            "eval_records": "",
+            "eval_dir": "",
+            "image_size": (256, 448),
+            "batch_size": 4,
+            "min_clip_len": 5,
+            "max_clip_len": 10,
+            "curriculum": "uniform",
+            "curriculum_start": 5,
+            "curriculum_epochs": 10,
+            "min_object_frames": 2,
+            "border": 20,
+            "bin_size": 1,
+            "shuffle_buffer": 256,
+            "record_shuffle_buffer": 32,
+            "interleave_cycle": 4,
+            "augment": True,
+            "hflip_prob": 0.5,
+            "rotation": 20.0,
+            "scale": (0.75, 1.25),
+            "shear": 10.0,
+            "translation": 0.1,
+            "affine_units": "pixels_degrees",
+            "frame_resample": "bilinear",
+            "antialias": True,
+            "jpeg_downscale": True,
+        }
+    )
+
+
+def clip_length_range(epoch: int, data) -> tuple[int, int, bool]:
+    """Clip-length rule at an epoch: (low, high, fixed) with L ~ U{low..high}, or L = high if fixed.
+
+    Args:
+        epoch: epoch index (>= 0).
+        data: `config.data`.
+
+    Returns:
+        (low, high, fixed) python values.
+    """
+    lo, hi = int(data.min_clip_len), int(data.max_clip_len)
+    if not 1 <= lo <= hi:
+        raise ValueError(f"config.data needs 1 <= min_clip_len <= max_clip_len, got {lo}, {hi}")
+    if data.curriculum not in _CURRICULA:
+        raise ValueError(f"config.data.curriculum must be one of {_CURRICULA}: {data.curriculum!r}")
+    bound = int(data.curriculum_start) + epoch // int(data.curriculum_epochs)
+    if data.curriculum == "uniform":
+        return lo, max(lo, min(bound, hi)), False
+    if data.curriculum == "fixed_then_uniform" and bound <= hi:
+        return max(lo, bound), max(lo, bound), True
+    return lo, hi, False
+
+
+def _clip_length(epoch, u, data):
+    """Graph version of clip_length_range + draw; epoch int64 scalar, u uniform float32 scalar."""
+    lo, hi = int(data.min_clip_len), int(data.max_clip_len)
+    clip_length_range(0, data)  # validates the keys
+    bound = tf.cast(int(data.curriculum_start) + epoch // int(data.curriculum_epochs), tf.int32)
+    if data.curriculum == "uniform":
+        top = tf.maximum(lo, tf.minimum(bound, hi))
+    else:
+        top = tf.constant(hi)
+    drawn = lo + tf.cast(tf.floor(u * tf.cast(top - lo + 1, tf.float32)), tf.int32)
+    drawn = tf.minimum(drawn, top)
+    if data.curriculum == "fixed_then_uniform":
+        return tf.where(bound <= hi, tf.maximum(lo, bound), drawn)
+    return drawn
+
+
+def record_files(spec) -> list[str]:
+    """Sorted TFRecord files from a directory, a glob pattern, or a comma-separated list/sequence.
+
+    Raises:
+        FileNotFoundError: naming the spec when nothing matches.
+    """
+    if isinstance(spec, (list, tuple)):
+        files = [str(f) for f in spec]
+    elif os.path.isdir(spec):
+        info_path = os.path.join(spec, record_schema.DATASET_INFO)
+        if os.path.exists(info_path):
+            with open(info_path) as f:
+                files = [os.path.join(spec, s["file"]) for s in json.load(f)["shards"]]
+        else:
+            files = glob.glob(os.path.join(spec, "*" + record_schema.SHARD_SUFFIX))
+    else:
+        files = [g for part in str(spec).split(",") if part for g in glob.glob(part)]
+    files = sorted(set(files))
+    missing = [f for f in files if not os.path.exists(f)]
+    if not files or missing:
+        raise FileNotFoundError(f"no TFRecord files found for {spec!r} (missing: {missing[:3]})")
+    return files
+
+
+def split_files(files: list[str], process_index: int, process_count: int) -> list[str]:
+    """This process's files: files[process_index::process_count]; every file goes to one process.
+
+    Raises:
+        ValueError: if there are fewer files than processes or the index is out of range.
+    """
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    if len(files) < process_count:
+        raise ValueError(
+            f"{len(files)} record files cannot be split over {process_count} processes; "
+            "convert with --num_shards >= the number of processes"
+        )
+    mine = list(files[process_index::process_count])
+    covered = sorted(f for p in range(process_count) for f in files[p::process_count])
+    assert covered == sorted(files), "file split must cover every file exactly once"
+    return mine
+
+
+def _parse(serialized):
+    ex = tf.io.parse_single_example(serialized, record_schema.tf_feature_spec(tf))
+    n = tf.shape(ex[record_schema.JPEG])[0]
+    k = tf.shape(ex[record_schema.OBJECT_IDS])[0]
+    ex[record_schema.OBJECT_FRAMES] = tf.reshape(ex[record_schema.OBJECT_FRAMES], [k, n])
+    return ex
+
+
+def _pairs(ex, min_frames):
+    """(video, object) elements of one parsed record, objects in id order."""
+    listed = ex[record_schema.OBJECT_FRAMES] > 0
+    keep = tf.reduce_sum(tf.cast(listed, tf.int32), axis=1) >= min_frames
+
+    def one(k):
+        return {
+            "video": ex[record_schema.VIDEO],
+            "height": ex[record_schema.HEIGHT],
+            "width": ex[record_schema.WIDTH],
+            "jpeg": ex[record_schema.JPEG],
+            "png": ex[record_schema.PNG],
+            "object_id": ex[record_schema.OBJECT_IDS][k],
+            "frames": tf.cast(tf.where(listed[k])[:, 0], tf.int32),
+        }
+
+    ks = tf.boolean_mask(tf.range(tf.size(keep)), keep)
+    return tf.data.Dataset.from_tensor_slices(ks).map(one)
+
+
+def _mix(seed, epoch, salt):
+    """int64 shuffle seed from (seed, epoch, salt); large odd multipliers keep them distinct."""
+    return (tf.cast(seed, tf.int64) * 1_000_003 + epoch * 7_919 + salt) % (2**62)
+
+
+def _epoch_dataset(files, epoch, seed, data):
+    """(epoch, index, pair) elements of one epoch in their seeded order."""
+    epoch = tf.cast(epoch, tf.int64)
+    perm = tf.random.experimental.stateless_shuffle(
+        tf.range(len(files)), seed=tf.stack([tf.cast(seed, tf.int64), epoch])
+    )
+    names = tf.gather(tf.constant(files), perm)
+    ds = tf.data.Dataset.from_tensor_slices(names).interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=max(1, min(len(files), int(data.interleave_cycle))),
+        block_length=1,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+    ds = ds.shuffle(int(data.record_shuffle_buffer), seed=_mix(seed, epoch, 1))
+    ds = ds.map(_parse).flat_map(lambda ex: _pairs(ex, int(data.min_object_frames)))
+    ds = ds.shuffle(int(data.shuffle_buffer), seed=_mix(seed, epoch, 2))
+    return ds.enumerate().map(lambda i, p: dict(p, epoch=epoch, index=i))
+
+
+def samples_per_epoch(files: list[str], min_object_frames: int) -> int:
+    """(video, object) pairs with >= min_object_frames listed frames in these files (reads them)."""
+    spec = {
+        record_schema.OBJECT_IDS: tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
+        record_schema.OBJECT_FRAMES: tf.io.FixedLenSequenceFeature(
+            [], tf.int64, allow_missing=True
+        ),
+    }
+
+    def count(serialized):
+        ex = tf.io.parse_single_example(serialized, spec)
+        k = tf.shape(ex[record_schema.OBJECT_IDS])[0]
+        per_object = tf.reduce_sum(tf.reshape(ex[record_schema.OBJECT_FRAMES], [k, -1]), axis=1)
+        return tf.reduce_sum(tf.cast(per_object >= min_object_frames, tf.int64))
+
+    ds = tf.data.TFRecordDataset(files, num_parallel_reads=AUTOTUNE).map(count, AUTOTUNE)
+    return int(ds.reduce(tf.constant(0, tf.int64), lambda a, b: a + b).numpy())
+
+
+def _load_clip(elem, seed, data):
+    """Samples, decodes and augments one clip; pads to T = max_clip_len + 1 frames."""
+    out_hw = tuple(int(v) for v in data.image_size)
+    t_max = int(data.max_clip_len) + 1
+    key = tf.stack([tf.cast(seed, tf.int64), elem["epoch"] * (2**32) + elem["index"]])
+    u = tf.random.stateless_uniform([augment.NUM_UNIFORMS + 1], seed=key)
+    frames_of_obj = elem["frames"]
+    n = tf.size(frames_of_obj)
+    length = _clip_length(elem["epoch"], u[0], data)
+    # authors: start ~ U{0..n-L-1} and L + 1 frames when n > L, else all n frames from 0
+    start = tf.where(
+        n > length, tf.cast(tf.floor(u[1] * tf.cast(n - length, tf.float32)), tf.int32), 0
+    )
+    start = tf.minimum(start, tf.maximum(n - length - 1, 0))
+    count = tf.minimum(length + 1, n)
+    chosen = frames_of_obj[start : start + count]
+    orig_hw = (tf.cast(elem["height"], tf.int32), tf.cast(elem["width"], tf.int32))
+    params = augment.sample_affine(u[2:], orig_hw, data)
+    forward = augment.forward_matrix(params, orig_hw)
+    decoded = augment.decode_jpegs(
+        tf.gather(elem["jpeg"], chosen), orig_hw, out_hw, bool(data.jpeg_downscale)
+    )
+    frames = augment.augment_frames(decoded, forward, orig_hw, out_hw, data)
+    full = masks_lib.decode_object_masks(
+        tf.gather(elem["png"], chosen), elem["object_id"], orig_hw, elem["video"]
+    )
+    mask = augment.augment_masks(full, forward, orig_hw, out_hw)
+    dist = masks_lib.distance_tf(mask, int(data.border), int(data.bin_size))
+    pad = t_max - count
+    frames = tf.pad(frames, [[0, pad], [0, 0], [0, 0], [0, 0]])
+    mask = tf.pad(tf.cast(mask, tf.float32), [[0, pad], [0, 0], [0, 0], [0, 0]])
+    dist = tf.pad(dist, [[0, pad], [0, 0], [0, 0]])
+    h, w = out_hw
+    return {
+        "frames": tf.ensure_shape(frames, [t_max, h, w, 3]),
+        "masks": tf.ensure_shape(mask, [t_max, h, w, 1]),
+        "distance": tf.ensure_shape(dist, [t_max, h, w]),
+        "valid": tf.range(t_max) < count,
+    }
+
+
+def train_dataset(
+    data, *, seed: int, process_index: int = 0, process_count: int = 1, start_batch: int = 0
+) -> tf.data.Dataset:
+    """Infinite training dataset of this process's batches (see the module docstring).
+
+    Args:
+        data: `config.data` (keys in the module docstring).
+        seed: pipeline seed; the same seed gives the same batches.
+        process_index, process_count: this process and the number of processes (e.g.
+            jax.process_index(), jax.process_count()); each reads a disjoint set of files.
+        start_batch: index of the first batch to yield (resuming); 0 starts from scratch.
+
+    Returns:
+        tf.data.Dataset of dicts frames uint8[B,T,H,W,3], masks float32[B,T,H,W,1],
+        distance int32[B,T,H,W], valid bool[B,T] with B = data.batch_size, T = max_clip_len + 1.
+    """
+    clip_length_range(0, data)
+    distance.num_distance_classes(int(data.border), int(data.bin_size))
+    if data.frame_resample not in ("bilinear", "nearest"):
+        raise ValueError(
+            f"config.data.frame_resample must be bilinear|nearest: {data.frame_resample!r}"
+        )
+    files = split_files(record_files(data.train_records), process_index, process_count)
+    batch = int(data.batch_size)
+    first_epoch, offset = 0, 0
+    if start_batch:
+        per_epoch = samples_per_epoch(files, int(data.min_object_frames))
+        if per_epoch == 0:
+            raise ValueError(f"no (video, object) samples in {files}")
+        first_epoch, offset = divmod(start_batch * batch, per_epoch)
+    first = _epoch_dataset(files, first_epoch, seed, data).skip(offset)
+    rest = tf.data.Dataset.range(first_epoch + 1, 2**62).flat_map(
+        lambda e: _epoch_dataset(files, e, seed, data)
+    )
+    ds = first.concatenate(rest)
+    ds = ds.map(
+        lambda e: _load_clip(e, seed, data), num_parallel_calls=AUTOTUNE, deterministic=True
+    )
+    ds = ds.batch(batch, drop_remainder=True).prefetch(AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options)
+
+
+def train_iterator(data, **kwargs):
+    """`train_dataset(data, **kwargs)` as an iterator of dicts of numpy arrays."""
+    return train_dataset(data, **kwargs).as_numpy_iterator()

@@ -1,0 +1,62 @@
+"""Evaluation input: whole videos from TFRecords at their original size (contract §3 eval dict)."""
+
+import numpy as np
+import tensorflow as tf
+
+from rnn_vos_jax import input_pipeline, input_pipeline_masks, record_schema
+
+
+def _decode(serialized):
+    ex = tf.io.parse_single_example(serialized, record_schema.tf_feature_spec(tf))
+    ex["frames"] = tf.map_fn(
+        lambda b: tf.io.decode_jpeg(b, channels=3, dct_method="INTEGER_ACCURATE"),
+        ex[record_schema.JPEG],
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )
+    del ex[record_schema.JPEG]
+    return ex
+
+
+def eval_videos(records, *, process_index: int = 0, process_count: int = 1):
+    """Yields every video of the record files given to this process, in file and record order.
+
+    Args:
+        records: shard directory, glob, or comma-separated list (as `config.data.eval_records`).
+        process_index, process_count: files are split as in training (files[p::n]).
+
+    Yields:
+        dict: video str; frame_names list[str]; frames uint8[N,H0,W0,3]; annotations uint8[N,H0,W0]
+        ids (0 where no PNG); annotated bool[N]; object_ids int32[K]; categories list[str];
+        first_frame int32[K] (first frame listed for each object); height, width int.
+    """
+    files = input_pipeline.split_files(
+        input_pipeline.record_files(records), process_index, process_count
+    )
+    ds = tf.data.TFRecordDataset(files).map(_decode, num_parallel_calls=2, deterministic=True)
+    for ex in ds.prefetch(1).as_numpy_iterator():
+        video = ex[record_schema.VIDEO].decode()
+        height, width = int(ex[record_schema.HEIGHT]), int(ex[record_schema.WIDTH])
+        frames = ex["frames"]
+        if frames.shape[1:3] != (height, width):
+            raise ValueError(
+                f"video {video}: frames are {frames.shape[1:3]}, record says {(height, width)}"
+            )
+        ids, annotated = input_pipeline_masks.decode_all_ids(
+            list(ex[record_schema.PNG]), height, width, video
+        )
+        object_ids = ex[record_schema.OBJECT_IDS].astype(np.int32)
+        listed = ex[record_schema.OBJECT_FRAMES].reshape(len(object_ids), len(frames)) > 0
+        if len(object_ids) and not listed.any(axis=1).all():
+            raise ValueError(f"video {video}: an object has no listed frame")
+        yield {
+            "video": video,
+            "frame_names": [n.decode() for n in ex[record_schema.FRAME_NAMES]],
+            "frames": frames,
+            "annotations": ids,
+            "annotated": annotated,
+            "object_ids": object_ids,
+            "categories": [c.decode() for c in ex[record_schema.CATEGORIES]],
+            "first_frame": listed.argmax(axis=1).astype(np.int32),
+            "height": height,
+            "width": width,
+        }

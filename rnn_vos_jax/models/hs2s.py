@@ -1,0 +1,218 @@
+"""HS2S (paper B, the authors' `ModelMatch`): RNN memories plus matching to reference frames.
+
+For t = 1..T-1, with m_{t-1} the previous mask (GT, or the previous prediction under scheduled
+sampling and at inference):
+  r0, m0 = RefEnc(x0, y0) ('e', 'f16');  r_{t-1}, m1 = RefEnc(x_{t-1}, m_{t-1})
+  enc = Enc(x_t, m_{t-1});  h = ConvLSTM3x3(enc.e);  h_sm = ConvLSTM5x5(enc.f16)
+  logit_t, dist_t = DecoderRef(r0, h, enc skips, r_{t-1}, h_sm, m0, m1)
+The step holds both encoders because the previous mask is one of their inputs. Time runs through
+`nn.scan` over one step function (parameters shared across steps); streaming inference calls the
+same step function with an explicit carry, so memory does not grow with the video length.
+
+Variable tree (top-level names = the authors' torch modules, `module.` prefix stripped):
+  encoder_ref, encoder (resnet.EncoderExtra), memory, skip_memory (recurrent.ConvLSTMCell: conv),
+  decoder (decoder.DecoderRef). See resnet.py and decoder.py for the inner names.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rnn_vos_jax.models.decoder import DecoderRef
+from rnn_vos_jax.models.layers import normalize_frames
+from rnn_vos_jax.models.recurrent import ConvLSTMCell
+from rnn_vos_jax.models.resnet import EncoderExtra
+
+Carry = dict[str, jax.Array]
+
+
+def _coins(module: nn.Module, n: int, sample_prob: Any) -> jax.Array:
+    """bool[n]: per step, whether the previous prediction replaces the GT previous mask."""
+    if isinstance(sample_prob, (int, float)) and not isinstance(sample_prob, bool):
+        if sample_prob <= 0.0:
+            return jnp.zeros((n,), bool)
+        if sample_prob >= 1.0:
+            return jnp.ones((n,), bool)
+    if not module.has_rng("sample"):
+        raise ValueError(
+            f"HS2S: sample_prob={sample_prob!r} needs the 'sample' rng stream "
+            "(pass rngs={'sample': key} to apply)"
+        )
+    return jax.random.uniform(module.make_rng("sample"), (n,)) < sample_prob
+
+
+class HS2S(nn.Module):
+    """HS2S video object segmentation model (contract §4 of CONTRACTS.md).
+
+    Attributes:
+      backbone: 'resnet50' (authors' released weights) | 'resnet101'.
+      num_ch: channels of the encoder output and of both ConvLSTM memories.
+      num_classes: border-distance classes K.
+      mem_kernel: kernel of the bottleneck ConvLSTM (at H/32 x W/32).
+      sm_kernel: kernel of the skip-memory ConvLSTM (at H/16 x W/16).
+      cell: ConvLSTM activation, 'authors' (sigmoid g, ReLU c) | 'tanh'.
+      width_divisor: divides every channel count (tiny test/demo variants); 1 = authors'.
+      blocks: optional override of the ResNet stage depths, e.g. (1, 1, 1, 1).
+      dtype: compute dtype (params, BatchNorm statistics, memories and outputs stay float32).
+      remat: rematerialise the encoders in the backward pass (saves activation memory).
+    """
+
+    backbone: str = "resnet50"
+    num_ch: int = 1024
+    num_classes: int = 42
+    mem_kernel: int = 3
+    sm_kernel: int = 5
+    cell: str = "authors"
+    width_divisor: int = 1
+    blocks: Sequence[int] | None = None
+    dtype: Any = jnp.float32
+    remat: bool = False
+
+    def setup(self):
+        if self.width_divisor < 1 or 64 % self.width_divisor:
+            raise ValueError(f"HS2S: width_divisor must divide 64, got {self.width_divisor}")
+        # Argument 3 (self = 0) is `train`, a Python bool that selects the BatchNorm mode.
+        enc_cls = nn.remat(EncoderExtra, static_argnums=(3,)) if self.remat else EncoderExtra
+        enc = {
+            "backbone": self.backbone,
+            "out_ch": self.num_ch,
+            "blocks": self.blocks,
+            "width_divisor": self.width_divisor,
+            "dtype": self.dtype,
+        }
+        self.encoder_ref = enc_cls(**enc)
+        self.encoder = enc_cls(**enc)
+        ch = self.num_ch // self.width_divisor
+        self.memory = ConvLSTMCell(ch, self.mem_kernel, activation=self.cell, dtype=self.dtype)
+        self.skip_memory = ConvLSTMCell(ch, self.sm_kernel, activation=self.cell, dtype=self.dtype)
+        self.decoder = DecoderRef(ch, self.num_classes, self.width_divisor, dtype=self.dtype)
+
+    def _check(self, frames: jax.Array, masks: jax.Array, time_axis: bool) -> None:
+        lead = 2 if time_axis else 1
+        if frames.ndim != lead + 3 or frames.shape[-1] != 3:
+            raise ValueError(
+                f"HS2S: frames must be [{'B,T,' if time_axis else 'N,'}H,W,3], "
+                f"got shape {frames.shape}"
+            )
+        if masks.shape != frames.shape[:-1] + (1,):
+            raise ValueError(
+                f"HS2S: masks shape {masks.shape} must be frames shape {frames.shape} with 1 channel"
+            )
+        h, w = frames.shape[-3:-1]
+        if h % 32 or w % 32:
+            raise ValueError(f"HS2S: frame size {h}x{w} must be a multiple of 32")
+
+    def _start(self, x0: jax.Array, y0: jax.Array, train: bool) -> Carry:
+        """Carry before the first step from a normalised frame 0 and its mask."""
+        ref = self.encoder_ref(x0, y0, train)
+        n, h32, w32, _ = ref["e"].shape
+        h16, w16 = ref["f16"].shape[1:3]
+        ch = self.num_ch // self.width_divisor
+        h, c = ConvLSTMCell.initialize_carry(n, h32, w32, ch)
+        h_sm, c_sm = ConvLSTMCell.initialize_carry(n, h16, w16, ch)
+        return {
+            "ref": ref["e"],
+            "ref_mid": ref["f16"],
+            "h": h,
+            "c": c,
+            "h_sm": h_sm,
+            "c_sm": c_sm,
+            "prev_frame": x0,
+            "prev_pred": y0.astype(jnp.float32),
+        }
+
+    def _step(
+        self, carry: Carry, x: jax.Array, mask: jax.Array, train: bool
+    ) -> tuple[Carry, tuple[jax.Array, jax.Array]]:
+        """One step: segment normalised frame x given the mask `mask` of the previous frame."""
+        prev = self.encoder_ref(carry["prev_frame"], mask, train)
+        enc = self.encoder(x, mask, train)
+        (h, c), h_out = self.memory((carry["h"], carry["c"]), enc["e"])
+        (h_sm, c_sm), h_sm_out = self.skip_memory((carry["h_sm"], carry["c_sm"]), enc["f16"])
+        logits, dist = self.decoder(
+            carry["ref"], h_out, enc, prev["e"], h_sm_out, carry["ref_mid"], prev["f16"]
+        )
+        carry = dict(
+            carry, h=h, c=c, h_sm=h_sm, c_sm=c_sm, prev_frame=x, prev_pred=jax.nn.sigmoid(logits)
+        )
+        return carry, (logits, dist)
+
+    def _scan_body(self, carry: Carry, xs: tuple, train: bool):
+        x, gt_prev, use_pred = xs
+        # carry['prev_pred'] is y0 before the first step, so m_0 is always the GT mask.
+        mask = jnp.where(use_pred, carry["prev_pred"], gt_prev)
+        return self._step(carry, x, mask, train)
+
+    def __call__(
+        self, frames: jax.Array, masks: jax.Array, *, sample_prob: Any = 0.0, train: bool = False
+    ) -> dict[str, jax.Array]:
+        """Segments frames 1..T-1 of a batch of clips given the first masks.
+
+        Args:
+          frames: uint8 or float in [0, 255], [B, T, H, W, 3], T >= 2, H and W multiples of 32.
+          masks: float32 [B, T, H, W, 1]; masks[:, 0] is the given first mask, masks[:, t] the
+            teacher-forcing GT of frame t.
+          sample_prob: probability (Python float or traced scalar) that the previous prediction
+            (sigmoid, not detached) replaces the GT previous mask; one coin per step for the
+            whole batch from rng stream 'sample'. Step 0 always uses masks[:, 0].
+          train: BatchNorm in train mode (batch statistics; running stats updated when
+            'batch_stats' is mutable) or eval mode (running statistics).
+
+        Returns:
+          {'logits': f32[B, T-1, H, W, 1], 'distance': f32[B, T-1, H, W, num_classes]}.
+        """
+        self._check(frames, masks, time_axis=True)
+        if frames.shape[1] < 2:
+            raise ValueError(f"HS2S: need at least 2 frames, got T={frames.shape[1]}")
+        x = jnp.swapaxes(normalize_frames(frames, self.dtype), 0, 1)  # [T, B, H, W, 3]
+        y = jnp.swapaxes(masks.astype(jnp.float32), 0, 1)
+        carry = self._start(x[0], y[0], train)
+        xs = (x[1:], y[:-1], _coins(self, x.shape[0] - 1, sample_prob))
+        if self.is_initializing():
+            # BatchNorm statistics must exist before a scan carries them (DESIGN.md pitfalls).
+            self._scan_body(carry, jax.tree.map(lambda v: v[0], xs), train)
+        scan = nn.scan(
+            type(self)._scan_body,
+            variable_broadcast="params" if train else ["params", "batch_stats"],
+            variable_carry="batch_stats" if train else False,
+            split_rngs={"params": False},
+            in_axes=(0, nn.broadcast),
+        )
+        _, (logits, dist) = scan(self, carry, xs, train)
+        return {"logits": jnp.swapaxes(logits, 0, 1), "distance": jnp.swapaxes(dist, 0, 1)}
+
+    def init_carry(self, frame0: jax.Array, mask0: jax.Array) -> Carry:
+        """Streaming start: encodes the reference frame once (eval-mode BatchNorm).
+
+        Args:
+          frame0: uint8 or float in [0, 255], [N, H, W, 3] (N = objects of one video).
+          mask0: float [N, H, W, 1] first masks (0/1).
+
+        Returns:
+          Carry: dict of arrays with leading axis N ('ref', 'ref_mid', 'h', 'c', 'h_sm', 'c_sm',
+          'prev_frame', 'prev_pred'); its size does not depend on the video length.
+        """
+        self._check(frame0, mask0, time_axis=False)
+        return self._start(normalize_frames(frame0, self.dtype), mask0, False)
+
+    def step(
+        self, carry: Carry, frame: jax.Array, mask: jax.Array | None = None
+    ) -> tuple[Carry, jax.Array]:
+        """Streaming step (eval-mode BatchNorm), as the authors' inference loop.
+
+        Args:
+          carry: from init_carry or the previous step.
+          frame: uint8 or float in [0, 255], [N, H, W, 3], the next frame.
+          mask: optional float [N, H, W, 1] mask of the previous frame to use instead of the
+            carried sigmoid of the previous prediction (teacher forcing); None at inference.
+
+        Returns:
+          (carry, logits f32[N, H, W, 1]).
+        """
+        mask = carry["prev_pred"] if mask is None else mask.astype(jnp.float32)
+        self._check(frame, mask, time_axis=False)
+        carry, (logits, _) = self._step(carry, normalize_frames(frame, self.dtype), mask, False)
+        return carry, logits

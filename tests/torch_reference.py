@@ -441,3 +441,28 @@ def s2spp_checkpoint(model):
     ckpt = {name: getattr(model, name).state_dict() for name in S2SPP_MODULES}
     ckpt["optimizer"] = {"state": {}, "param_groups": []}
     return ckpt
+
+
+def load_flax_into_torch(module, variables, prefix=""):
+    """Copies Flax variables into a torch module by the converter's own key resolution.
+
+    `prefix` is prepended to every torch key before resolving (e.g. 'encoder.' to fill a torch
+    EncoderExtra from an HS2S tree). Returns the number of tensors copied; raises KeyError if a
+    torch tensor has no Flax counterpart.
+    """
+    from rnn_vos_jax import torch_keys
+
+    flat = torch_keys.flatten_variables(variables)
+    index = torch_keys.KeyIndex(flat)
+    copied = 0
+    with torch.no_grad():
+        for key, tensor in module.state_dict().items():
+            if key.endswith("num_batches_tracked"):
+                continue
+            path = index.resolve(prefix + key, tensor.ndim)
+            if path is None:
+                raise KeyError(f"no Flax variable for torch key {prefix + key}")
+            value = torch_keys.to_torch_layout(flat[path])
+            tensor.copy_(torch.as_tensor(value.copy()))
+            copied += 1
+    return copied

@@ -13,9 +13,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch_reference as tr  # noqa: E402
+import torch_reference as tr
 
-from rnn_vos_jax import api, convert_torch, torch_keys  # noqa: E402
+from rnn_vos_jax import api, convert_torch, torch_keys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = (64, 96)
@@ -84,7 +84,9 @@ def test_cli_s2spp_parity_frame_by_frame(s2spp_torch, tmp_path):
         "--config=configs/s2s_pp.py:demo", "--config.model.num_classes=6", f"--output={out}",
     ]  # fmt: skip
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Converted" in res.stdout
     seg = api.Segmenter.from_checkpoint(out, _s2spp_config())

@@ -21,20 +21,17 @@ from rnn_vos_jax.models import layers, resnet, vgg
 
 DIV = 16
 TOL = 1e-4
+_COMMON = {"width_divisor": DIV, "dtype": "float32", "backbone_init": ""}
 
 
 def _hs2s_cfg():
-    return ml_collections.ConfigDict(
-        dict(name="hs2s", backbone="resnet50", num_ch=1024, num_classes=6, width_divisor=DIV,
-             blocks=(1, 1, 1, 1), dtype="float32", backbone_init="")
-    )  # fmt: skip
+    fields = {"backbone": "resnet50", "num_ch": 1024, "blocks": (1, 1, 1, 1)}
+    return ml_collections.ConfigDict({"name": "hs2s", "num_classes": 6, **_COMMON, **fields})
 
 
 def _s2spp_cfg(head="authors_1x1"):
-    return ml_collections.ConfigDict(
-        dict(name="s2s_pp", num_skip_memories=2, num_classes=6, encoder_head=head,
-             width_divisor=DIV, dtype="float32", backbone_init="")
-    )  # fmt: skip
+    fields = {"num_skip_memories": 2, "encoder_head": head}
+    return ml_collections.ConfigDict({"name": "s2s_pp", "num_classes": 6, **_COMMON, **fields})
 
 
 def _random_variables(cfg, seed=0):

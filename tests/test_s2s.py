@@ -1,0 +1,238 @@
+"""S2S and S2S++ models (rnn_vos_jax.models.s2s): shapes, parameter counts, gradients, scan == step."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnn_vos_jax import losses, models
+from rnn_vos_jax.models import s2s
+from rnn_vos_jax.models.layers import upsample2x
+
+B, T, H, W, K = 2, 3, 64, 64, 42
+
+
+def _count(tree):
+    return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
+
+
+def _batch(seed=0, b=B, t=T, h=H, w=W):
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (b, t, h, w, 3)).astype(np.uint8)
+    masks = np.zeros((b, t, h, w, 1), np.float32)
+    masks[:, :, h // 4 : h // 2, w // 4 : 3 * w // 4] = 1.0
+    return frames, masks
+
+
+def _abstract_init(model, frames, masks):
+    init = functools.partial(model.init, {"params": jax.random.key(0), "sample": jax.random.key(1)})
+    return jax.eval_shape(lambda f, m: init(f, m, sample_prob=0.0, train=False), frames, masks)
+
+
+def _random_variables(model, frames, masks, seed=0):
+    """He-scaled random parameters of the right shapes without compiling the initialiser."""
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        if path[-1].key == "kernel":
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            return rng.normal(0, np.sqrt(2.0 / fan_in), leaf.shape).astype(np.float32)
+        return rng.uniform(-0.05, 0.05, leaf.shape).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(fill, _abstract_init(model, frames, masks))
+
+
+def _loss_and_out(model, variables, frames, masks, dist_labels):
+    out = model.apply(
+        variables, frames, masks, sample_prob=0.9, train=True, rngs={"sample": jax.random.key(2)}
+    )
+    valid = jnp.ones(out["logits"].shape[:2], bool)
+    loss, _ = losses.sequence_loss(out["logits"], out["distance"], masks[:, 1:], dist_labels, valid)
+    return loss, out
+
+
+def _check_grads(grads):
+    for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+        g = np.asarray(g)
+        assert np.all(np.isfinite(g)), path
+        assert np.any(g != 0), f"zero gradient for {jax.tree_util.keystr(path)}"
+
+
+@pytest.fixture(scope="module")
+def s2spp_run():
+    model = s2s.S2SPlusPlus(width_divisor=32)
+    frames, masks = _batch()
+    variables = _random_variables(model, frames, masks)
+    labels = np.random.default_rng(1).integers(0, K, (B, T - 1, H, W)).astype(np.int32)
+    grad_fn = jax.jit(jax.value_and_grad(functools.partial(_loss_and_out, model), has_aux=True))
+    (loss, out), grads = grad_fn(variables, frames, masks, labels)
+    return model, variables, frames, masks, loss, out, grads
+
+
+def test_s2spp_outputs_carry_and_scan_equals_streaming_steps(s2spp_run):
+    model, variables, frames, masks, loss, out, _ = s2spp_run
+    assert out["logits"].shape == (B, T - 1, H, W, 1) and out["logits"].dtype == jnp.float32
+    assert out["distance"].shape == (B, T - 1, H, W, K) and out["distance"].dtype == jnp.float32
+    assert np.isfinite(float(loss))
+    init_carry = jax.jit(functools.partial(model.apply, method="init_carry"))
+    carry = init_carry(variables, frames[:, 0], masks[:, 0])
+    shapes = {k: tuple(x.shape for x in v) for k, v in carry.items()}
+    assert shapes == {
+        "convlstm": ((B, 2, 2, 16),) * 2,
+        "convlstm_middle": ((B, 4, 4, 16),) * 2,
+        "convlstm_3": ((B, 8, 8, 8),) * 2,
+    }
+    # The authors' initializer ReLUs both h and c, so c >= 0 and the cell's ReLU(c) is c.
+    assert all(float(x.min()) >= 0 for v in carry.values() for x in v)
+    step = jax.jit(functools.partial(model.apply, method="step"))
+    for t in range(1, T):
+        carry, logits = step(variables, carry, frames[:, t])
+        assert logits.shape == (B, H, W, 1)
+        ref = np.asarray(out["logits"][:, t - 1])
+        np.testing.assert_allclose(logits, ref, atol=1e-5 * max(1.0, np.abs(ref).max()), rtol=0)
+    assert np.std(np.asarray(out["logits"])) > 0
+
+
+def test_s2spp_gradients_finite_and_nonzero_for_every_parameter(s2spp_run):
+    _, variables, *_, grads = s2spp_run
+    assert set(grads["params"]) == {
+        "initializer",
+        "encoder",
+        "convlstm",
+        "convlstm_middle",
+        "convlstm_3",
+        "decoder",
+    }
+    assert _count(grads) == _count(variables)
+    _check_grads(grads)
+
+
+def test_s2s_baseline_shapes_and_gradients():
+    # Random He-scaled weights: at tiny widths the authors' from-scratch inits (torch default)
+    # shrink activations ~6x per ReLU layer, so some gradients would be exactly zero by
+    # underflow; in practice the trunks start from ImageNet weights.
+    model = s2s.S2S(width_divisor=32)
+    frames, masks = _batch(1, t=2)
+    variables = _random_variables(model, frames, masks, seed=1)
+    params = variables["params"]
+    assert set(params) == {"initializer", "encoder", "convlstm", "decoder"}
+    assert set(params["initializer"]) == {
+        "vgg_backbone",
+        "mid_layer_0",
+        "mid_layer_2",
+        "h_1",
+        "c_1",
+    }
+    assert "mask_head" in params["decoder"] and "merge_" not in params["decoder"]
+    grad_fn = jax.jit(jax.value_and_grad(functools.partial(_loss_and_out, model), has_aux=True))
+    (loss, out), grads = grad_fn(variables, frames, masks, None)
+    assert out["logits"].shape == (B, 1, H, W, 1) and out["distance"] is None
+    assert np.isfinite(float(loss))
+    _check_grads(grads)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_outputs(s2spp_run):
+    model, variables, frames, masks, _, out, _ = s2spp_run
+    bf = model.clone(dtype=jnp.bfloat16)
+    out_bf = jax.jit(lambda v, f, m: bf.apply(v, f, m))(variables, frames, masks)
+    assert out_bf["logits"].dtype == jnp.float32 and out_bf["distance"].dtype == jnp.float32
+    ref, got = np.asarray(out["logits"]), np.asarray(out_bf["logits"])
+    assert np.all(np.isfinite(got))
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max() + 1e-3
+    abstract = _abstract_init(bf, frames, masks)
+    assert {x.dtype for x in jax.tree_util.tree_leaves(abstract)} == {jnp.dtype(jnp.float32)}
+
+
+@pytest.mark.parametrize(
+    "kwargs,memories,dist_shape",
+    [
+        ({"num_skip_memories": 1, "use_distance": False}, {"convlstm", "convlstm_middle"}, None),
+        ({"num_skip_memories": 0, "num_classes": 6}, {"convlstm"}, (B, T - 1, H, W, 6)),
+        ({"encoder_head": "fcn_7x7", "cell": "tanh", "remat": True}, None, (B, T - 1, H, W, K)),
+    ],
+)
+def test_variants_shapes(kwargs, memories, dist_shape):
+    model = s2s.S2SPlusPlus(width_divisor=32, **kwargs)
+    frames, masks = _batch()
+    variables = _abstract_init(model, frames, masks)
+    params = variables["params"]
+    if memories is not None:
+        assert {k for k in params if k.startswith("convlstm")} == memories
+    if kwargs.get("encoder_head") == "fcn_7x7":
+        assert {"fc6", "fc7", "reduce_conv"} <= set(params["encoder"])
+    out = jax.eval_shape(lambda v, f, m: model.apply(v, f, m), variables, frames, masks)
+    assert out["logits"].shape == (B, T - 1, H, W, 1)
+    assert (out["distance"] is None) == (dist_shape is None)
+    if dist_shape is not None:
+        assert out["distance"].shape == dist_shape
+
+
+def _conv(cin, cout, k):
+    return cin * cout * k * k + cout
+
+
+# Counted from the authors' RS2S modules (torch named_parameters), layer by layer.
+_TRUNK = 14_714_688  # torchvision vgg16 features
+_FC67 = [_conv(512, 4096, 7), _conv(4096, 4096, 1)]  # initializer mid_layer (fc6, fc7)
+_ENCODER = _TRUNK + _conv(512, 200704, 1) + _conv(200704, 512, 1)
+_DEC_COMMON = [_conv(1024, 512, 1), _conv(512, 512, 5), _conv(512, 256, 5), _conv(256, 128, 5)]
+_DEC_COMMON += [_conv(256, 128, 1), _conv(128, 64, 5), _conv(128, 64, 1), _conv(64, 64, 5)]
+_INIT_MEM2 = [3 * _conv(4096, 512, 1), _conv(512, 512, 3), _conv(1024, 512, 1)]
+_INIT_MEM2 += [2 * _conv(512, 512, 1), _conv(512, 256, 3), _conv(512, 256, 1)]
+_INIT_MEM2 += [2 * _conv(256, 256, 1)]
+_DEC_HEADS = [_conv(1536, 512, 1), _conv(768, 256, 1), 2 * _conv(64, 42, 3), _conv(84, 1, 1)]
+EXPECTED = {
+    "s2s_pp": {
+        "initializer": _TRUNK + 9 * 64 + sum(_FC67) + sum(_INIT_MEM2),
+        "encoder": _ENCODER,
+        "convlstm": _conv(1024, 2048, 3),
+        "convlstm_middle": _conv(1024, 2048, 3),
+        "convlstm_3": _conv(512, 1024, 5),
+        "decoder": sum(_DEC_COMMON) + sum(_DEC_HEADS),
+    },
+    "s2s": {
+        "initializer": _TRUNK + 9 * 64 + sum(_FC67) + 2 * _conv(4096, 512, 1),
+        "encoder": _ENCODER,
+        "convlstm": _conv(1024, 2048, 3),
+        "decoder": sum(_DEC_COMMON) + _conv(1024, 512, 1) + _conv(512, 256, 1) + _conv(64, 1, 3),
+    },
+}
+
+
+@pytest.mark.parametrize("name,total", [("s2s_pp", 429_260_841), ("s2s", 389_950_145)])
+def test_full_size_parameter_counts_equal_the_authors(name, total):
+    model = models.build({"name": name})
+    frames = jax.ShapeDtypeStruct((1, 2, 256, 448, 3), jnp.uint8)
+    masks = jax.ShapeDtypeStruct((1, 2, 256, 448, 1), jnp.float32)
+    variables = _abstract_init(model, frames, masks)
+    assert set(variables) == {"params"}  # no BatchNorm anywhere
+    counts = {k: _count(v) for k, v in variables["params"].items()}
+    assert counts == EXPECTED[name]
+    assert sum(counts.values()) == total
+    out = jax.eval_shape(lambda v, f, m: model.apply(v, f, m), variables, frames, masks)
+    assert out["logits"].shape == (1, 1, 256, 448, 1)
+
+
+def test_build_bad_inputs_and_align_corners_upsampling():
+    model = models.build({"name": "s2s_pp", "width_divisor": 32, "dtype": "bfloat16"})
+    assert isinstance(model, s2s.S2SPlusPlus) and model.num_skip_memories == 2
+    assert model.dtype == jnp.bfloat16
+    base = models.build({"name": "s2s"})
+    assert isinstance(base, s2s.S2S) and base.num_skip_memories == 0 and not base.use_distance
+    frames, masks = _batch(t=2)
+    with pytest.raises(ValueError, match="T >= 2"):
+        _abstract_init(model, frames[:, :1], masks[:, :1])
+    with pytest.raises(ValueError, match="masks must be"):
+        _abstract_init(model, frames, masks[..., :32, :])
+    with pytest.raises(ValueError, match="multiples of 32"):
+        _abstract_init(model, frames[:, :, :48], masks[:, :, :48])
+    with pytest.raises(ValueError, match="num_skip_memories"):
+        _abstract_init(model.clone(num_skip_memories=3), frames, masks)
+    with pytest.raises(ValueError, match="cell"):
+        _abstract_init(model.clone(cell="gru"), frames, masks)
+    # align_corners=True (the S2S++ decoder/initializer): [0, 1] -> [0, 1/3, 2/3, 1].
+    x = jnp.asarray([0.0, 1.0]).reshape(1, 1, 2, 1)
+    got = upsample2x(x, align_corners=True)[0, 0, :, 0]
+    np.testing.assert_allclose(got, [0, 1 / 3, 2 / 3, 1], atol=1e-6)

@@ -10,8 +10,18 @@ import pytest
 from rnn_vos_jax import losses, models
 from rnn_vos_jax.models import s2s
 from rnn_vos_jax.models.layers import upsample2x
+from rnn_vos_jax.models.vgg import VGG16_BLOCKS
 
 B, T, H, W, K = 2, 3, 64, 64, 42
+
+
+# Tiny models: XLA's CPU optimisation passes cost more compile time than they save at run time.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _fast_jit(fn, *args):
+    """jax.jit(fn) compiled for `args` with cheap compiler options; returns the executable."""
+    return jax.jit(fn).lower(*args).compile(compiler_options=_FAST_COMPILE)
 
 
 def _count(tree):
@@ -66,8 +76,10 @@ def s2spp_run():
     frames, masks = _batch()
     variables = _random_variables(model, frames, masks)
     labels = np.random.default_rng(1).integers(0, K, (B, T - 1, H, W)).astype(np.int32)
-    grad_fn = jax.jit(jax.value_and_grad(functools.partial(_loss_and_out, model), has_aux=True))
-    (loss, out), grads = grad_fn(variables, frames, masks, labels)
+    grad_fn = jax.value_and_grad(functools.partial(_loss_and_out, model), has_aux=True)
+    (loss, out), grads = _fast_jit(grad_fn, variables, frames, masks, labels)(
+        variables, frames, masks, labels
+    )
     return model, variables, frames, masks, loss, out, grads
 
 
@@ -76,8 +88,10 @@ def test_s2spp_outputs_carry_and_scan_equals_streaming_steps(s2spp_run):
     assert out["logits"].shape == (B, T - 1, H, W, 1) and out["logits"].dtype == jnp.float32
     assert out["distance"].shape == (B, T - 1, H, W, K) and out["distance"].dtype == jnp.float32
     assert np.isfinite(float(loss))
-    init_carry = jax.jit(functools.partial(model.apply, method="init_carry"))
-    carry = init_carry(variables, frames[:, 0], masks[:, 0])
+    init_carry = functools.partial(model.apply, method="init_carry")
+    carry = _fast_jit(init_carry, variables, frames[:, 0], masks[:, 0])(
+        variables, frames[:, 0], masks[:, 0]
+    )
     shapes = {k: tuple(x.shape for x in v) for k, v in carry.items()}
     assert shapes == {
         "convlstm": ((B, 2, 2, 16),) * 2,
@@ -86,13 +100,88 @@ def test_s2spp_outputs_carry_and_scan_equals_streaming_steps(s2spp_run):
     }
     # The authors' initializer ReLUs both h and c, so c >= 0 and the cell's ReLU(c) is c.
     assert all(float(x.min()) >= 0 for v in carry.values() for x in v)
-    step = jax.jit(functools.partial(model.apply, method="step"))
+    step = _fast_jit(functools.partial(model.apply, method="step"), variables, carry, frames[:, 1])
     for t in range(1, T):
         carry, logits = step(variables, carry, frames[:, t])
         assert logits.shape == (B, H, W, 1)
         ref = np.asarray(out["logits"][:, t - 1])
         np.testing.assert_allclose(logits, ref, atol=1e-5 * max(1.0, np.abs(ref).max()), rtol=0)
     assert np.std(np.asarray(out["logits"])) > 0
+
+
+def _torch_s2spp_reference(torch, params, frames, masks):
+    """Independent torch forward of S2S++ written from the layer spec (NCHW), for parity."""
+    fn = torch.nn.functional
+    relu, sig = torch.relu, torch.sigmoid
+
+    def conv(x, p, pad):
+        w = torch.from_numpy(np.array(p["kernel"])).permute(3, 2, 0, 1)
+        return fn.conv2d(x, w, torch.from_numpy(np.array(p["bias"])), padding=pad)
+
+    def trunk(x, p):
+        feats = []
+        for b, block in enumerate(VGG16_BLOCKS):
+            for j in range(len(block)):
+                x = relu(conv(x, p[f"encoder_{b}_{2 * j}"], 1))
+            x = fn.max_pool2d(x, 2)
+            feats.append(x)
+        return feats
+
+    def up(x):
+        return fn.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+
+    def lstm(x, state, p, pad):
+        h, c = state
+        i, f, o, g = torch.chunk(conv(torch.cat([x, h], 1), p["conv"], pad), 4, dim=1)
+        c = sig(f) * c + sig(i) * sig(g)
+        return sig(o) * relu(c), c
+
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    imgs = (torch.from_numpy(frames.astype(np.float32)).permute(0, 1, 4, 2, 3) / 255 - mean) / std
+    p0 = params["initializer"]
+    f0 = trunk(
+        torch.cat([imgs[:, 0], torch.from_numpy(masks[:, 0]).permute(0, 3, 1, 2)], 1),
+        p0["vgg_backbone"],
+    )
+    x = relu(conv(relu(conv(f0[4], p0["mid_layer_0"], 3)), p0["mid_layer_2"], 0))
+    s1 = relu(conv(x, p0["h_1"], 0)), relu(conv(x, p0["c_1"], 0))
+    x = relu(conv(x, p0["reduce_conv"], 0))
+    u = relu(conv(up(x), p0["upsample_conv"], 1))
+    u = relu(conv(torch.cat([u, f0[3]], 1), p0["cat_conv"], 0))
+    s2 = relu(conv(u, p0["h_2"], 0)), relu(conv(u, p0["c_2"], 0))
+    v = relu(conv(up(u), p0["upsample_conv_2"], 1))
+    v = relu(conv(torch.cat([v, f0[2]], 1), p0["cat_conv_2"], 0))
+    s3 = relu(conv(v, p0["h_3"], 0)), relu(conv(v, p0["c_3"], 0))
+    pe, pd = params["encoder"], params["decoder"]
+    logits, dists = [], []
+    for t in range(1, frames.shape[1]):
+        f = trunk(imgs[:, t], pe["vgg_backbone"])
+        e = relu(conv(relu(conv(f[4], pe["out_0"], 0)), pe["out_2"], 0))
+        s1 = lstm(e, s1, params["convlstm"], 1)
+        s2 = lstm(f[3], s2, params["convlstm_middle"], 1)
+        s3 = lstm(f[2], s3, params["convlstm_3"], 2)
+        x = s1[0]
+        stages = [("1", "11", [f[4]]), ("2", "22", [f[3], s2[0]]), ("3_", "33", [f[2], s3[0]])]
+        stages += [("4", "44", [f[1]]), ("5", "55", [f[0]])]
+        for a, b, skips in stages:
+            x = relu(conv(torch.cat([x] + skips, 1), pd[f"conv_{a}"], 0))
+            x = relu(conv(up(x), pd[f"conv_{b}"], 2))
+        dist = conv(x, pd["distance_classifier_"], 1)
+        seg = conv(x, pd["segmentation_branch_"], 1)
+        logits.append(conv(relu(torch.cat([dist, seg], 1)), pd["merge_"], 0))
+        dists.append(dist)
+    to_np = lambda xs: torch.stack(xs, 1).permute(0, 1, 3, 4, 2).numpy()
+    return to_np(logits), to_np(dists)
+
+
+def test_s2spp_matches_independent_torch_forward(s2spp_run):
+    torch = pytest.importorskip("torch")
+    _, variables, frames, masks, _, out, _ = s2spp_run
+    with torch.no_grad():
+        logits, dists = _torch_s2spp_reference(torch, variables["params"], frames, masks)
+    for got, ref in ((out["logits"], logits), (out["distance"], dists)):
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
 
 
 def test_s2spp_gradients_finite_and_nonzero_for_every_parameter(s2spp_run):
@@ -126,8 +215,10 @@ def test_s2s_baseline_shapes_and_gradients():
         "c_1",
     }
     assert "mask_head" in params["decoder"] and "merge_" not in params["decoder"]
-    grad_fn = jax.jit(jax.value_and_grad(functools.partial(_loss_and_out, model), has_aux=True))
-    (loss, out), grads = grad_fn(variables, frames, masks, None)
+    grad_fn = jax.value_and_grad(functools.partial(_loss_and_out, model), has_aux=True)
+    (loss, out), grads = _fast_jit(grad_fn, variables, frames, masks, None)(
+        variables, frames, masks, None
+    )
     assert out["logits"].shape == (B, 1, H, W, 1) and out["distance"] is None
     assert np.isfinite(float(loss))
     _check_grads(grads)
@@ -136,7 +227,7 @@ def test_s2s_baseline_shapes_and_gradients():
 def test_bfloat16_compute_keeps_float32_params_and_outputs(s2spp_run):
     model, variables, frames, masks, _, out, _ = s2spp_run
     bf = model.clone(dtype=jnp.bfloat16)
-    out_bf = jax.jit(lambda v, f, m: bf.apply(v, f, m))(variables, frames, masks)
+    out_bf = _fast_jit(bf.apply, variables, frames, masks)(variables, frames, masks)
     assert out_bf["logits"].dtype == jnp.float32 and out_bf["distance"].dtype == jnp.float32
     ref, got = np.asarray(out["logits"]), np.asarray(out_bf["logits"])
     assert np.all(np.isfinite(got))

@@ -1,0 +1,378 @@
+"""Checkpoint evaluation: streaming inference per video -> palette PNGs -> J, F, J&F.
+
+    python -m rnn_vos_jax.main --config=configs/hs2s.py --workdir=DIR --mode=eval \
+        [--config.data.eval_dir=RAW_FOLDER | --config.data.eval_records=TFRECORDS] \
+        [--config.eval.step=N] [--config.eval.watch=True]
+
+Evaluates the latest checkpoint of WORKDIR/checkpoints (or config.eval.step; or, when the workdir
+has none, config.init_from) on a raw YouTube-VOS/DAVIS folder (read with VOSReader, no conversion)
+or on converted eval records. Writes WORKDIR/eval/<split>/Annotations/VIDEO/FRAME.png at the
+original frame size on a background thread, then WORKDIR/eval/<split>/metrics.json (schema of
+``metrics.summarize``, with a copy-the-first-mask baseline under "baseline"). Each finished video
+leaves a marker WORKDIR/eval/<split>/done/VIDEO.json (written atomically after its last PNG, with
+its scores), so an interrupted evaluation resumes where it stopped. Videos without ground truth on
+every frame (real YouTube-VOS valid) get PNGs but no scores. With config.eval.watch it evaluates
+every new checkpoint until the final training step's (or config.eval.watch_timeout_s without a new
+one). Only process 0 evaluates in multi-process runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from rnn_vos_jax import checkpoints, inference, metrics, models, png_writer, score, vos_reader
+
+EVAL_DIR = "eval"
+
+
+def reader_video(reader: vos_reader.VOSReader, name: str) -> dict:
+    """One video of a raw folder as the eval dict of contract section 3 (frames at full size)."""
+    info = reader.video(name)
+    annotated = set(info.annotated)
+    frames = np.stack([reader.read_frame(name, f) for f in info.frames])
+    annotations = np.zeros((len(info.frames), info.height, info.width), np.uint8)
+    for n, frame in enumerate(info.frames):
+        if frame in annotated:
+            annotations[n] = reader.read_annotation(name, frame)
+    ids = sorted(info.objects)
+    first = []
+    for obj_id in ids:
+        f0 = info.objects[obj_id].frames[0]
+        if f0 not in info.frames or f0 not in annotated:
+            raise ValueError(f"video {name}: object {obj_id}'s first frame {f0} has no JPEG or PNG")
+        first.append(info.frames.index(f0))
+    return {
+        "video": name,
+        "frame_names": list(info.frames),
+        "frames": frames,
+        "annotations": annotations,
+        "annotated": np.array([f in annotated for f in info.frames]),
+        "object_ids": np.asarray(ids, np.int32),
+        "categories": [info.objects[o].category or "" for o in ids],
+        "first_frame": np.asarray(first, np.int32),
+        "height": info.height,
+        "width": info.width,
+    }
+
+
+def _prefetch(items: Iterator, size: int = 2) -> Iterator:
+    """Runs ``items`` on a thread ``size`` ahead (video decoding overlaps inference)."""
+    q = queue.Queue(maxsize=size)
+    done = object()
+
+    def fill():
+        try:
+            for item in items:
+                q.put((item, None))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+            q.put((None, e))
+        q.put((done, None))
+
+    threading.Thread(target=fill, daemon=True).start()
+    while True:
+        item, error = q.get()
+        if error is not None:
+            raise error
+        if item is done:
+            return
+        yield item
+
+
+class _Source:
+    """Eval videos of config.data.eval_dir or config.data.eval_records."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        data = config.data
+        self.seen_categories = _seen_categories(config)
+        if data.get("eval_dir"):
+            split = config.eval.get("split", "valid")
+            self._reader = vos_reader.VOSReader(
+                data.eval_dir, davis_set="val" if split == "valid" else split
+            )
+            self.split = self._reader.split
+            self.names = self._reader.video_names()
+        elif data.get("eval_records"):
+            self._reader = None
+            records = str(data.eval_records).split(",")[0]
+            folder = records if os.path.isdir(records) else os.path.dirname(records)
+            info_path = os.path.join(folder, "dataset_info.json")
+            info = {}
+            if os.path.exists(info_path):
+                with open(info_path) as f:
+                    info = json.load(f)
+            self.split = info.get("split") or config.eval.get("split", "valid")
+            self.names = None
+            self._records = data.eval_records
+        else:
+            raise ValueError("evaluation needs config.data.eval_dir or config.data.eval_records")
+
+    def videos(self, skip) -> Iterator[dict | str]:
+        """Yields eval dicts, or just the name of a video that ``skip(name)`` says is done."""
+        if self._reader is not None:
+            for name in self.names:
+                yield name if skip(name) else reader_video(self._reader, name)
+            return
+        from rnn_vos_jax import input_pipeline_eval  # TensorFlow only on this path
+
+        for video in input_pipeline_eval.eval_videos(self._records):
+            yield video["video"] if skip(video["video"]) else video
+
+
+def _seen_categories(config) -> set[str] | None:
+    path = config.eval.get("train_meta") or ""
+    if not path and config.data.get("train_records"):
+        candidate = os.path.join(config.data.train_records, "dataset_info.json")
+        path = candidate if os.path.exists(candidate) else ""
+    if not path:
+        return None
+    try:
+        return score.load_categories(path) or None
+    except ValueError as e:
+        logging.warning("no seen/unseen split: %s", e)
+        return None
+
+
+def _checkpoint_steps(workdir: str) -> list[int]:
+    root = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
+    if not os.path.isdir(root):
+        return []
+    # Orbax renames a step's temporary folder only when the save is complete.
+    return sorted(
+        int(n) for n in os.listdir(root) if n.isdigit() and os.path.isdir(os.path.join(root, n))
+    )
+
+
+class _Marker:
+    """Per-video done markers under OUT/done/VIDEO.json."""
+
+    def __init__(self, out_dir: str, label: str, save_pngs: bool, include_first_last: bool):
+        self.dir = os.path.join(out_dir, "done")
+        self.png_dir = os.path.join(out_dir, "Annotations")
+        # A marker counts only for the same checkpoint and scoring protocol.
+        self.label = f"{label}; include_first_last={include_first_last}"
+        self.save_pngs = save_pngs
+
+    def path(self, video: str) -> str:
+        return os.path.join(self.dir, video + ".json")
+
+    def load(self, video: str) -> dict | None:
+        """The marker of ``video`` if it is finished for this checkpoint, else None."""
+        try:
+            with open(self.path(video)) as f:
+                marker = json.load(f)
+        except (OSError, json.JSONDecodeError):
+            return None
+        if marker.get("checkpoint") != self.label:
+            return None
+        if self.save_pngs and not all(
+            os.path.exists(os.path.join(self.png_dir, video, f + ".png")) for f in marker["frames"]
+        ):
+            return None
+        return marker
+
+
+def _score_and_mark(marker: _Marker, video: dict, pred_ids: list, include_first_last: bool, fps):
+    """Writer-thread job: scores a finished video and writes its marker (after its PNGs)."""
+    name, ids = video["video"], [int(i) for i in video["object_ids"]]
+    first = dict(zip(ids, (int(f) for f in video["first_frame"])))
+    cats = {o: (c or None) for o, c in zip(ids, video["categories"])}
+    full_gt = bool(np.all(video["annotated"]))
+    entry = {"checkpoint": marker.label, "frames": list(video["frame_names"]), "scored": full_gt}
+    line = f"{name}: {len(ids)} objects, {len(pred_ids)} frames, {fps:.1f} frames/s"
+    if full_gt:
+        anns = list(video["annotations"])
+        kw = {"categories": cats, "include_first_last": include_first_last}
+        model = metrics.score_video(pred_ids, anns, first, **kw)
+        base = metrics.score_video(None, anns, first, **kw)
+        entry["scores"] = {str(o): s.to_json() for o, s in model.items()}
+        entry["baseline"] = {str(o): s.to_json() for o, s in base.items()}
+        summary = metrics.summarize({name: model}, with_baseline={name: base})
+        if summary["num_objects"]:
+            line += (
+                f", J&F {summary['JF_mean']:.3f} (copy-first {summary['baseline']['JF_mean']:.3f})"
+            )
+    else:
+        line += ", no full ground truth: not scored"
+    os.makedirs(marker.dir, exist_ok=True)
+    score.write_json(marker.path(name), entry)
+    logging.info("%s", line)
+
+
+def _probabilities(predictor, video: dict, batch_objects: int) -> Iterator[np.ndarray]:
+    """Per-frame float32[K, H0, W0] for all objects, in groups of batch_objects run in lockstep."""
+    ids = [int(i) for i in video["object_ids"]]
+    first_masks = {
+        o: (int(f), video["annotations"][int(f)] == o) for o, f in zip(ids, video["first_frame"])
+    }
+    size = batch_objects if batch_objects > 0 else len(ids)
+    groups = [ids[i : i + size] for i in range(0, len(ids), size)]
+    streams = [predictor.predict(video["frames"], {o: first_masks[o] for o in g}) for g in groups]
+    for parts in zip(*streams):
+        yield np.concatenate(parts)
+
+
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    step: int | None = None,
+    *,
+    predictor: inference.VideoPredictor | None = None,
+) -> dict:
+    """Evaluates one checkpoint (default: latest; none in the workdir: config.init_from).
+
+    Returns:
+      The metrics dict written to WORKDIR/eval/<split>/metrics.json.
+    """
+    steps = _checkpoint_steps(workdir)
+    if step is None and steps:
+        step = steps[-1]
+    if step is not None:
+        variables, label = checkpoints.load_variables(workdir, step), f"step {step}"
+    elif config.get("init_from"):
+        variables, label = checkpoints.load_variables(config.init_from), f"init {config.init_from}"
+    else:
+        raise FileNotFoundError(
+            f"no checkpoint in {os.path.join(workdir, checkpoints.CHECKPOINT_DIR)} and no "
+            "config.init_from to evaluate"
+        )
+    if predictor is None:
+        predictor = inference.VideoPredictor(
+            models.build(config.model), variables, config.data.image_size
+        )
+    else:
+        predictor.set_variables(variables)
+    source = _Source(config)
+    out_dir = os.path.join(workdir, EVAL_DIR, source.split)
+    save_pngs = bool(config.eval.get("save_pngs", True))
+    include = bool(config.eval.get("include_first_last", False))
+    marker = _Marker(out_dir, label, save_pngs, include)
+    logging.info("evaluating %s on %s split %r -> %s", label, "videos", source.split, out_dir)
+    names, skipped = [], 0
+    with png_writer.PngWriter() as writer:
+        for item in _prefetch(source.videos(lambda n: marker.load(n) is not None)):
+            if isinstance(item, str):
+                names.append(item)
+                skipped += 1
+                continue
+            video, start = item, time.time()
+            names.append(video["video"])
+            pred_ids = []
+            for n, probs in enumerate(
+                _probabilities(predictor, video, int(config.eval.get("batch_objects", 0)))
+            ):
+                ids = inference.merge_probabilities(probs, video["object_ids"].tolist())
+                pred_ids.append(ids)
+                if save_pngs:
+                    frame = video["frame_names"][n]
+                    writer.write(os.path.join(marker.png_dir, video["video"], frame + ".png"), ids)
+            fps = len(pred_ids) / max(time.time() - start, 1e-9)
+            meta = {k: v for k, v in video.items() if k != "frames"}  # frames can go now
+            writer.submit(_score_and_mark, marker, meta, pred_ids, include, fps)
+    if skipped:
+        logging.info("resumed: %d of %d videos were already done", skipped, len(names))
+    result = _summarize(marker, names, source.seen_categories)
+    result.update(checkpoint=label, split=source.split, num_videos=len(names))
+    score.write_json(os.path.join(out_dir, "metrics.json"), result)
+    if result.get("scored"):
+        logging.info("%s on %s:\n%s", label, source.split, metrics.format_table(result))
+    return result
+
+
+def _summarize(marker: _Marker, names: list[str], seen: set[str] | None) -> dict:
+    model, base, unscored = {}, {}, []
+    for name in names:
+        entry = marker.load(name)
+        if entry is None:
+            raise RuntimeError(f"video {name} has no done marker at {marker.path(name)}")
+        if not entry["scored"]:
+            unscored.append(name)
+            continue
+        model[name] = {
+            int(o): metrics.ObjectScores.from_json(s) for o, s in entry["scores"].items()
+        }
+        base[name] = {
+            int(o): metrics.ObjectScores.from_json(s) for o, s in entry["baseline"].items()
+        }
+    if not model:
+        message = (
+            f"ground truth is missing on some frames of all {len(names)} videos (e.g. the real "
+            "YouTube-VOS valid split): PNGs written, scoring skipped"
+        )
+        logging.warning("%s", message)
+        return {"scored": False, "message": message, "videos_without_ground_truth": unscored}
+    result = metrics.summarize(model, seen, base)
+    result["scored"] = True
+    result["videos_without_ground_truth"] = unscored
+    if unscored:
+        logging.warning(
+            "%d of %d videos lack ground truth on some frames: predicted but not scored",
+            len(unscored),
+            len(names),
+        )
+    return result
+
+
+def watch(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Evaluates each new checkpoint as training writes it; returns the last metrics.
+
+    Stops after evaluating the final training step's checkpoint, or when no new checkpoint has
+    appeared for config.eval.watch_timeout_s seconds (default 3600).
+    """
+    from rnn_vos_jax import train  # no TensorFlow at import
+
+    final = train.total_steps(config, train.resolve_steps_per_epoch(config))
+    timeout = float(config.eval.get("watch_timeout_s", 3600.0))
+    poll = float(config.eval.get("watch_poll_s", 10.0))
+    done, result, predictor = set(), {}, None
+    last_new = time.time()
+    while True:
+        pending = [s for s in _checkpoint_steps(workdir) if s not in done]
+        if pending:
+            step = pending[-1]  # newest first: older ones may be rotated away meanwhile
+            if len(pending) > 1:
+                logging.info("watch: skipping older checkpoints %s", pending[:-1])
+            if predictor is None:  # one predictor: compiled steps are reused across checkpoints
+                predictor = inference.VideoPredictor(
+                    models.build(config.model), None, config.data.image_size
+                )
+            result = evaluate_checkpoint(config, workdir, step, predictor=predictor)
+            _append_history(workdir, result, step)
+            done.update(pending)
+            last_new = time.time()
+            if step >= final:
+                logging.info("watch: evaluated the final step %d", step)
+                return result
+        elif time.time() - last_new > timeout:
+            logging.info("watch: no new checkpoint for %.0f s, stopping", timeout)
+            return result
+        else:
+            time.sleep(poll)
+
+
+def _append_history(workdir: str, result: dict, step: int) -> None:
+    out_dir = os.path.join(workdir, EVAL_DIR, result["split"])
+    score.write_json(os.path.join(out_dir, f"metrics_{step}.json"), result)
+    keys = ("J_mean", "F_mean", "JF_mean", "overall", "scored")
+    line = {"step": step, **{k: result[k] for k in keys if k in result}}
+    with open(os.path.join(out_dir, "metrics_history.jsonl"), "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Entry of ``--mode=eval``: one checkpoint, or every new one with config.eval.watch."""
+    if jax.process_index() != 0:
+        logging.info("evaluation runs on process 0 only")
+        return {}
+    if config.eval.get("watch", False):
+        return watch(config, workdir)
+    return evaluate_checkpoint(config, workdir, config.eval.get("step"))

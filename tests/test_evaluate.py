@@ -1,0 +1,210 @@
+"""Streaming inference, PNG writing and checkpoint evaluation on a tiny synthetic set."""
+
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_prep import make_synthetic
+from rnn_vos_jax import checkpoints, evaluate, inference, models, png_writer, score, vos_reader
+
+TINY_MODEL = {"name": "hs2s", "width_divisor": 16, "blocks": (1, 1, 1, 1), "num_classes": 6}
+IMAGE_SIZE = (32, 64)
+
+
+def _init_variables(model, seed=0):
+    frames = jnp.zeros((1, 2, *IMAGE_SIZE, 3), jnp.uint8)
+    masks = jnp.zeros((1, 2, *IMAGE_SIZE, 1), jnp.float32)
+    # Jitted, with rbg keys: threefry's per-parameter streams dominate init time on CPU.
+    init = jax.jit(
+        lambda k: model.init(
+            {"params": k, "sample": k}, frames, masks, sample_prob=0.0, train=False
+        )
+    )
+    variables = init(jax.random.key(seed, impl="rbg"))
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = models.build(TINY_MODEL)
+    return model, _init_variables(model)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    splits = make_synthetic.make_dataset(
+        str(root),
+        num_train=2,
+        num_valid=3,
+        seed=3,
+        frame_sizes=((36, 52), (40, 60)),
+        num_frames=(4, 7),
+        num_objects=(2, 3),
+    )
+    return splits
+
+
+def test_merge_probabilities_known_answer():
+    probs = np.array(
+        [
+            [[0.6, 0.4, 0.9], [0.5, 0.7, 0.2]],
+            [[0.7, 0.45, 0.9], [0.51, 0.2, 0.1]],
+        ],
+        np.float32,
+    )
+    ids = inference.merge_probabilities(probs, [3, 7])
+    # 0.5 is background; ties go to the earlier entry (background, then lower index).
+    np.testing.assert_array_equal(ids, [[7, 0, 3], [7, 3, 0]])
+    assert ids.dtype == np.uint8
+    with pytest.raises(ValueError, match="2 object ids"):
+        inference.merge_probabilities(probs[:1], [1, 2])
+
+
+def _video(rng, n=6, size=(30, 44)):
+    frames = rng.integers(0, 256, (n, *size, 3), dtype=np.uint8)
+    m1 = np.zeros(size, bool)
+    m1[5:20, 4:25] = True
+    m2 = np.zeros(size, bool)
+    m2[12:28, 20:40] = True
+    m3 = np.zeros(size, bool)
+    m3[2:9, 30:42] = True
+    return frames, {1: (0, m1), 4: (2, m2), 9: (5, m3)}
+
+
+def test_predict_late_objects_and_batching_equivalence(tiny):
+    model, variables = tiny
+    frames, first = _video(np.random.default_rng(0))
+    predictor = inference.VideoPredictor(model, variables, IMAGE_SIZE)
+    out = np.stack(list(predictor.predict(frames, first)))
+    assert out.shape == (6, 3, 30, 44) and out.dtype == np.float32
+    # Object 4 starts at frame 2, object 9 at frame 5 (the last frame).
+    np.testing.assert_array_equal(out[:2, 1], 0.0)
+    np.testing.assert_array_equal(out[2, 1], first[4][1].astype(np.float32))
+    np.testing.assert_array_equal(out[:5, 2], 0.0)
+    np.testing.assert_array_equal(out[5, 2], first[9][1].astype(np.float32))
+    np.testing.assert_array_equal(out[0, 0], first[1][1].astype(np.float32))
+    assert 0.0 < out[1:, 0].mean() < 1.0 and np.all((out >= 0) & (out <= 1))
+    for k, obj in enumerate(sorted(first)):
+        alone = np.stack(list(predictor.predict(frames, {obj: first[obj]})))
+        np.testing.assert_allclose(out[:, k], alone[:, 0], atol=1e-5)
+    # Iterating frames one by one gives the same result as the stacked array.
+    again = np.stack(list(predictor.predict(iter(list(frames)), first)))
+    np.testing.assert_allclose(again, out, atol=1e-6)
+    with pytest.raises(ValueError, match="object 4"):
+        list(predictor.predict(frames, {4: (2, np.zeros((5, 5), bool))}))
+
+
+def test_png_writer_round_trip_and_errors(tmp_path):
+    ids = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    with png_writer.PngWriter() as writer:
+        writer.write(str(tmp_path / "a" / "00000.png"), ids)
+    with Image.open(tmp_path / "a" / "00000.png") as im:
+        assert im.mode == "P"
+        assert im.getpalette()[:9] == vos_reader.PALETTE[:3].reshape(-1).tolist()
+    np.testing.assert_array_equal(score.read_ids(str(tmp_path / "a" / "00000.png")), ids)
+    writer = png_writer.PngWriter()
+    writer.write(str(tmp_path / "b.png"), ids.astype(np.int32))  # wrong dtype fails in thread
+    with pytest.raises(RuntimeError, match="b.png"):
+        writer.close()
+
+
+def _config(dataset, **eval_overrides):
+    config = ml_collections.ConfigDict(
+        {
+            "seed": 0,
+            "init_from": "",
+            "model": dict(TINY_MODEL),
+            "data": {
+                "image_size": IMAGE_SIZE,
+                "eval_dir": dataset["valid"],
+                "eval_records": "",
+                "train_records": "",
+            },
+            "eval": {
+                "split": "valid",
+                "watch": False,
+                "include_first_last": False,
+                "batch_objects": 0,
+                "save_pngs": True,
+                "train_meta": os.path.join(dataset["train"], "meta.json"),
+                **eval_overrides,
+            },
+        }
+    )
+    return config
+
+
+def test_evaluate_writes_pngs_and_metrics_and_resumes(tiny, dataset, tmp_path, monkeypatch):
+    _, variables = tiny
+    workdir = str(tmp_path / "work")
+    ckpt = checkpoints.TrainCheckpointer(workdir, save_interval_steps=1, max_to_keep=2)
+    ckpt.save(7, dict(variables), force=True)
+    ckpt.wait()
+    ckpt.close()
+    config = _config(dataset, batch_objects=2)
+    result = evaluate.run(config, workdir)
+
+    out = os.path.join(workdir, "eval", "valid")
+    reader = vos_reader.VOSReader(dataset["valid"])
+    for name in reader.video_names():
+        info = reader.video(name)
+        for frame in info.frames:
+            with Image.open(os.path.join(out, "Annotations", name, frame + ".png")) as im:
+                assert im.mode == "P" and im.size == (info.width, info.height)
+    with open(os.path.join(out, "metrics.json")) as f:
+        written = json.load(f)
+    assert written["checkpoint"] == "step 7" and written["scored"] and written["num_videos"] == 3
+    recomputed = score.score_directory(
+        os.path.join(out, "Annotations"),
+        os.path.join(dataset["valid"], "Annotations"),
+        os.path.join(dataset["valid"], "meta.json"),
+        train_meta=config.eval.train_meta,
+        baseline=True,
+    )
+    assert set(written["per_object"]) == set(recomputed["per_object"])
+    for key in ("J_mean", "F_mean", "JF_mean"):
+        assert written[key] == pytest.approx(recomputed[key], abs=1e-12)
+        assert written["baseline"][key] == pytest.approx(recomputed["baseline"][key], abs=1e-12)
+    assert (
+        written["seen"]["num_objects"] + written["unseen"]["num_objects"] == written["num_objects"]
+    )
+    assert result["JF_mean"] == written["JF_mean"]
+
+    # Resume: only the video whose marker is gone is predicted again; same numbers.
+    loaded = []
+    real = evaluate.reader_video
+    monkeypatch.setattr(evaluate, "reader_video", lambda r, n: loaded.append(n) or real(r, n))
+    redo = reader.video_names()[1]
+    os.remove(os.path.join(out, "done", redo + ".json"))
+    again = evaluate.run(config, workdir)
+    assert loaded == [redo]
+    assert again["JF_mean"] == pytest.approx(result["JF_mean"])
+
+    # Ground truth only on first appearances (YouTube-VOS valid): PNGs, no scores.
+    partial = tmp_path / "partial"
+    shutil.copytree(dataset["valid"], partial)
+    name = reader.video_names()[0]
+    starts = {o.frames[0] for o in reader.video(name).objects.values()}
+    for frame in reader.video(name).frames:
+        if frame not in starts:
+            os.remove(partial / "Annotations" / name / (frame + ".png"))
+    for other in reader.video_names()[1:]:
+        shutil.rmtree(partial / "Annotations" / other)
+        shutil.rmtree(partial / "JPEGImages" / other)
+    meta = json.loads((partial / "meta.json").read_text())
+    meta["videos"] = {name: meta["videos"][name]}
+    (partial / "meta.json").write_text(json.dumps(meta))
+    config.data.eval_dir = str(partial)
+    no_gt = evaluate.run(config, workdir)
+    assert no_gt["scored"] is False and "missing" in no_gt["message"]
+    assert len(os.listdir(os.path.join(workdir, "eval", "partial", "Annotations", name))) == len(
+        reader.video(name).frames
+    )

@@ -142,13 +142,17 @@ def _config(dataset, **eval_overrides):
     return config
 
 
+def _save_checkpoint(workdir, step, variables):
+    ckpt = checkpoints.TrainCheckpointer(workdir, save_interval_steps=1, max_to_keep=5)
+    ckpt.save(step, dict(variables), force=True)
+    ckpt.wait()
+    ckpt.close()
+
+
 def test_evaluate_writes_pngs_and_metrics_and_resumes(tiny, dataset, tmp_path, monkeypatch):
     _, variables = tiny
     workdir = str(tmp_path / "work")
-    ckpt = checkpoints.TrainCheckpointer(workdir, save_interval_steps=1, max_to_keep=2)
-    ckpt.save(7, dict(variables), force=True)
-    ckpt.wait()
-    ckpt.close()
+    _save_checkpoint(workdir, 7, variables)
     config = _config(dataset, batch_objects=2)
     result = evaluate.run(config, workdir)
 
@@ -208,3 +212,22 @@ def test_evaluate_writes_pngs_and_metrics_and_resumes(tiny, dataset, tmp_path, m
     assert len(os.listdir(os.path.join(workdir, "eval", "partial", "Annotations", name))) == len(
         reader.video(name).frames
     )
+
+
+def test_watch_follows_checkpoints_until_the_final_step(tiny, dataset, tmp_path):
+    _, variables = tiny
+    workdir = str(tmp_path / "work")
+    _save_checkpoint(workdir, 3, variables)
+    config = _config(dataset, watch=True, watch_timeout_s=0.3, watch_poll_s=0.05)
+    config.train = {"num_steps": 7, "steps_per_epoch": 1, "num_epochs": 1}
+    first = evaluate.run(config, workdir)  # step 3, then no new checkpoint: timeout
+    assert first["checkpoint"] == "step 3" and first["scored"]
+    _save_checkpoint(workdir, 5, variables)
+    _save_checkpoint(workdir, 7, variables)
+    last = evaluate.run(config, workdir)  # newest pending is the final step: stops after it
+    assert last["checkpoint"] == "step 7"
+    assert last["JF_mean"] == pytest.approx(first["JF_mean"])  # same weights
+    out = os.path.join(workdir, "eval", "valid")
+    with open(os.path.join(out, "metrics_history.jsonl")) as f:
+        assert [json.loads(line)["step"] for line in f] == [3, 7]
+    assert os.path.exists(os.path.join(out, "metrics_7.json"))

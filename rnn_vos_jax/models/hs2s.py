@@ -198,21 +198,21 @@ class HS2S(nn.Module):
         self._check(frame0, mask0, time_axis=False)
         return self._start(normalize_frames(frame0, self.dtype), mask0, False)
 
-    def step(
-        self, carry: Carry, frame: jax.Array, mask: jax.Array | None = None
-    ) -> tuple[Carry, jax.Array]:
+    def step(self, carry: Carry, frame: jax.Array) -> tuple[Carry, jax.Array]:
         """Streaming step (eval-mode BatchNorm), as the authors' inference loop.
+
+        The previous mask fed to both encoders is carry['prev_pred']: the first mask after
+        init_carry, then the sigmoid of the previous logits. Replace that entry to feed another
+        mask (e.g. GT for teacher forcing).
 
         Args:
           carry: from init_carry or the previous step.
           frame: uint8 or float in [0, 255], [N, H, W, 3], the next frame.
-          mask: optional float [N, H, W, 1] mask of the previous frame to use instead of the
-            carried sigmoid of the previous prediction (teacher forcing); None at inference.
 
         Returns:
           (carry, logits f32[N, H, W, 1]).
         """
-        mask = carry["prev_pred"] if mask is None else mask.astype(jnp.float32)
+        mask = carry["prev_pred"]
         self._check(frame, mask, time_axis=False)
         carry, (logits, _) = self._step(carry, normalize_frames(frame, self.dtype), mask, False)
         return carry, logits

@@ -1,0 +1,253 @@
+"""HS2S: shapes, parameter counts, scan == streaming, scheduled sampling, BN modes, grads, bf16."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnn_vos_jax import models
+from rnn_vos_jax.models.hs2s import HS2S
+
+B, T, H, W = 2, 3, 64, 64
+TINY = {"width_divisor": 16, "blocks": (1, 1, 1, 1)}
+# XLA's CPU backend optimisations cost most of these tests' time and buy nothing at tiny sizes.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _jit(fn):
+    return jax.jit(fn, compiler_options=FAST_COMPILE)
+
+
+def _clip(seed=0):
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (B, T, H, W, 3)).astype(np.uint8)
+    masks = np.zeros((B, T, H, W, 1), np.float32)
+    for b in range(B):
+        for t in range(T):
+            y, x = rng.integers(4, 40, 2)
+            masks[b, t, y : y + 20, x : x + 16] = 1.0
+    return jnp.asarray(frames), jnp.asarray(masks)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = HS2S(**TINY)
+    frames, masks = _clip()
+    # rbg keys: threefry's per-parameter random streams dominate the init compile time on CPU.
+    init = _jit(lambda k: model.init({"params": k}, frames, masks, sample_prob=0.0))
+    variables = init(jax.random.key(0, impl="rbg"))
+    return model, variables, frames, masks
+
+
+@pytest.fixture(scope="module")
+def scanned_eval(tiny):
+    """Jitted eval-mode forward with a traced sample_prob; returns (outputs, batch_stats)."""
+    model, variables, frames, masks = tiny
+
+    @_jit
+    def run(p):
+        return model.apply(
+            variables,
+            frames,
+            masks,
+            sample_prob=p,
+            train=False,
+            rngs={"sample": jax.random.key(3)},
+            mutable=["batch_stats"],
+        )
+
+    return {p: run(jnp.float32(p)) for p in (0.0, 1.0)}
+
+
+def _stream(model, variables, frames, masks, feed_gt):
+    """Python loop over the streaming step; returns logits [B, T-1, H, W, 1] and the carries."""
+    init_carry = _jit(lambda f, m: model.apply(variables, f, m, method="init_carry"))
+    step = _jit(lambda c, f: model.apply(variables, c, f, method="step"))
+    carry = init_carry(frames[:, 0], masks[:, 0])
+    carries, logits = [carry], []
+    for t in range(1, frames.shape[1]):
+        if feed_gt:
+            carry = dict(carry, prev_pred=masks[:, t - 1])
+        carry, logit = step(carry, frames[:, t])
+        carries.append(carry)
+        logits.append(logit)
+    return jnp.stack(logits, 1), carries
+
+
+def _assert_close(logits, expected):
+    """Equal up to float32 reassociation: 1e-5 of the logits' scale, 1e-5 in probability."""
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(logits, expected, atol=1e-5 * scale, rtol=0)
+    np.testing.assert_allclose(jax.nn.sigmoid(logits), jax.nn.sigmoid(expected), atol=1e-5)
+
+
+def test_init_names_and_authors_inits(tiny):
+    _, variables, _, _ = tiny
+    params = variables["params"]
+    assert set(params) == {"encoder_ref", "encoder", "memory", "skip_memory", "decoder"}
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+    enc = params["encoder"]
+    assert enc["mask_conv"]["kernel"].shape == (7, 7, 1, 4)
+    assert "bias" not in enc["mask_conv"] and "bias" not in enc["conv1"]
+    np.testing.assert_array_equal(enc["added_conv"]["bias"], 0.0)
+    np.testing.assert_array_equal(enc["reduce_channel_"]["bias"], 0.0)
+    # Decoder: N(0, sqrt(2 / (kh * kw * out))) weights, zero biases everywhere.
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params["decoder"]):
+        if path[-1].key == "bias":
+            np.testing.assert_array_equal(leaf, 0.0, err_msg=str(path))
+    k = np.asarray(params["decoder"]["conv_1"]["kernel"])  # 1x1, out 64
+    assert abs(k.std() - math.sqrt(2.0 / 64)) < 0.05 * math.sqrt(2.0 / 64)
+    assert abs(k.mean()) < 0.01
+    # ConvLSTMs keep torch's default init: U(+-1/sqrt(fan_in)).
+    mem = params["memory"]["conv"]
+    bound = 1.0 / math.sqrt(3 * 3 * 128)
+    assert mem["kernel"].shape == (3, 3, 128, 256)
+    assert np.abs(mem["kernel"]).max() <= bound and np.abs(mem["kernel"]).max() > 0.9 * bound
+    assert params["skip_memory"]["conv"]["kernel"].shape == (5, 5, 128, 256)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(variables["batch_stats"]):
+        np.testing.assert_array_equal(leaf, 0.0 if path[-1].key == "mean" else 1.0)
+
+
+def test_real_config_shapes_and_authors_param_count():
+    model = models.build({"name": "hs2s", "backbone": "resnet50", "num_classes": 42})
+    frames = jax.ShapeDtypeStruct((1, 2, 256, 448, 3), jnp.uint8)
+    masks = jax.ShapeDtypeStruct((1, 2, 256, 448, 1), jnp.float32)
+    out, variables = jax.eval_shape(
+        lambda f, m: model.init_with_output({"params": jax.random.key(0)}, f, m), frames, masks
+    )
+    assert out["logits"].shape == (1, 1, 256, 448, 1)
+    assert out["distance"].shape == (1, 1, 256, 448, 42)
+    assert out["logits"].dtype == jnp.float32
+
+    def conv(cin, cout, kh, kw=None, bias=True):
+        return cin * cout * kh * (kw or kh) + (cout if bias else 0)
+
+    # The authors' named_parameters, layer by layer (torchvision resnet50 minus fc = 23,508,032).
+    encoder = 23_508_032 + conv(1, 64, 7, bias=False) + conv(64, 64, 3) + 2 * 64
+    encoder += conv(2048, 1024, 1) + 2 * 1024
+    gc = 2 * (conv(2048, 256, 7, 1) + conv(256, 512, 1, 7))
+    decoder = 4 * gc + 2 * conv(1024, 512, 1)
+    for cin, c1, c5 in ((512 + 2048, 1024, 512), (2048, 512, 256), (768, 256, 128)):
+        decoder += conv(cin, c1, 1) + conv(c1, c5, 5)
+    decoder += conv(384, 128, 1) + conv(128, 64, 5) + conv(128, 64, 1) + conv(64, 64, 5)
+    decoder += 2 * conv(64, 42, 3) + conv(84, 1, 1)
+    expected = {
+        "encoder_ref": encoder,
+        "encoder": encoder,
+        "memory": conv(2048, 4096, 3),
+        "skip_memory": conv(2048, 4096, 5),
+        "decoder": decoder,
+    }
+    counts = {k: sum(x.size for x in jax.tree.leaves(v)) for k, v in variables["params"].items()}
+    assert counts == expected
+    assert sum(counts.values()) == 395_759_593
+    assert expected["encoder"] == 25_648_448 and expected["memory"] == 75_501_568
+    assert expected["skip_memory"] == 209_719_296 and expected["decoder"] == 59_241_833
+
+    carry = jax.eval_shape(
+        lambda v, f, m: model.apply(v, f[:, 0], m[:, 0], method="init_carry"),
+        variables,
+        frames,
+        masks,
+    )
+    shapes = {k: v.shape for k, v in carry.items()}
+    assert shapes["h"] == shapes["c"] == shapes["ref"] == (1, 8, 14, 1024)
+    assert shapes["h_sm"] == shapes["c_sm"] == shapes["ref_mid"] == (1, 16, 28, 1024)
+    assert shapes["prev_frame"] == (1, 256, 448, 3) and shapes["prev_pred"] == (1, 256, 448, 1)
+
+
+def test_scan_equals_streaming_loop_feeding_predictions(tiny, scanned_eval):
+    model, variables, frames, masks = tiny
+    out, upd = scanned_eval[1.0]
+    assert out["logits"].shape == (B, T - 1, H, W, 1) and out["logits"].dtype == jnp.float32
+    assert out["distance"].shape == (B, T - 1, H, W, 42)
+    # Eval mode: running statistics are read, never written.
+    jax.tree.map(np.testing.assert_array_equal, upd["batch_stats"], variables["batch_stats"])
+
+    logits, carries = _stream(model, variables, frames, masks, feed_gt=False)
+    _assert_close(logits, out["logits"])
+    # The carry has a leading object axis and does not grow with the video length.
+    first = jax.tree.map(lambda x: (x.shape, x.dtype), carries[0])
+    for c in carries[1:]:
+        assert jax.tree.map(lambda x: (x.shape, x.dtype), c) == first
+    assert all(x.shape[0] == B for x in jax.tree.leaves(carries[0]))
+    np.testing.assert_allclose(carries[1]["prev_pred"], jax.nn.sigmoid(logits[:, 0]), atol=1e-6)
+
+
+def test_teacher_forcing_equals_gt_loop_and_differs_from_sampling(tiny, scanned_eval):
+    model, variables, frames, masks = tiny
+    out0, _ = scanned_eval[0.0]
+    out1, _ = scanned_eval[1.0]
+    logits, _ = _stream(model, variables, frames, masks, feed_gt=True)
+    _assert_close(logits, out0["logits"])
+    # The first step always sees the GT first mask; later steps depend on which mask is fed.
+    np.testing.assert_allclose(out0["logits"][:, 0], out1["logits"][:, 0], atol=1e-6)
+    assert np.abs(out0["logits"][:, 1] - out1["logits"][:, 1]).max() > 1e-4
+
+
+def test_train_mode_gradients_and_running_stats(tiny):
+    _, variables, frames, masks = tiny
+    rng = np.random.default_rng(1)
+    w_seg = jnp.asarray(rng.normal(size=(B, T - 1, H, W, 1)), jnp.float32)
+    w_dist = jnp.asarray(rng.normal(size=(B, T - 1, H, W, 42)), jnp.float32)
+    remat_model = HS2S(remat=True, **TINY)
+
+    def loss_fn(params):
+        out, upd = remat_model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]},
+            frames,
+            masks,
+            sample_prob=1.0,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        loss = jnp.mean(out["logits"] * w_seg) + jnp.mean(out["distance"] * w_dist)
+        return loss, upd
+
+    (loss, upd), grads = _jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
+    assert np.isfinite(loss)
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        assert np.isfinite(g).all(), path
+        assert np.abs(g).max() > 0, f"zero gradient for {jax.tree_util.keystr(path)}"
+    # Train mode updates every running statistic (torch: momentum 0.1 per call).
+    for path, new in jax.tree_util.tree_leaves_with_path(upd["batch_stats"]):
+        old = variables["batch_stats"]
+        for p in path:
+            old = old[p.key]
+        assert np.abs(np.asarray(new) - np.asarray(old)).max() > 0, path
+
+
+def test_bfloat16_forward_close_to_float32(tiny, scanned_eval):
+    _, variables, frames, masks = tiny
+    model = HS2S(dtype=jnp.bfloat16, **TINY)
+    out = _jit(lambda v: model.apply(v, frames, masks, sample_prob=0.0))(variables)
+    ref = scanned_eval[0.0][0]
+    assert out["logits"].dtype == jnp.float32 and out["distance"].dtype == jnp.float32
+    for key in ("logits", "distance"):
+        scale = float(np.abs(ref[key]).max())
+        err = float(np.abs(out[key] - ref[key]).max())
+        assert err < 0.05 * scale + 1e-3, (key, err, scale)
+    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, frames, masks))
+    assert {x.dtype for x in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
+
+
+def test_build_and_bad_inputs(tiny):
+    _, variables, frames, masks = tiny
+    model = models.build({"name": "hs2s", "width_divisor": 16, "blocks": [1, 1, 1, 1]})
+    assert isinstance(model, HS2S) and model.blocks == (1, 1, 1, 1)
+
+    def shape_of(*args, **kw):
+        return jax.eval_shape(lambda: model.apply(variables, *args, **kw))
+
+    with pytest.raises(ValueError, match="'sample' rng"):
+        shape_of(frames, masks, sample_prob=jnp.float32(0.5))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        shape_of(frames[:, :, :48], masks[:, :, :48])
+    with pytest.raises(ValueError, match="masks shape"):
+        shape_of(frames, masks[..., 0])
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        shape_of(frames[:, :1], masks[:, :1])
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        jax.eval_shape(lambda: HS2S(backbone="resnet18").init(jax.random.key(0), frames, masks))

@@ -68,24 +68,38 @@ def reader_video(reader: vos_reader.VOSReader, name: str) -> dict:
 def _prefetch(items: Iterator, size: int = 2) -> Iterator:
     """Runs ``items`` on a thread ``size`` ahead (video decoding overlaps inference)."""
     q = queue.Queue(maxsize=size)
-    done = object()
+    done, stop = object(), threading.Event()
+
+    def put(entry):
+        while not stop.is_set():  # a consumer that stopped early must not strand this thread
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def fill():
         try:
             for item in items:
-                q.put((item, None))
+                if not put((item, None)):
+                    return
         except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
-            q.put((None, e))
-        q.put((done, None))
+            put((None, e))
+            return
+        put((done, None))
 
     threading.Thread(target=fill, daemon=True).start()
-    while True:
-        item, error = q.get()
-        if error is not None:
-            raise error
-        if item is done:
-            return
-        yield item
+    try:
+        while True:
+            item, error = q.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 class _Source:

@@ -87,11 +87,11 @@ class PngWriter:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             self.close()
-        else:  # already failing: stop the thread, keep the original exception
-            self._error = self._error or exc
-            if self._thread.is_alive():
-                self._queue.put(_STOP)
-                self._thread.join()
+        elif self._thread.is_alive():
+            # Failing already: still finish the queued jobs (finished videos keep their
+            # markers), then let the original exception propagate.
+            self._queue.put(_STOP)
+            self._thread.join()
         return False
 
 

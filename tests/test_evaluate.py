@@ -231,3 +231,23 @@ def test_watch_follows_checkpoints_until_the_final_step(tiny, dataset, tmp_path)
     with open(os.path.join(out, "metrics_history.jsonl")) as f:
         assert [json.loads(line)["step"] for line in f] == [3, 7]
     assert os.path.exists(os.path.join(out, "metrics_7.json"))
+
+
+def test_evaluate_init_from_keeps_finished_videos_on_error(tiny, dataset, tmp_path):
+    _, variables = tiny
+    checkpoints.save_variables(str(tmp_path / "vars"), variables)
+    data = tmp_path / "valid"
+    shutil.copytree(dataset["valid"], data)
+    names = vos_reader.VOSReader(str(data)).video_names()
+    bad = data / "JPEGImages" / names[1] / "00005.jpg"
+    bad.write_bytes(b"not a jpeg")
+    config = _config(dataset)
+    config.init_from = str(tmp_path / "vars")
+    config.data.eval_dir = str(data)
+    workdir = tmp_path / "work"  # no checkpoints/: evaluates config.init_from
+    with pytest.raises(ValueError, match="00005.jpg"):
+        evaluate.run(config, str(workdir))
+    with open(workdir / "eval" / "valid" / "done" / f"{names[0]}.json") as f:
+        assert json.load(f)["checkpoint"].startswith("init ")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        evaluate.run(_config(dataset), str(tmp_path / "empty"))

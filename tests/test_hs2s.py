@@ -1,6 +1,8 @@
 """HS2S: shapes, parameter counts, scan == streaming, scheduled sampling, BN modes, grads, bf16."""
 
+import importlib.util
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,7 @@ import pytest
 from rnn_vos_jax import models
 from rnn_vos_jax.models.hs2s import HS2S
 
+BENCH = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "param_counts.py")
 B, T, H, W = 2, 3, 64, 64
 TINY = {"width_divisor": 16, "blocks": (1, 1, 1, 1)}
 # XLA's CPU backend optimisations cost most of these tests' time and buy nothing at tiny sizes.
@@ -111,15 +114,12 @@ def test_init_names_and_authors_inits(tiny):
 
 
 def test_real_config_shapes_and_authors_param_count():
-    model = models.build({"name": "hs2s", "backbone": "resnet50", "num_classes": 42})
-    frames = jax.ShapeDtypeStruct((1, 2, 256, 448, 3), jnp.uint8)
-    masks = jax.ShapeDtypeStruct((1, 2, 256, 448, 1), jnp.float32)
-    out, variables = jax.eval_shape(
-        lambda f, m: model.init_with_output({"params": jax.random.key(0)}, f, m), frames, masks
-    )
-    assert out["logits"].shape == (1, 1, 256, 448, 1)
-    assert out["distance"].shape == (1, 1, 256, 448, 42)
-    assert out["logits"].dtype == jnp.float32
+    """configs/hs2s.py at 256x448 (via benchmarks/param_counts.py) vs the authors' layout."""
+    spec = importlib.util.spec_from_file_location("param_counts", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model, variables = bench.abstract_variables("hs2s")
+    assert isinstance(model, HS2S) and model.backbone == "resnet50"
 
     def conv(cin, cout, kh, kw=None, bias=True):
         return cin * cout * kh * (kw or kh) + (cout if bias else 0)
@@ -140,22 +140,28 @@ def test_real_config_shapes_and_authors_param_count():
         "skip_memory": conv(2048, 4096, 5),
         "decoder": decoder,
     }
-    counts = {k: sum(x.size for x in jax.tree.leaves(v)) for k, v in variables["params"].items()}
+    counts = bench.counts_of(variables)
     assert counts == expected
     assert sum(counts.values()) == 395_759_593
     assert expected["encoder"] == 25_648_448 and expected["memory"] == 75_501_568
     assert expected["skip_memory"] == 209_719_296 and expected["decoder"] == 59_241_833
 
+    frame = jax.ShapeDtypeStruct((1, 256, 448, 3), jnp.uint8)
+    mask = jax.ShapeDtypeStruct((1, 256, 448, 1), jnp.float32)
     carry = jax.eval_shape(
-        lambda v, f, m: model.apply(v, f[:, 0], m[:, 0], method="init_carry"),
-        variables,
-        frames,
-        masks,
+        lambda v, f, m: model.apply(v, f, m, method="init_carry"), variables, frame, mask
     )
     shapes = {k: v.shape for k, v in carry.items()}
     assert shapes["h"] == shapes["c"] == shapes["ref"] == (1, 8, 14, 1024)
     assert shapes["h_sm"] == shapes["c_sm"] == shapes["ref_mid"] == (1, 16, 28, 1024)
     assert shapes["prev_frame"] == (1, 256, 448, 3) and shapes["prev_pred"] == (1, 256, 448, 1)
+    new_carry, logits = jax.eval_shape(
+        lambda v, c, f: model.apply(v, c, f, method="step"), variables, carry, frame
+    )
+    assert logits.shape == (1, 256, 448, 1) and logits.dtype == jnp.float32
+    assert jax.tree.map(lambda x: (x.shape, x.dtype), new_carry) == jax.tree.map(
+        lambda x: (x.shape, x.dtype), carry
+    )
 
 
 def test_scan_equals_streaming_loop_feeding_predictions(tiny, scanned_eval):

@@ -1,0 +1,77 @@
+r"""Parameter counts of every model at 256x448, from the shipped configs (no FLOPs, no weights).
+
+Shapes come from `jax.eval_shape` of `model.init`, so this runs in seconds on a CPU even for the
+~400M-parameter HS2S. Counts are trainable parameters (the torch `named_parameters` layout of the
+authors' code: BatchNorm running statistics are not counted).
+
+  python benchmarks/param_counts.py [--configs=s2s,s2s_pp,s2s_pp:fcn,hs2s,hs2s:resnet101]
+"""
+
+import argparse
+import importlib
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from rnn_vos_jax import models
+
+DEFAULT_CONFIGS = "s2s,s2s_pp,s2s_pp:fcn,hs2s,hs2s:resnet101"
+HEIGHT, WIDTH = 256, 448
+
+
+def abstract_variables(config_name: str):
+    """Model and variable shapes (no values) of the model `configs/<name>.py[:arg]` builds.
+
+    Args:
+      config_name: e.g. 'hs2s' or 'hs2s:resnet101' (module in configs/, optional get_config arg).
+
+    Returns:
+      (model, variables) with variables a pytree of jax.ShapeDtypeStruct.
+    """
+    module, _, arg = config_name.partition(":")
+    config = importlib.import_module(f"configs.{module}").get_config(arg or None)
+    model = models.build(config.model)
+    frames = jax.ShapeDtypeStruct((1, 2, HEIGHT, WIDTH, 3), jnp.uint8)
+    masks = jax.ShapeDtypeStruct((1, 2, HEIGHT, WIDTH, 1), jnp.float32)
+    variables = jax.eval_shape(
+        lambda f, m: model.init(
+            {"params": jax.random.key(0), "sample": jax.random.key(1)}, f, m, sample_prob=0.0
+        ),
+        frames,
+        masks,
+    )
+    return model, variables
+
+
+def counts_of(variables) -> dict[str, int]:
+    """Trainable parameters per top-level submodule, e.g. {'encoder': 25648448, ...}."""
+    return {
+        name: sum(x.size for x in jax.tree.leaves(tree))
+        for name, tree in variables["params"].items()
+    }
+
+
+def count_params(config_name: str) -> dict[str, int]:
+    """counts_of the model `configs/<name>.py[:arg]` builds, at 256x448."""
+    return counts_of(abstract_variables(config_name)[1])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated config names")
+    args = parser.parse_args(argv)
+    print(f"Parameter counts at {HEIGHT}x{WIDTH} (trainable parameters)")
+    for name in args.configs.split(","):
+        counts = count_params(name)
+        total = sum(counts.values())
+        print(f"\n{name}: {total:,} ({total / 1e6:.1f}M)")
+        for sub, n in counts.items():
+            print(f"  {sub:<24s} {n:>13,}")
+
+
+if __name__ == "__main__":
+    main()

@@ -102,6 +102,20 @@ def test_predict_late_objects_and_batching_equivalence(tiny):
         list(predictor.predict(frames, {4: (2, np.zeros((5, 5), bool))}))
 
 
+def test_predict_s2s_pp_objects_are_independent():
+    model = models.build({"name": "s2s_pp", "width_divisor": 32})
+    variables = _init_variables(model)
+    frames, first = _video(np.random.default_rng(1), n=4)
+    first = {1: first[1], 4: first[4]}
+    predictor = inference.VideoPredictor(model, variables, IMAGE_SIZE)
+    out = np.stack(list(predictor.predict(frames, first)))
+    alone = np.stack(list(predictor.predict(frames, {4: first[4]})))
+    np.testing.assert_array_equal(out[:2, 1], 0.0)
+    np.testing.assert_array_equal(out[2, 1], first[4][1].astype(np.float32))
+    np.testing.assert_allclose(out[:, 1], alone[:, 0], atol=1e-5)
+    assert 0.0 < out[3, 1].mean() < 1.0
+
+
 def test_png_writer_round_trip_and_errors(tmp_path):
     ids = np.arange(12, dtype=np.uint8).reshape(3, 4)
     with png_writer.PngWriter() as writer:

@@ -1,0 +1,244 @@
+"""Converts a raw YouTube-VOS split folder or DAVIS root to TFRecord shards + dataset_info.json.
+
+    python data_prep/convert.py --input_dir=DIR/train --output_dir=OUT [--num_shards=64
+        --workers=1 --on_error=raise|skip --davis_set=val --year=2017]
+
+One tf.train.Example per video (rnn_vos_jax/record_schema.py). Video i of the sorted names goes to
+shard i % num_shards, so the assignment never depends on timing. Each shard is written under a
+temporary name and renamed; then OUT/.convert_state/<shard>.json records its plan and sha256. A
+rerun keeps every shard whose state matches the plan and checksum and converts only the others, so
+an interrupted conversion resumes to byte-identical shards. Bad input raises an error naming the
+file (on_error='raise') or skips the video and lists it in dataset_info.json and on stdout ('skip').
+"""
+
+import argparse
+import collections
+import glob
+import json
+import multiprocessing
+import os
+import re
+import sys
+
+if __package__ in (None, ""):  # run as a script: make `data_prep` and `rnn_vos_jax` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data_prep import shard_writer  # noqa: E402
+from data_prep import video_record  # noqa: E402
+from rnn_vos_jax import record_schema  # noqa: E402
+from rnn_vos_jax import vos_reader  # noqa: E402
+
+STATE_DIR = ".convert_state"
+ON_ERROR = ("raise", "skip")
+
+
+def _write_json(path: str, value) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _state_path(output_dir: str, shard_file: str) -> str:
+    return os.path.join(output_dir, STATE_DIR, shard_file + ".json")
+
+
+def _shard_done(output_dir: str, plan: dict) -> dict | None:
+    """The saved state of a finished shard matching `plan` and its checksum, else None."""
+    path = os.path.join(output_dir, plan["file"])
+    try:
+        with open(_state_path(output_dir, plan["file"])) as f:
+            state = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    if state.get("plan") != plan or not os.path.exists(path):
+        return None
+    if shard_writer.file_sha256(path) != state.get("sha256"):
+        return None
+    return state
+
+
+def _convert_shard(plan: dict) -> dict:
+    """Converts the videos of one shard; returns (and saves) the shard's state."""
+    reader = vos_reader.VOSReader(plan["source"], plan["davis_set"], plan["year"])
+    examples, skipped = [], []
+    num_objects = num_frames = 0
+    categories = collections.Counter()
+    for name in plan["videos"]:
+        try:
+            record = video_record.load_video(reader, name, plan["dense"])
+        except video_record.BadInputError as error:
+            if plan["on_error"] == "raise":
+                raise
+            skipped.append({"video": name, "error": str(error)})
+            print(f"skipped {name}: {error}", flush=True)
+            continue
+        examples.append(shard_writer.serialize(record))
+        num_objects += len(record.object_ids)
+        num_frames += len(record.frame_names)
+        categories.update(record.category_counts())
+    sha = shard_writer.write_shard(os.path.join(plan["output_dir"], plan["file"]), examples)
+    state = {
+        "plan": plan,
+        "file": plan["file"],
+        "sha256": sha,
+        "num_videos": len(examples),
+        "num_objects": num_objects,
+        "num_frames": num_frames,
+        "categories": dict(sorted(categories.items())),
+        "skipped": skipped,
+    }
+    _write_json(_state_path(plan["output_dir"], plan["file"]), state)
+    return state
+
+
+def _remove_stale(output_dir: str, split: str, keep: set[str]) -> None:
+    """Deletes temporary files and shards of an earlier plan (other shard count) for `split`."""
+    pattern = re.compile(
+        re.escape(split) + r"-\d{5}-of-\d{5}" + re.escape(record_schema.SHARD_SUFFIX)
+    )
+    for path in glob.glob(os.path.join(glob.escape(output_dir), "*")):
+        base = os.path.basename(path)
+        stale_shard = pattern.fullmatch(base) and base not in keep
+        if stale_shard or ".tmp-" in base:
+            print(f"removing stale {path}", flush=True)
+            os.remove(path)
+
+
+def convert(
+    input_dir: str,
+    output_dir: str,
+    num_shards: int = 64,
+    workers: int = 1,
+    on_error: str = "raise",
+    *,
+    davis_set: str = "val",
+    year: str | int | None = None,
+    dense: bool | None = None,
+) -> dict:
+    """Converts a raw VOS folder to TFRecord shards; resumes an interrupted run.
+
+    Args:
+      input_dir: a YouTube-VOS split folder (JPEGImages/, Annotations/, meta.json) or a DAVIS root.
+      output_dir: where shards, dataset_info.json and .convert_state/ go.
+      num_shards: number of shards (capped at the number of videos).
+      workers: parallel processes (1 = in this process).
+      on_error: 'raise' stops at the first bad video with an error naming the file; 'skip'
+        converts the rest and lists the skipped videos.
+      davis_set, year: DAVIS image set and year (ignored for YouTube-VOS).
+      dense: require PNGs on every frame listed for an object; None = all but YouTube-VOS
+        valid/test, whose PNGs exist only where an object first appears.
+
+    Returns:
+      The dataset_info dict also written to OUT/dataset_info.json.
+
+    Raises:
+      video_record.BadInputError: bad input with on_error='raise' (finished shards are kept).
+      ValueError: bad arguments or no videos.
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if num_shards < 1 or workers < 1:
+        raise ValueError(f"num_shards and workers must be >= 1, got {num_shards}, {workers}")
+    reader = vos_reader.VOSReader(input_dir, davis_set, year)
+    names = reader.video_names()
+    if not names:
+        raise ValueError(f"no videos found in {input_dir}")
+    num_shards = min(num_shards, len(names))
+    split = reader.split
+    os.makedirs(os.path.join(output_dir, STATE_DIR), exist_ok=True)
+    plans = [
+        {
+            "source": os.path.abspath(input_dir),
+            "output_dir": os.path.abspath(output_dir),
+            "layout": reader.layout,
+            "davis_set": davis_set,
+            "year": reader.year,
+            "dense": video_record.is_dense(reader) if dense is None else dense,
+            "on_error": on_error,
+            "file": record_schema.shard_name(split, i, num_shards),
+            "videos": names[i::num_shards],
+        }
+        for i in range(num_shards)
+    ]
+    _remove_stale(output_dir, split, {plan["file"] for plan in plans})
+    states = {}
+    for plan in plans:
+        state = _shard_done(output_dir, plan)
+        if state is not None:
+            states[plan["file"]] = state
+    todo = [plan for plan in plans if plan["file"] not in states]
+    if states:
+        print(f"resuming: {len(states)} of {num_shards} shards already done", flush=True)
+    if workers == 1 or len(todo) <= 1:
+        results = map(_convert_shard, todo)
+        pool = None
+    else:  # spawn: forking a process that has TensorFlow or JAX loaded can deadlock
+        pool = multiprocessing.get_context("spawn").Pool(min(workers, len(todo)))
+        results = pool.imap_unordered(_convert_shard, todo)
+    try:
+        for state in results:
+            states[state["file"]] = state
+            print(f"wrote {state['file']}: {state['num_videos']} videos", flush=True)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    ordered = [states[plan["file"]] for plan in plans]
+    categories = collections.Counter()
+    for state in ordered:
+        categories.update(state["categories"])
+    info = {
+        "split": split,
+        "layout": reader.layout,
+        "source": os.path.abspath(input_dir),
+        "year": reader.year,
+        "num_videos": sum(s["num_videos"] for s in ordered),
+        "num_objects": sum(s["num_objects"] for s in ordered),
+        "num_frames": sum(s["num_frames"] for s in ordered),
+        "num_shards": num_shards,
+        "shards": [
+            {"file": s["file"], "num_videos": s["num_videos"], "sha256": s["sha256"]}
+            for s in ordered
+        ],
+        "categories": dict(sorted(categories.items())),
+        "skipped": sorted((v for s in ordered for v in s["skipped"]), key=lambda v: v["video"]),
+    }
+    _write_json(os.path.join(output_dir, record_schema.DATASET_INFO), info)
+    for item in info["skipped"]:
+        print(f"SKIPPED {item['video']}: {item['error']}")
+    print(
+        f"converted {info['num_videos']} videos ({info['num_frames']} frames, "
+        f"{info['num_objects']} objects) into {num_shards} shards in {output_dir}; "
+        f"skipped {len(info['skipped'])}",
+        flush=True,
+    )
+    return info
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input_dir", required=True)
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--num_shards", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--on_error", choices=ON_ERROR, default="raise")
+    parser.add_argument("--davis_set", default="val")
+    parser.add_argument("--year", default=None)
+    args = parser.parse_args(argv)
+    try:
+        convert(
+            args.input_dir,
+            args.output_dir,
+            args.num_shards,
+            args.workers,
+            args.on_error,
+            davis_set=args.davis_set,
+            year=args.year,
+        )
+    except video_record.BadInputError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""Synthetic VOS dataset in YouTube-VOS layout, deterministic for a seed.
+
+    python data_prep/make_synthetic.py --output_dir=DIR [--num_train=8 --num_valid=4 --seed=0]
+        [--frame_sizes=480x854,720x1280 --num_frames=10,40 --num_objects=1,4 --overwrite]
+
+Writes DIR/{train,valid}/JPEGImages/VIDEO/NNNNN.jpg, DIR/{train,valid}/Annotations/VIDEO/NNNNN.png
+(DAVIS-palette PNGs of object ids, every frame annotated in both splits), DIR/{train,valid}/meta.json
+(YouTube-VOS format; an object's `frames` are those where it is visible) and DIR/synthetic_info.json
+(the parameters, written last: a rerun with the same parameters returns at once).
+
+Each video: a panning textured background and 1-4 textured objects of a shape category that move,
+scale and rotate, occlude each other, leave or enter the frame, some appearing after frame 0. The
+categories in `unseen_categories` occur only in valid (seen/unseen split); every even-numbered valid
+video starts with an unseen object, every odd-numbered one with a seen object.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+from PIL import Image
+
+if __package__ in (None, ""):  # run as a script: make `data_prep` and `rnn_vos_jax` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data_prep import synthetic_render as render  # noqa: E402
+from rnn_vos_jax import vos_reader  # noqa: E402
+
+SEEN_CATEGORIES = ("ellipse", "rectangle", "triangle", "star", "blob", "hexagon")
+UNSEEN_CATEGORIES = ("ring", "cross", "crescent")
+DEFAULT_FRAME_SIZES = ((480, 854), (720, 1280))
+INFO_FILE = "synthetic_info.json"
+_TEXTURE_SIZE = 128
+_TEXTURE_KINDS = ("stripes", "checker", "dots", "noise")
+
+
+def _outside(rng, height, width, radius):
+    """A point beyond a random frame edge, so that an object of `radius` there is invisible."""
+    side = int(rng.integers(4))
+    along = rng.uniform(0.1, 0.9)
+    gap = 1.1 * radius
+    return [
+        (along * width, -gap),
+        (along * width, height + gap),
+        (-gap, along * height),
+        (width + gap, along * height),
+    ][side]
+
+
+def _sample_objects(rng, height, width, length, categories, first_category, num_objects):
+    count = int(rng.integers(num_objects[0], num_objects[1] + 1))
+    hues = rng.uniform() + np.arange(count) / count + rng.uniform(-0.04, 0.04, count)
+    times = np.arange(length, dtype=np.float64)
+    progress = times / max(1, length - 1)
+    objects = []
+    for i in range(count):
+        category = first_category if (i == 0 and first_category) else str(rng.choice(categories))
+        radius0 = rng.uniform(0.12, 0.3) * min(height, width)
+        motion = "stay" if i == 0 else str(rng.choice(["stay", "exit", "enter", "late"]))
+        if i == 0 and rng.random() < 0.3:
+            motion = "exit"
+
+        def inside():
+            return np.array([rng.uniform(0.2, 0.8) * width, rng.uniform(0.2, 0.8) * height])
+
+        start = np.array(_outside(rng, height, width, radius0)) if motion == "enter" else inside()
+        end = np.array(_outside(rng, height, width, radius0)) if motion == "exit" else inside()
+        if i > 0 and rng.random() < 0.5:  # cross object 0 half way: guarantees occlusions
+            end = 2 * objects[0]["path"][length // 2] - start
+        wobble = rng.uniform(0, 0.03) * min(height, width)
+        phase, freq = rng.uniform(0, 2 * np.pi), rng.uniform(0.1, 0.4)
+        path = start + (end - start) * progress[:, None]
+        path += wobble * np.stack([np.sin(freq * times + phase), np.cos(freq * times + phase)], 1)
+        growth = rng.uniform(0.7, 1.4) ** progress
+        pulse = 1 + 0.06 * np.sin(rng.uniform(0.1, 0.5) * times + rng.uniform(0, 2 * np.pi))
+        saturation, value = rng.uniform(0.65, 1.0), rng.uniform(0.65, 1.0)
+        colours = (
+            render.hsv_colour(hues[i], saturation, value),
+            render.hsv_colour(hues[i] + rng.uniform(-0.08, 0.08), saturation, value * 0.5),
+        )
+        kind = str(rng.choice(_TEXTURE_KINDS))
+        period = rng.uniform(10, 30)
+        objects.append(
+            {
+                "category": category,
+                "params": render.sample_shape_params(rng, category),
+                "texture": render.make_texture(
+                    rng, _TEXTURE_SIZE, _TEXTURE_SIZE, colours, kind, period
+                ),
+                "path": path,
+                "radius": radius0 * growth * pulse,
+                "angle": rng.uniform(0, 2 * np.pi) + rng.uniform(-0.08, 0.08) * times,
+                "start": int(rng.integers(1, max(2, length // 2))) if motion == "late" else 0,
+                "depth": rng.random(),
+            }
+        )
+    return objects
+
+
+def _background(rng, height, width, length):
+    pad = int(0.15 * max(height, width))
+    hue, sat, val = rng.uniform(), rng.uniform(0.05, 0.3), rng.uniform(0.3, 0.6)
+    colours = (
+        render.hsv_colour(hue, sat, val),
+        render.hsv_colour(hue + 0.05, sat, val + rng.choice([-0.15, 0.15])),
+    )
+    period = rng.uniform(20, 80) * min(height, width) / 480
+    kind = str(rng.choice(_TEXTURE_KINDS))
+    texture = render.make_texture(rng, height + 2 * pad, width + 2 * pad, colours, kind, period, 8)
+    start, end = rng.uniform(0, 2 * pad, 2), rng.uniform(0, 2 * pad, 2)
+    offsets = [start + (end - start) * t / max(1, length - 1) for t in range(length)]
+    return texture, [(int(round(ox)), int(round(oy))) for ox, oy in offsets]
+
+
+def _render_video(rng, height, width, length, categories, first_category, num_objects):
+    """Renders one video; returns (frames [T] uint8[H,W,3], labels uint8[T,H,W], categories by id)."""
+    objects = _sample_objects(rng, height, width, length, categories, first_category, num_objects)
+    texture, offsets = _background(rng, height, width, length)
+    order = sorted(range(len(objects)), key=lambda i: objects[i]["depth"])
+    min_first_area = 0.003 * height * width
+    started = [False] * len(objects)
+    frames, labels, areas = [], [], []
+    for t in range(length):
+        ox, oy = offsets[t]
+        active = [i for i in order if started[i] or t >= objects[i]["start"]]
+        while True:  # an object appears only once enough of it is visible (no sliver first masks)
+            frame = texture[oy : oy + height, ox : ox + width].copy()
+            label = np.zeros((height, width), np.uint8)
+            for i in active:
+                o = objects[i]
+                render.render_object(
+                    frame,
+                    label,
+                    i + 1,
+                    o["category"],
+                    o["params"],
+                    o["texture"],
+                    tuple(o["path"][t]),
+                    o["radius"][t],
+                    o["angle"][t],
+                )
+            area = np.bincount(label.ravel(), minlength=len(objects) + 1)
+            too_small = [i for i in active if not started[i] and area[i + 1] < min_first_area]
+            if not too_small:
+                break
+            active = [i for i in active if i not in too_small]
+        for i in active:
+            started[i] = True
+        frames.append(frame)
+        labels.append(label)
+        areas.append(area)
+    areas = np.stack(areas)[:, 1:]  # [T, K]
+    visible = np.flatnonzero(areas.sum(1) > 0)
+    if visible.size == 0:
+        return None
+    first = visible[0]  # videos start with a visible object, as in YouTube-VOS
+    frames, labels, areas = frames[first:], np.stack(labels[first:]), areas[first:]
+    appear = [
+        (int(np.flatnonzero(areas[:, i])[0]), i) for i in range(len(objects)) if areas[:, i].any()
+    ]
+    lut = np.zeros(256, np.uint8)
+    ids = {}
+    for new_id, (_, i) in enumerate(sorted(appear), start=1):
+        lut[i + 1] = new_id
+        ids[new_id] = objects[i]["category"]
+    return frames, lut[labels], ids
+
+
+def _write_split(split_dir, split, num_videos, seed, options, categories, first_categories):
+    meta = {}
+    quality, step = options["jpeg_quality"], options["frame_step"]
+    split_index = ["train", "valid"].index(split)
+    for index in range(num_videos):
+        rng = np.random.default_rng([seed, split_index, index])
+        name = hashlib.sha1(f"synthetic-{seed}-{split}-{index}".encode()).hexdigest()[:10]
+        video = None
+        while video is None or len(video[0]) < 2:
+            height, width = options["frame_sizes"][int(rng.integers(len(options["frame_sizes"])))]
+            lo, hi = options["num_frames"]
+            length = int(rng.integers(lo, hi + 1))
+            first = first_categories[index % len(first_categories)] if first_categories else None
+            video = _render_video(
+                rng, height, width, length, categories, first, options["num_objects"]
+            )
+        frames, labels, ids = video
+        names = [f"{t * step:05d}" for t in range(len(frames))]
+        for sub in ("JPEGImages", "Annotations"):
+            os.makedirs(os.path.join(split_dir, sub, name), exist_ok=True)
+        for frame_name, frame, label in zip(names, frames, labels):
+            base = os.path.join(split_dir, "{}", name, frame_name)
+            Image.fromarray(frame).save(base.format("JPEGImages") + ".jpg", quality=quality)
+            with open(base.format("Annotations") + ".png", "wb") as f:
+                f.write(vos_reader.encode_annotation(label))
+        meta[name] = {
+            "objects": {
+                str(obj_id): {
+                    "category": category,
+                    "frames": [n for n, lab in zip(names, labels) if (lab == obj_id).any()],
+                }
+                for obj_id, category in ids.items()
+            }
+        }
+    with open(os.path.join(split_dir, "meta.json"), "w") as f:
+        json.dump({"videos": meta}, f, sort_keys=True)
+
+
+def make_dataset(
+    output_dir: str,
+    num_train: int = 8,
+    num_valid: int = 4,
+    seed: int = 0,
+    *,
+    frame_sizes=DEFAULT_FRAME_SIZES,
+    num_frames=(10, 40),
+    num_objects=(1, 4),
+    frame_step: int = 5,
+    jpeg_quality: int = 90,
+    seen_categories=SEEN_CATEGORIES,
+    unseen_categories=UNSEEN_CATEGORIES,
+    overwrite: bool = False,
+) -> dict[str, str]:
+    """Writes a synthetic YouTube-VOS-layout dataset (byte-identical for the same arguments).
+
+    Args:
+      output_dir: root folder; gets train/, valid/ and synthetic_info.json.
+      num_train, num_valid: number of videos per split.
+      seed: random seed.
+      frame_sizes: (height, width) choices, one drawn per video.
+      num_frames: inclusive (min, max) video length in frames.
+      num_objects: inclusive (min, max) objects per video (before dropping never-visible ones).
+      frame_step: frame-name stride (YouTube-VOS names every 5th frame: 00000, 00005, ...).
+      jpeg_quality: JPEG quality of the frames.
+      seen_categories: shape categories of train (and of part of valid).
+      unseen_categories: shape categories that occur only in valid.
+      overwrite: replace existing train/ and valid/ folders made with other parameters.
+
+    Returns:
+      {'train': path, 'valid': path} of the split folders.
+
+    Raises:
+      FileExistsError: a split folder exists with other parameters and overwrite is False.
+      ValueError: an unknown category or bad range.
+    """
+    options = {
+        "frame_sizes": [[int(h), int(w)] for h, w in frame_sizes],
+        "num_frames": [int(n) for n in num_frames],
+        "num_objects": [int(n) for n in num_objects],
+        "frame_step": int(frame_step),
+        "jpeg_quality": int(jpeg_quality),
+    }
+    params = {
+        "num_train": num_train,
+        "num_valid": num_valid,
+        "seed": seed,
+        **options,
+        "seen_categories": list(seen_categories),
+        "unseen_categories": list(unseen_categories),
+        "version": 1,
+    }
+    for category in (*seen_categories, *unseen_categories):
+        render.sample_shape_params(np.random.default_rng(0), category)  # validates the name
+    if not (1 <= options["num_objects"][0] <= options["num_objects"][1] <= 255):
+        raise ValueError(f"num_objects must be 1 <= min <= max <= 255, got {num_objects}")
+    if not (1 <= options["num_frames"][0] <= options["num_frames"][1]):
+        raise ValueError(f"num_frames must be 1 <= min <= max, got {num_frames}")
+    splits = {s: os.path.join(output_dir, s) for s in ("train", "valid")}
+    info_path = os.path.join(output_dir, INFO_FILE)
+    if os.path.exists(info_path):
+        with open(info_path) as f:
+            if json.load(f) == params:
+                return splits
+    for split_dir in splits.values():
+        if os.path.isdir(split_dir) and os.listdir(split_dir):
+            if not overwrite:
+                raise FileExistsError(
+                    f"{split_dir} exists and was not made with these parameters; "
+                    "pass overwrite=True (--overwrite) to replace it"
+                )
+            shutil.rmtree(split_dir)
+    if os.path.exists(info_path):
+        os.remove(info_path)
+    _write_split(splits["train"], "train", num_train, seed, options, seen_categories, None)
+    valid_first = [c for pair in zip(unseen_categories, seen_categories) for c in pair]
+    _write_split(
+        splits["valid"],
+        "valid",
+        num_valid,
+        seed,
+        options,
+        (*seen_categories, *unseen_categories),
+        valid_first,
+    )
+    with open(info_path, "w") as f:
+        json.dump(params, f, indent=1)
+    return splits
+
+
+def _ints(text, sep):
+    return tuple(int(x) for x in text.split(sep))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--num_train", type=int, default=8)
+    parser.add_argument("--num_valid", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frame_sizes", default="480x854,720x1280", help="HxW,HxW,...")
+    parser.add_argument("--num_frames", default="10,40", help="min,max frames per video")
+    parser.add_argument("--num_objects", default="1,4", help="min,max objects per video")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    splits = make_dataset(
+        args.output_dir,
+        args.num_train,
+        args.num_valid,
+        args.seed,
+        frame_sizes=[_ints(size, "x") for size in args.frame_sizes.split(",")],
+        num_frames=_ints(args.num_frames, ","),
+        num_objects=_ints(args.num_objects, ","),
+        overwrite=args.overwrite,
+    )
+    print(json.dumps(splits))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""Reader for raw VOS folders: YouTube-VOS 2018/2019 (train, valid) and DAVIS 2016/2017.
+
+No TensorFlow here: evaluation on raw folders and data_prep both use it.
+
+Layouts:
+  YouTube-VOS split folder ROOT (e.g. .../train or .../valid):
+    ROOT/JPEGImages/VIDEO/FRAME.jpg, ROOT/Annotations/VIDEO/FRAME.png (palette PNGs of object ids),
+    ROOT/meta.json {"videos": {VIDEO: {"objects": {"1": {"category": str, "frames": [FRAME...]}}}}}.
+    In train every listed frame has a PNG; in valid only frames where an object first appears do.
+    Without meta.json, objects and their frames come from the PNGs.
+  DAVIS root ROOT: ROOT/JPEGImages/480p/VIDEO/*.jpg, ROOT/Annotations/480p/VIDEO/*.png,
+    ROOT/ImageSets/<year>/<set>.txt (one video name per line). Objects and their frames come from
+    the PNGs. DAVIS 2016 is single-object: every nonzero pixel is object 1 (its PNGs are 0/255).
+"""
+
+import dataclasses
+import io
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+YOUTUBE_VOS = "youtube_vos"
+DAVIS = "davis"
+
+
+def davis_palette() -> np.ndarray:
+    """The DAVIS / PASCAL VOC palette: uint8[256, 3], index 0 black, 1 (128, 0, 0), 2 (0, 128, 0)."""
+    palette = np.zeros((256, 3), np.uint8)
+    for index in range(256):
+        code, rgb = index, [0, 0, 0]
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((code >> channel) & 1) << (7 - bit)
+            code >>= 3
+        palette[index] = rgb
+    return palette
+
+
+PALETTE = davis_palette()
+
+
+def encode_annotation(ids: np.ndarray) -> bytes:
+    """Encodes object ids uint8[H, W] as a palette PNG with the DAVIS palette."""
+    ids = np.asarray(ids)
+    if ids.ndim != 2 or ids.dtype != np.uint8:
+        raise ValueError(f"annotation must be uint8[H, W], got {ids.dtype}{list(ids.shape)}")
+    image = Image.fromarray(ids)
+    image.putpalette(PALETTE.reshape(-1).tolist())
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _rgb_to_ids(rgb: np.ndarray, source: str) -> np.ndarray:
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return rgb[..., 0]
+    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    palette_codes = (PALETTE[:, 0].astype(np.int32) << 16) | (PALETTE[:, 1].astype(np.int32) << 8)
+    palette_codes |= PALETTE[:, 2]
+    lookup = {int(code): index for index, code in reversed(list(enumerate(palette_codes)))}
+    unique, inverse = np.unique(codes, return_inverse=True)
+    missing = [hex(int(c)) for c in unique if int(c) not in lookup]
+    if missing:
+        raise ValueError(f"{source}: RGB colours {missing[:5]} are not in the DAVIS palette")
+    return np.array([lookup[int(c)] for c in unique], np.uint8)[inverse].reshape(codes.shape)
+
+
+def decode_annotation(source: str | bytes, binary: bool = False) -> np.ndarray:
+    """Decodes an annotation PNG (palette, greyscale 0/255 or RGB) to object ids.
+
+    Args:
+      source: a file path or the PNG bytes.
+      binary: map every nonzero value to 1 (DAVIS 2016 protocol).
+
+    Returns:
+      uint8[H, W] ids, 0 = background. Greyscale masks holding only 0 and 255 map 255 to 1.
+
+    Raises:
+      ValueError: naming the file when it cannot be decoded or holds unknown colours.
+    """
+    name = "<png bytes>" if isinstance(source, bytes) else source
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            image.load()
+            mode = image.mode
+            if mode in ("P", "L"):
+                ids = np.array(image)
+            elif mode == "1":
+                ids = np.array(image.convert("L"))
+            elif mode in ("RGB", "RGBA"):
+                ids = _rgb_to_ids(np.array(image.convert("RGB")), name)
+            elif mode.startswith("I"):
+                ids = np.array(image)
+                if ids.max(initial=0) > 255:
+                    raise ValueError(f"{name}: ids above 255 in a {mode} PNG")
+                ids = ids.astype(np.uint8)
+            else:
+                raise ValueError(f"{name}: unsupported annotation image mode {mode}")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"annotation file not found: {name}") from None
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"cannot read annotation {name}: {error}") from error
+    if binary:
+        return (ids > 0).astype(np.uint8)
+    if mode in ("L", "1", "RGB", "RGBA") and ids.max(initial=0) == 255:
+        if np.all((ids == 0) | (ids == 255)):
+            ids = (ids > 0).astype(np.uint8)
+    return ids
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    """One annotated object. frames: sorted frame names where it is listed; frames[0] = first."""
+
+    obj_id: int
+    category: str | None
+    frames: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    """One video: all JPEG frame names (sorted), frames that have a PNG, objects by id, size."""
+
+    name: str
+    frames: list[str]
+    annotated: list[str]
+    objects: dict[int, ObjectInfo]
+    height: int
+    width: int
+
+
+def _stems(folder: str, extension: str) -> list[str]:
+    if not os.path.isdir(folder):
+        return []
+    return sorted(f[: -len(extension)] for f in os.listdir(folder) if f.endswith(extension))
+
+
+class VOSReader:
+    """Uniform access to a YouTube-VOS split folder or a DAVIS root (layout detected).
+
+    Attributes:
+      root: the folder given.
+      layout: 'youtube_vos' or 'davis'.
+      split: 'train' / 'valid' / ... (YouTube-VOS: the folder name; DAVIS: davis_set).
+      year: DAVIS year ('2016' or '2017'), None for YouTube-VOS.
+    """
+
+    def __init__(self, root: str, davis_set: str = "val", year: str | int | None = None):
+        self.root = os.fspath(root)
+        if not os.path.isdir(self.root):
+            raise FileNotFoundError(f"dataset folder not found: {self.root}")
+        self._cache = {}
+        self._meta = None
+        self.meta_path = None
+        self.year = None
+        if os.path.isdir(os.path.join(self.root, "JPEGImages", "480p")):
+            self.layout = DAVIS
+            self.split = davis_set
+            self._subdir = "480p"
+            self.year = self._davis_year(year, davis_set)
+            self._names = self._davis_names(davis_set)
+        elif os.path.isdir(os.path.join(self.root, "JPEGImages")):
+            self.layout = YOUTUBE_VOS
+            self.split = os.path.basename(os.path.normpath(os.path.abspath(self.root)))
+            self._subdir = ""
+            meta_path = os.path.join(self.root, "meta.json")
+            if os.path.exists(meta_path):
+                self.meta_path = meta_path
+                self._meta = self._load_meta(meta_path)
+            jpeg_root = os.path.join(self.root, "JPEGImages")
+            names = {d for d in os.listdir(jpeg_root) if os.path.isdir(os.path.join(jpeg_root, d))}
+            self._names = sorted(names | set(self._meta or {}))
+        else:
+            raise FileNotFoundError(
+                f"{self.root}: no JPEGImages folder; expected a YouTube-VOS split folder "
+                "(JPEGImages/, Annotations/, meta.json) or a DAVIS root (JPEGImages/480p)"
+            )
+
+    def _davis_year(self, year, davis_set: str) -> str:
+        sets = os.path.join(self.root, "ImageSets")
+        if year is not None:
+            return str(year)
+        for candidate in ("2017", "2016"):
+            if os.path.exists(os.path.join(sets, candidate, f"{davis_set}.txt")):
+                return candidate
+        raise FileNotFoundError(f"no ImageSets/2017/{davis_set}.txt or ImageSets/2016/ in {sets}")
+
+    def _davis_names(self, davis_set: str) -> list[str]:
+        path = os.path.join(self.root, "ImageSets", self.year, f"{davis_set}.txt")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"DAVIS image set file not found: {path}")
+        names = set()
+        with open(path) as f:
+            for line in f:
+                token = line.split()[0] if line.split() else ""
+                if "/" in token:  # DAVIS 2016 style: '/JPEGImages/480p/VIDEO/00000.jpg ...'
+                    token = token.strip("/").split("/")[-2]
+                if token:
+                    names.add(token)
+        return sorted(names)
+
+    @staticmethod
+    def _load_meta(path: str) -> dict:
+        try:
+            with open(path) as f:
+                meta = json.load(f)
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read {path}: {error}") from error
+        if not isinstance(meta, dict) or not isinstance(meta.get("videos"), dict):
+            raise ValueError(f"{path}: expected {{'videos': {{VIDEO: {{'objects': ...}}}}}}")
+        return meta["videos"]
+
+    def video_names(self) -> list[str]:
+        """Sorted video names (YouTube-VOS: JPEGImages folders and meta.json entries)."""
+        return list(self._names)
+
+    def frame_path(self, name: str, frame: str) -> str:
+        return os.path.join(self.root, "JPEGImages", self._subdir, name, frame + ".jpg")
+
+    def annotation_path(self, name: str, frame: str) -> str:
+        return os.path.join(self.root, "Annotations", self._subdir, name, frame + ".png")
+
+    @property
+    def binary(self) -> bool:
+        """Whether annotations are read single-object (DAVIS 2016: nonzero -> 1)."""
+        return self.layout == DAVIS and self.year == "2016"
+
+    def video(self, name: str) -> VideoInfo:
+        """Frames, annotated frames, objects and size of a video (cached).
+
+        Raises:
+          FileNotFoundError: the video's JPEG folder is missing or empty.
+          ValueError: meta.json has no or a malformed entry for the video (key named).
+        """
+        if name not in self._cache:
+            self._cache[name] = self._load_video(name)
+        return self._cache[name]
+
+    def _load_video(self, name: str) -> VideoInfo:
+        jpeg_dir = os.path.dirname(self.frame_path(name, "x"))
+        frames = _stems(jpeg_dir, ".jpg")
+        if not frames:
+            raise FileNotFoundError(f"video {name}: no JPEG frames in {jpeg_dir}")
+        annotated = _stems(os.path.dirname(self.annotation_path(name, "x")), ".png")
+        first = self.frame_path(name, frames[0])
+        try:
+            with Image.open(first) as image:
+                width, height = image.size
+        except OSError as error:
+            raise ValueError(f"cannot read frame {first}: {error}") from error
+        if self._meta is not None:
+            objects = self._meta_objects(name)
+        else:
+            objects = self._annotation_objects(name, annotated)
+        return VideoInfo(name, frames, annotated, objects, height, width)
+
+    def _meta_objects(self, name: str) -> dict[int, ObjectInfo]:
+        where = f"{self.meta_path} videos/{name}"
+        entry = self._meta.get(name)
+        if not isinstance(entry, dict) or not isinstance(entry.get("objects"), dict):
+            raise ValueError(f"{where}: missing video entry or its 'objects' dict")
+        objects = {}
+        for key, value in entry["objects"].items():
+            try:
+                obj_id = int(key)
+            except ValueError:
+                raise ValueError(f"{where}/objects/{key}: object id is not an integer") from None
+            frames = value.get("frames") if isinstance(value, dict) else None
+            if not (0 < obj_id < 256) or not isinstance(frames, list) or not frames:
+                raise ValueError(f"{where}/objects/{key}: need id in 1..255 and a 'frames' list")
+            objects[obj_id] = ObjectInfo(obj_id, value.get("category"), sorted(map(str, frames)))
+        return dict(sorted(objects.items()))
+
+    def _annotation_objects(self, name: str, annotated: list[str]) -> dict[int, ObjectInfo]:
+        frames_of = {}
+        for frame in annotated:
+            ids = np.unique(self.read_annotation(name, frame))
+            for obj_id in ids[ids > 0].tolist():
+                frames_of.setdefault(obj_id, []).append(frame)
+        return {k: ObjectInfo(k, None, frames_of[k]) for k in sorted(frames_of)}
+
+    def read_frame(self, name: str, frame: str) -> np.ndarray:
+        """Decoded JPEG frame as uint8[H, W, 3]."""
+        path = self.frame_path(name, frame)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"frame not found: {path}")
+        try:
+            with Image.open(path) as image:
+                return np.array(image.convert("RGB"))
+        except OSError as error:
+            raise ValueError(f"cannot read frame {path}: {error}") from error
+
+    def read_annotation(self, name: str, frame: str) -> np.ndarray:
+        """Annotation of a frame as uint8[H, W] object ids (0 = background)."""
+        return decode_annotation(self.annotation_path(name, frame), binary=self.binary)

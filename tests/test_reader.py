@@ -1,0 +1,223 @@
+"""VOSReader on YouTube-VOS train, valid-style (sparse PNGs), meta-less and DAVIS 2016/2017 trees."""
+
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_prep import make_synthetic
+from rnn_vos_jax import vos_reader
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("synth"))
+    make_synthetic.make_dataset(
+        root, 3, 2, seed=1, frame_sizes=((48, 64),), num_frames=(4, 6), num_objects=(2, 3)
+    )
+    return root
+
+
+def _meta(split_dir):
+    with open(os.path.join(split_dir, "meta.json")) as f:
+        return json.load(f)["videos"]
+
+
+def _ids(path):
+    return np.array(Image.open(path))
+
+
+def make_sparse_valid(src, dst):
+    """YouTube-VOS valid style: PNGs only where objects first appear, holding only those objects."""
+    shutil.copytree(src, dst)
+    for video, entry in _meta(dst).items():
+        firsts = {}
+        for obj_id, obj in entry["objects"].items():
+            firsts.setdefault(obj["frames"][0], []).append(int(obj_id))
+        folder = os.path.join(dst, "Annotations", video)
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if name[:-4] not in firsts:
+                os.remove(path)
+            else:
+                ids = _ids(path)
+                ids[~np.isin(ids, firsts[name[:-4]])] = 0
+                with open(path, "wb") as f:
+                    f.write(vos_reader.encode_annotation(ids))
+    return dst
+
+
+def make_davis(split_dir, root, year, sets):
+    """DAVIS tree from a synthetic split; 2016 masks are 0/255 greyscale of all objects."""
+    for sub in ("JPEGImages", "Annotations"):
+        shutil.copytree(os.path.join(split_dir, sub), os.path.join(root, sub, "480p"))
+    os.makedirs(os.path.join(root, "ImageSets", year))
+    for set_name, videos in sets.items():
+        lines = []
+        for video in videos:
+            if year == "2016":  # the original DAVIS 2016 lists frame paths
+                folder = os.path.join(root, "Annotations", "480p", video)
+                for name in sorted(os.listdir(folder)):
+                    path = os.path.join(folder, name)
+                    Image.fromarray((_ids(path) > 0).astype(np.uint8) * 255).save(path)
+                    lines.append(f"/JPEGImages/480p/{video}/{name[:-4]}.jpg /Annotations/480p/..")
+            else:
+                lines.append(video)
+        with open(os.path.join(root, "ImageSets", year, f"{set_name}.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return root
+
+
+def test_youtube_train(synth):
+    split_dir = os.path.join(synth, "train")
+    reader = vos_reader.VOSReader(split_dir)
+    meta = _meta(split_dir)
+    assert (reader.layout, reader.split, reader.year) == ("youtube_vos", "train", None)
+    assert reader.video_names() == sorted(meta)
+    for name in reader.video_names():
+        info = reader.video(name)
+        frames = sorted(f[:-4] for f in os.listdir(os.path.join(split_dir, "JPEGImages", name)))
+        assert info.frames == frames and info.annotated == frames
+        assert (info.height, info.width) == (48, 64)
+        assert list(info.objects) == sorted(int(k) for k in meta[name]["objects"])
+        for obj_id, obj in info.objects.items():
+            assert obj.obj_id == obj_id
+            assert obj.category == meta[name]["objects"][str(obj_id)]["category"]
+            assert obj.frames == meta[name]["objects"][str(obj_id)]["frames"]
+        frame = reader.read_frame(name, frames[1])
+        assert frame.dtype == np.uint8 and frame.shape == (48, 64, 3)
+        expected = np.array(Image.open(reader.frame_path(name, frames[1])).convert("RGB"))
+        np.testing.assert_array_equal(frame, expected)
+        ids = reader.read_annotation(name, frames[1])
+        assert ids.dtype == np.uint8 and ids.shape == (48, 64)
+        np.testing.assert_array_equal(ids, _ids(reader.annotation_path(name, frames[1])))
+        assert reader.annotation_path(name, "00005").endswith(f"Annotations/{name}/00005.png")
+
+
+def test_youtube_valid_style_sparse_annotations(synth, tmp_path):
+    split_dir = make_sparse_valid(os.path.join(synth, "valid"), str(tmp_path / "valid"))
+    reader = vos_reader.VOSReader(split_dir)
+    assert reader.split == "valid"
+    meta = _meta(split_dir)
+    saw_later_first = False
+    for name in reader.video_names():
+        info = reader.video(name)
+        firsts = sorted({o["frames"][0] for o in meta[name]["objects"].values()})
+        assert info.annotated == firsts
+        assert len(info.frames) > len(info.annotated)
+        for obj in info.objects.values():  # objects and frames still come from meta.json
+            assert obj.frames == meta[name]["objects"][str(obj.obj_id)]["frames"]
+            assert obj.obj_id in reader.read_annotation(name, obj.frames[0])
+            saw_later_first |= obj.frames[0] != info.frames[0]
+    assert saw_later_first
+
+
+def test_youtube_without_meta_takes_objects_from_pngs(synth, tmp_path):
+    split_dir = str(tmp_path / "train")
+    shutil.copytree(os.path.join(synth, "train"), split_dir)
+    meta = _meta(split_dir)
+    os.remove(os.path.join(split_dir, "meta.json"))
+    reader = vos_reader.VOSReader(split_dir)
+    for name in reader.video_names():
+        objects = reader.video(name).objects
+        assert {k: (o.category, o.frames) for k, o in objects.items()} == {
+            int(k): (None, o["frames"]) for k, o in meta[name]["objects"].items()
+        }
+
+
+def test_davis_2017(synth, tmp_path):
+    names = sorted(_meta(os.path.join(synth, "train")))
+    sets = {"val": names[:2], "train": names[2:]}
+    root = make_davis(os.path.join(synth, "train"), str(tmp_path / "davis"), "2017", sets)
+    reader = vos_reader.VOSReader(root)
+    assert (reader.layout, reader.split, reader.year) == ("davis", "val", "2017")
+    assert reader.video_names() == names[:2]
+    meta = _meta(os.path.join(synth, "train"))
+    for name in names[:2]:
+        info = reader.video(name)
+        assert {k: (o.category, o.frames) for k, o in info.objects.items()} == {
+            int(k): (None, o["frames"]) for k, o in meta[name]["objects"].items()
+        }
+        assert reader.frame_path(name, "00000").endswith(f"JPEGImages/480p/{name}/00000.jpg")
+        ids = np.stack([reader.read_annotation(name, f) for f in info.frames])
+        assert set(np.unique(ids).tolist()) == {0, *info.objects}
+    assert vos_reader.VOSReader(root, davis_set="train").video_names() == names[2:]
+    os.makedirs(os.path.join(root, "ImageSets", "2016"))  # DAVIS 2017 trainval ships these too
+    with open(os.path.join(root, "ImageSets", "2016", "val.txt"), "w") as f:
+        f.write(names[0] + "\n")
+    merged = vos_reader.VOSReader(root, year=2016)  # DAVIS 2016 protocol on a 2017 tree
+    assert merged.video_names() == names[:1]
+    info = merged.video(names[0])
+    assert list(info.objects) == [1] and info.objects[1].frames == info.frames
+    assert set(np.unique(merged.read_annotation(names[0], "00000")).tolist()) == {0, 1}
+
+
+def test_davis_2016_binary_masks(synth, tmp_path):
+    names = sorted(_meta(os.path.join(synth, "train")))
+    root = make_davis(os.path.join(synth, "train"), str(tmp_path / "d16"), "2016", {"val": names})
+    reader = vos_reader.VOSReader(root)
+    assert reader.year == "2016" and reader.video_names() == names
+    name = names[0]
+    raw = _ids(reader.annotation_path(name, "00000"))
+    assert set(np.unique(raw).tolist()) == {0, 255}
+    ids = reader.read_annotation(name, "00000")
+    np.testing.assert_array_equal(ids, (raw == 255).astype(np.uint8))
+    assert list(reader.video(name).objects) == [1]
+    # 0/255 greyscale masks read as id 1 without the DAVIS 2016 flag too
+    np.testing.assert_array_equal(
+        vos_reader.decode_annotation(reader.annotation_path(name, "00000")), ids
+    )
+
+
+def test_palette_and_annotation_codecs():
+    assert vos_reader.PALETTE.shape == (256, 3)
+    assert vos_reader.PALETTE[:4].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
+    assert vos_reader.PALETTE[255].tolist() == [224, 224, 192]
+    ids = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    png = vos_reader.encode_annotation(ids)
+    np.testing.assert_array_equal(vos_reader.decode_annotation(png), ids)
+    rgb = io.BytesIO()
+    Image.fromarray(vos_reader.PALETTE[ids]).save(rgb, format="PNG")
+    np.testing.assert_array_equal(vos_reader.decode_annotation(rgb.getvalue()), ids)
+    bad = vos_reader.PALETTE[ids].copy()
+    bad[0, 0] = (1, 2, 3)
+    rgb = io.BytesIO()
+    Image.fromarray(bad).save(rgb, format="PNG")
+    with pytest.raises(ValueError, match="not in the DAVIS palette"):
+        vos_reader.decode_annotation(rgb.getvalue())
+    with pytest.raises(ValueError, match="uint8"):
+        vos_reader.encode_annotation(ids.astype(np.int32))
+
+
+def test_errors_name_the_file(synth, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        vos_reader.VOSReader(str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="no JPEGImages"):
+        vos_reader.VOSReader(str(tmp_path))
+    split_dir = str(tmp_path / "train")
+    shutil.copytree(os.path.join(synth, "train"), split_dir)
+    reader = vos_reader.VOSReader(split_dir)
+    name = reader.video_names()[0]
+    with pytest.raises(FileNotFoundError, match="99999.jpg"):
+        reader.read_frame(name, "99999")
+    with pytest.raises(FileNotFoundError, match="99999.png"):
+        reader.read_annotation(name, "99999")
+    with open(os.path.join(split_dir, "meta.json"), "w") as f:
+        json.dump({"videos": {name: {"objects": {"x": {"frames": ["00000"]}}}}}, f)
+    reader = vos_reader.VOSReader(split_dir)
+    with pytest.raises(ValueError, match=f"videos/{name}/objects/x"):
+        reader.video(name)
+    with pytest.raises(ValueError, match=f"videos/{reader.video_names()[1]}"):
+        reader.video(reader.video_names()[1])
+    with open(os.path.join(split_dir, "meta.json"), "w") as f:
+        f.write("{not json")
+    with pytest.raises(ValueError, match="meta.json"):
+        vos_reader.VOSReader(split_dir)
+    davis = str(tmp_path / "davis")
+    os.makedirs(os.path.join(davis, "JPEGImages", "480p"))
+    with pytest.raises(FileNotFoundError, match="ImageSets"):
+        vos_reader.VOSReader(davis)

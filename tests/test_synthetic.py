@@ -1,0 +1,150 @@
+"""Synthetic dataset: determinism, YouTube-VOS layout, meta.json consistency, seen/unseen split."""
+
+import colorsys
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_prep import make_synthetic
+from rnn_vos_jax import vos_reader
+
+SIZES = ((64, 96), (48, 80))
+OPTIONS = dict(frame_sizes=SIZES, num_frames=(6, 10))
+
+
+def _files(root):
+    out = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("synthetic"))
+    make_synthetic.make_dataset(root, num_train=4, num_valid=3, seed=3, **OPTIONS)
+    return root
+
+
+def _meta(root, split):
+    with open(os.path.join(root, split, "meta.json")) as f:
+        return json.load(f)["videos"]
+
+
+def test_same_seed_identical_bytes_and_other_seed_differs(dataset, tmp_path):
+    again = str(tmp_path / "again")
+    make_synthetic.make_dataset(again, num_train=4, num_valid=3, seed=3, **OPTIONS)
+    first, second = _files(dataset), _files(again)
+    assert len(first) > 50
+    assert first == second
+    other = str(tmp_path / "other")
+    make_synthetic.make_dataset(other, num_train=4, num_valid=3, seed=4, **OPTIONS)
+    third = _files(other)
+    assert third.keys() != first.keys() or any(third[k] != first[k] for k in first)
+
+
+def test_layout_and_meta_match_pngs(dataset):
+    for split in ("train", "valid"):
+        meta = _meta(dataset, split)
+        split_dir = os.path.join(dataset, split)
+        assert sorted(meta) == sorted(os.listdir(os.path.join(split_dir, "JPEGImages")))
+        for video, entry in meta.items():
+            jpegs = sorted(os.listdir(os.path.join(split_dir, "JPEGImages", video)))
+            pngs = sorted(os.listdir(os.path.join(split_dir, "Annotations", video)))
+            frames = [j[:-4] for j in jpegs]
+            assert [p[:-4] for p in pngs] == frames  # ground truth on every frame, both splits
+            assert frames == [f"{5 * t:05d}" for t in range(len(frames))]
+            assert 2 <= len(frames) <= 10
+            ids_in = {}
+            for frame in frames:
+                image = Image.open(os.path.join(split_dir, "JPEGImages", video, frame + ".jpg"))
+                png = Image.open(os.path.join(split_dir, "Annotations", video, frame + ".png"))
+                assert png.mode == "P" and image.size == png.size
+                assert image.size[::-1] in SIZES
+                palette = np.array(png.getpalette()[:768], np.uint8).reshape(-1, 3)
+                np.testing.assert_array_equal(palette, vos_reader.PALETTE)
+                ids_in[frame] = set(np.unique(np.array(png)).tolist()) - {0}
+            objects = {int(k): v for k, v in entry["objects"].items()}
+            assert sorted(objects) == list(range(1, len(objects) + 1))
+            assert 1 <= len(objects) <= 4
+            for frame in frames:  # a frame is listed for an object iff its id is in the PNG
+                listed = {k for k, v in objects.items() if frame in v["frames"]}
+                assert listed == ids_in[frame], (video, frame)
+            assert ids_in[frames[0]], "videos start with a visible object"
+            firsts = [objects[k]["frames"][0] for k in sorted(objects)]
+            assert firsts == sorted(firsts), "ids follow first appearance"
+
+
+def test_categories_seen_unseen_and_late_objects(dataset):
+    train = _meta(dataset, "train")
+    valid = _meta(dataset, "valid")
+    cats = {
+        s: {o["category"] for v in m.values() for o in v["objects"].values()}
+        for s, m in (("train", train), ("valid", valid))
+    }
+    assert cats["train"] <= set(make_synthetic.SEEN_CATEGORIES)
+    assert cats["valid"] - cats["train"], "valid must hold unseen categories"
+    assert cats["valid"] & cats["train"], "valid must hold seen categories"
+    late = [
+        o["frames"][0] for m in (train, valid) for v in m.values() for o in v["objects"].values()
+    ]
+    assert any(first != "00000" for first in late), "some object must appear after frame 0"
+    vanished = [
+        video
+        for split, m in (("train", train), ("valid", valid))
+        for video, v in m.items()
+        for o in v["objects"].values()
+        if o["frames"][-1]
+        != sorted(os.listdir(os.path.join(dataset, split, "Annotations", video)))[-1][:-4]
+        or len(o["frames"]) < 1 + int(o["frames"][-1]) // 5 - int(o["frames"][0]) // 5
+    ]
+    assert vanished, "some object must leave the frame or be fully occluded"
+
+
+def test_objects_are_saturated_background_is_not(dataset):
+    split_dir = os.path.join(dataset, "train")
+    for video in _meta(dataset, "train"):
+        image = np.array(Image.open(os.path.join(split_dir, "JPEGImages", video, "00000.jpg")))
+        ids = np.array(Image.open(os.path.join(split_dir, "Annotations", video, "00000.png")))
+        rgb = image.reshape(-1, 3) / 255.0
+        sat = np.array([colorsys.rgb_to_hsv(*p)[1] for p in rgb]).reshape(ids.shape)
+        obj = ids > 0
+        # eroded masks: JPEG blurs edges
+        inner = obj & np.roll(obj, 2, 0) & np.roll(obj, -2, 0) & np.roll(obj, 2, 1)
+        assert sat[inner].mean() > sat[~obj].mean() + 0.2
+
+
+def test_rerun_is_noop_and_changed_parameters_need_overwrite(dataset, tmp_path):
+    meta_path = os.path.join(dataset, "train", "meta.json")
+    before = os.stat(meta_path).st_mtime_ns
+    make_synthetic.make_dataset(dataset, num_train=4, num_valid=3, seed=3, **OPTIONS)
+    assert os.stat(meta_path).st_mtime_ns == before
+    root = str(tmp_path / "d")
+    make_synthetic.make_dataset(root, num_train=1, num_valid=1, seed=0, **OPTIONS)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        make_synthetic.make_dataset(root, num_train=2, num_valid=1, seed=0, **OPTIONS)
+    make_synthetic.make_dataset(root, num_train=2, num_valid=1, seed=0, overwrite=True, **OPTIONS)
+    assert len(_meta(root, "train")) == 2
+
+
+def test_cli_and_bad_options(tmp_path):
+    root = str(tmp_path / "cli")
+    make_synthetic.main([
+        f"--output_dir={root}", "--num_train=1", "--num_valid=1", "--seed=5",
+        "--frame_sizes=32x64", "--num_frames=3,3", "--num_objects=2,2",
+    ])  # fmt: skip
+    (video,) = _meta(root, "train")
+    assert Image.open(os.path.join(root, "train", "JPEGImages", video, "00000.jpg")).size == (
+        64,
+        32,
+    )
+    with pytest.raises(ValueError, match="unknown shape 'hexagram'"):
+        make_synthetic.make_dataset(str(tmp_path / "x"), 1, 1, unseen_categories=("hexagram",))
+    with pytest.raises(ValueError, match="num_objects"):
+        make_synthetic.make_dataset(str(tmp_path / "y"), 1, 1, num_objects=(0, 2))

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from rnn_vos_jax import input_pipeline, input_pipeline_masks, record_schema
+from rnn_vos_jax import augment, input_pipeline, record_schema
 
 
 def _decode(serialized):
@@ -41,9 +41,9 @@ def eval_videos(records, *, process_index: int = 0, process_count: int = 1):
             raise ValueError(
                 f"video {video}: frames are {frames.shape[1:3]}, record says {(height, width)}"
             )
-        ids, annotated = input_pipeline_masks.decode_all_ids(
-            list(ex[record_schema.PNG]), height, width, video
-        )
+        pngs = list(ex[record_schema.PNG])
+        ids = np.stack([augment.decode_ids(p, height, width, f"video {video}") for p in pngs])
+        annotated = np.array([bool(p) for p in pngs])
         object_ids = ex[record_schema.OBJECT_IDS].astype(np.int32)
         listed = ex[record_schema.OBJECT_FRAMES].reshape(len(object_ids), len(frames)) > 0
         if len(object_ids) and not listed.any(axis=1).all():

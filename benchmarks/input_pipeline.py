@@ -1,0 +1,92 @@
+"""Throughput of the training input pipeline (clips/s and frames/s), not a test.
+
+    python benchmarks/input_pipeline.py [--cores=2 --batches=40 --warmup=5 --num_videos=16
+        --batch_size=4 --repeats=2 --records=DIR --workdir=DIR]
+
+Makes a synthetic dataset with 854x480 and 1280x720 videos (data_prep.make_synthetic), converts it
+to TFRecords (data_prep.convert) in a temporary folder (or uses --records), pins the process to
+--cores CPU cores, builds the default training pipeline at 256x448 with clip lengths
+L ~ U{5..10} (the curriculum's end state, clips of L + 1 frames) and times --batches batches after
+--warmup. frames/s counts real (valid) frames. CPU time per frame is printed too: the machine
+may be shared, and cores / cpu_ms_per_frame * 1000 estimates the rate on idle cores.
+"""
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _make_records(workdir, num_videos):
+    from data_prep import convert, make_synthetic
+
+    splits = make_synthetic.make_dataset(
+        os.path.join(workdir, "raw"),
+        num_train=num_videos,
+        num_valid=1,
+        seed=0,
+        frame_sizes=((480, 854), (720, 1280)),
+        num_frames=(20, 40),
+    )
+    out = os.path.join(workdir, "records")
+    convert.convert(splits["train"], out, num_shards=4)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--num_videos", type=int, default=16)
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--records", default="", help="existing TFRecord dir (skips creation)")
+    parser.add_argument("--workdir", default="", help="where to make the dataset (default: temp)")
+    args = parser.parse_args(argv)
+    available = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, available[: args.cores])  # before TF sizes its thread pools
+
+    from rnn_vos_jax import input_pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        records = args.records or _make_records(args.workdir or tmp, args.num_videos)
+        data = input_pipeline.default_data_config()
+        data.train_records = records
+        data.batch_size = args.batch_size
+        data.curriculum = "none"
+        print(
+            f"cores {sorted(os.sched_getaffinity(0))}, image_size {tuple(data.image_size)}, "
+            f"batch {data.batch_size}, T {data.max_clip_len + 1}, records {records}"
+        )
+        for repeat in range(args.repeats):
+            it = input_pipeline.train_iterator(data, seed=repeat)
+            for _ in range(args.warmup):
+                next(it)
+            frames = 0
+            cpu0, t0 = _cpu_seconds(), time.perf_counter()
+            for _ in range(args.batches):
+                frames += int(next(it)["valid"].sum())
+            wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+            it.close()
+            clips = args.batches * data.batch_size
+            print(
+                f"run {repeat}: {clips / wall:.1f} clips/s, {frames / wall:.1f} frames/s, "
+                f"{1000 * cpu / frames:.2f} cpu ms/frame "
+                f"(~{args.cores * frames / cpu:.0f} frames/s on idle cores), "
+                f"load average {os.getloadavg()[0]:.1f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

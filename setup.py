@@ -10,7 +10,7 @@ setuptools.setup(
         "segmentation: S2S, S2S++ and HS2S."
     ),
     python_requires=">=3.11,<3.13",
-    packages=setuptools.find_packages(include=["rnn_vos_jax", "rnn_vos_jax.*"]),
+    packages=setuptools.find_packages(include=["rnn_vos_jax", "rnn_vos_jax.*", "data_prep"]),
     install_requires=[
         "jax>=0.10,<0.13",
         "jaxlib>=0.10,<0.13",

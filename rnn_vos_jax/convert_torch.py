@@ -168,8 +168,13 @@ def convert_state(
             f"{source} is a {layout!r} checkpoint but config.model.name is {name!r} "
             f"(expected one of {LAYOUT_MODELS[layout]}); pass the matching config"
         )
-    flat = KeyIndex(expected_variables(model_config)).convert(state, source)
-    return unflatten_variables(flat)
+    index = KeyIndex(expected_variables(model_config))
+    if not any(index.resolve(k, np.ndim(v)) for k, v in state.items()):
+        raise ValueError(
+            f"{source}: none of its {len(state)} tensors belongs to a {name!r} model (first keys: "
+            f"{sorted(state)[:3]}); an ImageNet backbone file goes to --config.model.backbone_init"
+        )
+    return unflatten_variables(index.convert(state, source))
 
 
 def convert_checkpoint(path: str, model_config: Any) -> dict[str, Any]:

@@ -23,19 +23,23 @@ TOL = 1e-4
 
 
 def _hs2s_config():
-    # The demo variant (every width / 16) with one bottleneck per stage, to keep compiles short.
+    # Tiny HS2S: every width / 16, one bottleneck per stage; the authors' kernels and cell.
     c = api.load_config(os.path.join(ROOT, "configs/hs2s.py:demo"))
     c.data.image_size = SIZE
-    c.model.num_classes = 6
-    with c.unlocked():
-        c.model.blocks = (1, 1, 1, 1)
+    c.model.update(
+        backbone="resnet50", num_ch=1024, num_classes=6, mem_kernel=3, sm_kernel=5,
+        cell="authors", width_divisor=16, blocks=(1, 1, 1, 1), dtype="float32",
+    )  # fmt: skip
     return c
 
 
 def _s2spp_config():
     c = api.load_config(os.path.join(ROOT, "configs/s2s_pp.py:demo"))
     c.data.image_size = SIZE
-    c.model.num_classes = 6
+    c.model.update(
+        num_skip_memories=2, use_distance=True, num_classes=6, encoder_head="authors_1x1",
+        cell="authors", width_divisor=16, dtype="float32",
+    )  # fmt: skip
     return c
 
 
@@ -81,7 +85,8 @@ def test_cli_s2spp_parity_frame_by_frame(s2spp_torch, tmp_path):
     out = str(tmp_path / "converted")
     cmd = [
         sys.executable, "-m", "rnn_vos_jax.convert_torch", f"--checkpoint={pth}",
-        "--config=configs/s2s_pp.py:demo", "--config.model.num_classes=6", f"--output={out}",
+        "--config=configs/s2s_pp.py", "--config.model.num_classes=6",
+        "--config.model.width_divisor=16", f"--output={out}",
     ]  # fmt: skip
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     res = subprocess.run(
@@ -158,6 +163,9 @@ def test_hs2s_bare_state_dict_and_layout_errors(hs2s_torch):
     )
     with pytest.raises(ValueError, match="'hs2s' checkpoint but config.model.name is 's2s_pp'"):
         convert_torch.convert_state(bare, _s2spp_config().model, "x.pth")
+    backbone = {k: v.numpy() for k, v in tr.ResNet((1, 1, 1, 1), div=16).state_dict().items()}
+    with pytest.raises(ValueError, match="none of its 104 tensors .*backbone_init"):
+        convert_torch.convert_state(backbone, cfg.model, "resnet50.pth")
     with pytest.raises(ValueError, match=r"unknown checkpoint layout .*\['epoch', 'net'\]"):
         convert_torch.convert_state({"net": 1, "epoch": 3}, cfg.model, "x.pth")
 

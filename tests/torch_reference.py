@@ -256,13 +256,15 @@ class DecoderRef(nn.Module):
 class ModelMatch(nn.Module):
     """HS2S in the authors' key layout (encoder_ref, encoder, memory, skip_memory, decoder)."""
 
-    def __init__(self, blocks=(3, 4, 6, 3), div=1, num_ch=None, num_classes=42):
+    def __init__(
+        self, blocks=(3, 4, 6, 3), div=1, num_ch=None, num_classes=42, mem_kernel=3, sm_kernel=5
+    ):
         super().__init__()
         num_ch = num_ch or 1024 // div
         self.encoder_ref = EncoderExtra(ResNet(blocks, div), num_ch)
         self.encoder = EncoderExtra(ResNet(blocks, div), num_ch)
-        self.memory = ConvLSTMCell(num_ch, num_ch, 3)
-        self.skip_memory = ConvLSTMCell(1024 // div, num_ch, 5)
+        self.memory = ConvLSTMCell(num_ch, num_ch, mem_kernel)
+        self.skip_memory = ConvLSTMCell(1024 // div, num_ch, sm_kernel)
         self.decoder = DecoderRef(num_ch, num_classes, div)
 
     @torch.no_grad()

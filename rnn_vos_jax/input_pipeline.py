@@ -56,7 +56,6 @@ Keys read from `config.data` (defaults in `default_data_config()`):
 """
 
 import atexit
-import glob
 import json
 import os
 import weakref
@@ -146,22 +145,26 @@ def _clip_length(epoch, u, data):
 def record_files(spec) -> list[str]:
     """Sorted TFRecord files from a directory, a glob pattern, or a comma-separated list/sequence.
 
+    Paths go through tf.io.gfile, so gs:// buckets work. A directory with dataset_info.json
+    gives the shards it lists; otherwise its *.tfrecord files.
+
     Raises:
-        FileNotFoundError: naming the spec when nothing matches.
+        FileNotFoundError: naming the spec when nothing matches or a listed shard is missing.
     """
+    gfile = tf.io.gfile
     if isinstance(spec, (list, tuple)):
         files = [str(f) for f in spec]
-    elif os.path.isdir(spec):
+    elif spec and gfile.isdir(spec):
         info_path = os.path.join(spec, record_schema.DATASET_INFO)
-        if os.path.exists(info_path):
-            with open(info_path) as f:
+        if gfile.exists(info_path):
+            with gfile.GFile(info_path) as f:
                 files = [os.path.join(spec, s["file"]) for s in json.load(f)["shards"]]
         else:
-            files = glob.glob(os.path.join(spec, "*" + record_schema.SHARD_SUFFIX))
+            files = gfile.glob(os.path.join(spec, "*" + record_schema.SHARD_SUFFIX))
     else:
-        files = [g for part in str(spec).split(",") if part for g in glob.glob(part)]
+        files = [g for part in str(spec).split(",") if part for g in gfile.glob(part)]
     files = sorted(set(files))
-    missing = [f for f in files if not os.path.exists(f)]
+    missing = [f for f in files if not gfile.exists(f)]
     if not files or missing:
         raise FileNotFoundError(f"no TFRecord files found for {spec!r} (missing: {missing[:3]})")
     return files
@@ -239,8 +242,7 @@ def _epoch_dataset(files, epoch, seed, data):
     return ds.enumerate().map(lambda i, p: dict(p, epoch=epoch, index=i))
 
 
-def samples_per_epoch(files: list[str], min_object_frames: int) -> int:
-    """(video, object) pairs with >= min_object_frames listed frames in these files (reads them)."""
+def _count_fn(min_object_frames):
     spec = {
         record_schema.OBJECT_IDS: tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
         record_schema.OBJECT_FRAMES: tf.io.FixedLenSequenceFeature(
@@ -254,8 +256,23 @@ def samples_per_epoch(files: list[str], min_object_frames: int) -> int:
         per_object = tf.reduce_sum(tf.reshape(ex[record_schema.OBJECT_FRAMES], [k, -1]), axis=1)
         return tf.reduce_sum(tf.cast(per_object >= min_object_frames, tf.int64))
 
-    ds = tf.data.TFRecordDataset(files, num_parallel_reads=AUTOTUNE).map(count, AUTOTUNE)
+    return count
+
+
+def samples_per_epoch(files: list[str], min_object_frames: int) -> int:
+    """(video, object) pairs with >= min_object_frames listed frames in these files (reads them)."""
+    ds = tf.data.TFRecordDataset(files, num_parallel_reads=AUTOTUNE)
+    ds = ds.map(_count_fn(min_object_frames), num_parallel_calls=AUTOTUNE)
     return int(ds.reduce(tf.constant(0, tf.int64), lambda a, b: a + b).numpy())
+
+
+def _check_not_empty(files: list[str], min_object_frames: int) -> None:
+    """Raises unless some record has a usable pair (reads up to the first one)."""
+    ds = tf.data.TFRecordDataset(files).map(_count_fn(min_object_frames))
+    if not list(ds.filter(lambda n: n > 0).take(1).as_numpy_iterator()):
+        raise ValueError(
+            f"no (video, object) pair with >= {min_object_frames} listed frames in {files}"
+        )
 
 
 def _load_clip(elem, seed, data):
@@ -334,11 +351,10 @@ def train_dataset(
         )
     files = split_files(record_files(data.train_records), process_index, process_count)
     batch = int(data.batch_size)
+    _check_not_empty(files, int(data.min_object_frames))  # else the epochs would spin forever
     first_epoch, offset = 0, 0
     if start_batch:
         per_epoch = samples_per_epoch(files, int(data.min_object_frames))
-        if per_epoch == 0:
-            raise ValueError(f"no (video, object) samples in {files}")
         first_epoch, offset = divmod(start_batch * batch, per_epoch)
     first = _epoch_dataset(files, first_epoch, seed, data).skip(offset)
     rest = tf.data.Dataset.range(first_epoch + 1, 2**62).flat_map(

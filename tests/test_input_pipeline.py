@@ -317,3 +317,13 @@ def test_eval_videos(records):
     v6 = videos[2]
     np.testing.assert_array_equal(v6["first_frame"], [0, 2])
     assert len(videos[1]["object_ids"]) == 1
+
+
+def test_bad_input_errors(records):
+    with pytest.raises(ValueError, match="no \\(video, object\\) pair"):
+        input_pipeline.train_dataset(_config(records, min_object_frames=50), seed=0)
+    with pytest.raises(ValueError, match="cannot decode annotation PNG of video x"):
+        aug.decode_ids(b"not a png", 4, 6, "video x")
+    with pytest.raises(ValueError, match="is \\(4, 6\\), frames are \\(5, 6\\)"):
+        aug.decode_ids(_png(np.zeros((4, 6))), 5, 6, "video x")
+    np.testing.assert_array_equal(aug.decode_ids(b"", 2, 3), np.zeros((2, 3)))

@@ -189,22 +189,35 @@ def count_parameters(variables: Mapping[str, Any]) -> int:
     return sum(int(np.prod(v.shape)) for v in jax.tree.leaves(variables.get("params", {})))
 
 
+def convert_to_directory(checkpoint: str, model_config: Any, output: str) -> dict[str, Any]:
+    """Converts `checkpoint` and writes it with checkpoints.save_variables to `output`.
+
+    Returns the variables. Raises FileExistsError if `output` exists (nothing is overwritten)
+    and the errors of `convert_checkpoint` before anything is written.
+    """
+    from rnn_vos_jax import checkpoints
+
+    output = os.path.abspath(output)
+    if os.path.exists(output):
+        raise FileExistsError(f"output {output} already exists; choose a new directory")
+    variables = convert_checkpoint(checkpoint, model_config)
+    checkpoints.save_variables(output, variables)
+    return variables
+
+
 def main(argv):
     from absl import flags
 
-    from rnn_vos_jax import checkpoints
-
     del argv
-    cfg = flags.FLAGS.config
-    out = os.path.abspath(flags.FLAGS.output)
-    if os.path.exists(out):
-        raise SystemExit(f"--output {out} already exists; choose a new directory")
-    variables = convert_checkpoint(flags.FLAGS.checkpoint, cfg.model)
-    checkpoints.save_variables(out, variables)
+    cfg, fl = flags.FLAGS.config, flags.FLAGS
+    try:
+        variables = convert_to_directory(fl.checkpoint, cfg.model, fl.output)
+    except (ConversionError, ValueError, OSError, ImportError) as e:
+        raise SystemExit(f"convert_torch: {e}") from None
     n_stats = len(jax.tree.leaves(variables.get("batch_stats", {})))
     print(
-        f"Converted {flags.FLAGS.checkpoint} ({cfg.model.name}): "
-        f"{count_parameters(variables):,} parameters, {n_stats} BatchNorm statistics -> {out}"
+        f"Converted {fl.checkpoint} ({cfg.model.name}): {count_parameters(variables):,} "
+        f"parameters, {n_stats} BatchNorm statistics -> {os.path.abspath(fl.output)}"
     )
 
 

@@ -187,5 +187,10 @@ def test_missing_unexpected_misshaped_all_listed(hs2s_torch, tmp_path):
     assert "batch_stats/encoder/reduce_bn/mean" in msg
     assert "decoder.extra_head.weight" in msg
     assert "memory.conv.bias: torch shape (5,)" in msg and "needs (256,)" in msg
+    with pytest.raises(convert_torch.ConversionError):  # nothing is written on failure
+        convert_torch.convert_to_directory(pth, _hs2s_config().model, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(FileExistsError, match="already exists"):
+        convert_torch.convert_to_directory(pth, _hs2s_config().model, str(tmp_path))
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         convert_torch.convert_checkpoint(str(tmp_path / "nope.pth"), _hs2s_config().model)

@@ -108,6 +108,7 @@ class _Source:
     def __init__(self, config: ml_collections.ConfigDict):
         data = config.data
         self.seen_categories = _seen_categories(config)
+        self.path = data.get("eval_dir") or data.get("eval_records")
         if data.get("eval_dir"):
             split = config.eval.get("split", "valid")
             self._reader = vos_reader.VOSReader(
@@ -270,7 +271,7 @@ def evaluate_checkpoint(
     save_pngs = bool(config.eval.get("save_pngs", True))
     include = bool(config.eval.get("include_first_last", False))
     marker = _Marker(out_dir, label, save_pngs, include)
-    logging.info("evaluating %s on %s split %r -> %s", label, "videos", source.split, out_dir)
+    logging.info("evaluating %s on %s (split %r) -> %s", label, source.path, source.split, out_dir)
     names, skipped = [], 0
     with png_writer.PngWriter() as writer:
         for item in _prefetch(source.videos(lambda n: marker.load(n) is not None)):

@@ -1,0 +1,92 @@
+r"""HS2S (paper B, authors' HS2S code): RNN memory + matching to reference frames.
+
+Default = the authors' recipe: ResNet-50 encoders, 256x448, Adam 1e-4, batch 15 (their 5 GPUs x 3;
+the paper says 16), 750 epochs, clip length U{5..min(5 + epoch // 10, 10)}, scheduled sampling
+from epoch 300 (slope 0.004/epoch, epsilon floor 0.5), BatchNorm frozen after epoch 500, StepLR
+x0.9 every 5 epochs after epoch 650, loss 0.6 BCE + 0.2 Jaccard + 0.2 distance CE (42 classes).
+
+Train (TPU pod / GPUs; see launch/):
+  python -m rnn_vos_jax.main --config=configs/hs2s.py --workdir=runs/hs2s \
+      --config.data.train_records=DATA/train --config.data.eval_dir=YTVOS/valid
+Evaluate:
+  python -m rnn_vos_jax.main --config=configs/hs2s.py --workdir=runs/hs2s --mode=eval
+Demo (laptop CPU, no dataset: synthetic data -> convert -> train -> eval -> J&F table):
+  python -m rnn_vos_jax.main --config=configs/hs2s.py:demo --workdir=runs/demo
+
+Arguments (comma separated): demo, resnet101, bf16.
+"""
+
+import os
+import sys
+
+import ml_collections
+from ml_collections import config_dict
+
+try:
+    from configs import common
+except ImportError:  # loaded by file path from outside the repository root
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from configs import common
+
+
+def model_config(arg) -> ml_collections.ConfigDict:
+    """config.model for HS2S; every key but name/backbone_init is a field of models.hs2s.HS2S."""
+    m = ml_collections.ConfigDict()
+    m.name = "hs2s"
+    m.backbone = "resnet101" if arg.resnet101 else "resnet50"
+    m.num_ch = 1024
+    m.num_classes = 42  # 2 * (data.border // data.bin_size) + 2
+    m.mem_kernel = 3
+    m.sm_kernel = 5
+    m.cell = "authors"  # ConvLSTM with sigmoid g / ReLU c ('tanh': the standard cell)
+    m.width_divisor = 1  # > 1: thinner tiny variants (tests, demo)
+    m.blocks = config_dict.placeholder(tuple)  # ResNet stage depths; None = the backbone's
+    m.dtype = "bfloat16" if arg.bf16 else "float32"
+    m.remat = arg.bf16  # rematerialise encoders: the full model is ~396M params
+    m.backbone_init = ""  # ImageNet torchvision weights (.pth) for both encoders; '' = random
+    return m
+
+
+def demo(c) -> None:
+    """Tiny HS2S trained for a few minutes on a laptop CPU (2 cores, ~15 min in all)."""
+    common.shrink_for_demo(c)
+    c.model.width_divisor = 16
+    c.model.blocks = (1, 1, 1, 1)
+    c.model.sm_kernel = 3
+    # Small objects at 64x96: border 10 px in bins of 5 -> 6 distance classes.
+    c.data.border = 10
+    c.data.bin_size = 5
+    c.model.num_classes = 6
+    c.data.frame_resample = "bilinear"
+    c.data.antialias = False
+    c.data.min_clip_len = 2
+    c.data.max_clip_len = 4
+    c.data.curriculum = "none"
+    c.train.learning_rate = 5e-4
+    c.train.num_epochs = 30
+    c.train.lr_decay.after_epoch = 20
+    c.train.lr_decay.every_epochs = 2
+    c.train.lr_decay.factor = 0.8
+    c.train.scheduled_sampling.offset_epochs = 8
+    c.train.scheduled_sampling.slope = 0.03
+    c.train.bn_freeze_after_epoch = 24
+
+
+def get_config(arg=None):
+    arg = common.parse_arg(arg, demo=False, resnet101=False, bf16=False)
+    c = common.base_config()
+    c.model = model_config(arg)
+    c.data = common.data_config(batch_size=15, curriculum="uniform")
+    c.train = common.train_config(
+        learning_rate=1e-4,
+        num_epochs=750,
+        decay_after_epoch=650,
+        decay_every_epochs=5,
+        decay_factor=0.9,
+        scheduled_sampling=True,
+        bn_freeze_after_epoch=500,
+    )
+    if arg.demo:
+        demo(c)
+    c.lock()
+    return c

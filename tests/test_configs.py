@@ -1,0 +1,153 @@
+"""Configs: recipes, variants, locking/overrides, and the epoch schedules they drive."""
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from configs import common, hs2s, s2s, s2s_pp
+from rnn_vos_jax import distance, models, schedules
+
+FAMILIES = {"hs2s": hs2s, "s2s": s2s, "s2s_pp": s2s_pp}
+
+
+def _parse(argv):
+    """Parses `argv` as main.py does (config_flags reads overrides from the given argv)."""
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", None, "config", flag_values=values, lock_config=True, sys_argv=argv
+    )
+    values(argv)
+    return values.config
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("arg", [None, "demo"])
+def test_every_config_builds_its_model(name, arg):
+    config = FAMILIES[name].get_config(arg)
+    model = models.build(config.model)
+    assert config.model.name == name
+    assert type(model).__name__ == {"hs2s": "HS2S", "s2s": "S2S", "s2s_pp": "S2SPlusPlus"}[name]
+    h, w = config.data.image_size
+    assert h % 32 == 0 and w % 32 == 0
+    if "num_classes" in config.model:
+        k = distance.num_distance_classes(config.data.border, config.data.bin_size)
+        assert config.model.num_classes == k
+    assert config.demo.enabled == (arg == "demo")
+    assert config.is_locked
+
+
+def test_hs2s_default_is_the_authors_recipe():
+    c = hs2s.get_config()
+    assert c.model.backbone == "resnet50" and c.model.num_ch == 1024 and c.model.num_classes == 42
+    assert tuple(c.data.image_size) == (256, 448) and c.data.batch_size == 15
+    assert (c.data.min_clip_len, c.data.max_clip_len, c.data.curriculum) == (5, 10, "uniform")
+    assert (c.data.curriculum_start, c.data.curriculum_epochs) == (5, 10)
+    t = c.train
+    assert (t.optimizer, t.learning_rate, t.num_epochs) == ("adam", 1e-4, 750)
+    assert (t.lr_decay.after_epoch, t.lr_decay.every_epochs, t.lr_decay.factor) == (650, 5, 0.9)
+    ss = t.scheduled_sampling
+    assert (ss.enabled, ss.offset_epochs, ss.slope, ss.epsilon_floor) == (True, 300, 0.004, 0.5)
+    assert t.bn_freeze_after_epoch == 500
+    assert (t.loss.bce_weight, t.loss.jaccard_weight, t.loss.distance_weight) == (0.6, 0.2, 0.2)
+    assert hs2s.get_config("resnet101,bf16").model.backbone == "resnet101"
+    assert hs2s.get_config("bf16").model.dtype == "bfloat16"
+
+
+def test_s2s_pp_default_is_the_authors_recipe_and_skip_variants():
+    c = s2s_pp.get_config()
+    assert c.model.num_skip_memories == 2 and c.model.encoder_head == "authors_1x1"
+    assert c.data.batch_size == 4 and c.data.curriculum == "fixed_then_uniform"
+    t = c.train
+    assert (t.learning_rate, t.num_epochs) == (1e-5, 400)
+    assert (t.lr_decay.after_epoch, t.lr_decay.every_epochs, t.lr_decay.factor) == (150, 4, 0.99)
+    assert not t.scheduled_sampling.enabled and t.bn_freeze_after_epoch == -1
+    for skip in (0, 1, 2):
+        assert s2s_pp.get_config(f"skip={skip}").model.num_skip_memories == skip
+    assert s2s_pp.get_config("fcn").model.encoder_head == "fcn_7x7"
+    with pytest.raises(ValueError, match="skip=3"):
+        s2s_pp.get_config("skip=3")
+    assert s2s.get_config().train.loss.distance_weight == 0.0
+
+
+def test_data_section_has_exactly_the_pipeline_keys():
+    input_pipeline = pytest.importorskip("rnn_vos_jax.input_pipeline")
+    expected = set(input_pipeline.default_data_config())
+    for module in FAMILIES.values():
+        assert set(module.get_config().data) == expected
+
+
+def test_bad_config_argument_is_named():
+    with pytest.raises(ValueError, match="'resnet152'"):
+        hs2s.get_config("demo,resnet152")
+    with pytest.raises(ValueError, match="skip"):
+        common.parse_arg("skip=two", skip=2)
+    assert common.parse_arg("demo, skip=1", demo=False, skip=2).to_dict() == {
+        "demo": True,
+        "skip": 1,
+    }
+
+
+def test_command_line_overrides_and_misspelled_key():
+    config = _parse(
+        [
+            "main",
+            "--config=configs/hs2s.py:demo",
+            "--config.train.learning_rate=0.5",
+            "--config.data.image_size=(32,64)",
+            "--config.eval.step=7",
+            "--config.model.blocks=(1,2,1,1)",
+        ]
+    )
+    assert config.train.learning_rate == 0.5
+    assert tuple(config.data.image_size) == (32, 64)
+    assert config.eval.step == 7 and tuple(config.model.blocks) == (1, 2, 1, 1)
+    with pytest.raises(AttributeError, match="learnin_rate"):
+        _parse(["main", "--config=configs/hs2s.py", "--config.train.learnin_rate=0.5"])
+    with pytest.raises(KeyError, match="bogus"):
+        _parse(["main", "--config=configs/s2s_pp.py:skip=1", "--config.bogus.x=1"])
+    # Code typos fail too: the config is locked.
+    config = hs2s.get_config()
+    with pytest.raises(AttributeError, match="num_epoch"):
+        config.train.num_epoch = 3
+
+
+def test_hs2s_schedules_follow_the_authors_epochs():
+    t = hs2s.get_config().train
+    spe = 2.5  # steps per epoch (pairs / batch) need not be an integer
+    lr = schedules.learning_rate_fn(t, spe)
+
+    def lr_at(epoch):
+        return float(lr(jnp.int32(int(np.ceil(epoch * spe)))))
+
+    # StepLR stepped after every epoch > 650: first decay takes effect in epoch 656.
+    assert lr_at(0) == pytest.approx(1e-4) and lr_at(655) == pytest.approx(1e-4)
+    assert lr_at(656) == pytest.approx(0.9e-4) and lr_at(661) == pytest.approx(0.81e-4)
+    assert lr_at(749) == pytest.approx(1e-4 * 0.9**19)
+
+    def prob(epoch):
+        return schedules.sample_prob(int(np.ceil(epoch * spe)), t, spe)
+
+    assert prob(0) == 0 and prob(300) == 0
+    assert prob(301) == pytest.approx(0.004) and prob(400) == pytest.approx(0.4)
+    assert prob(425) == pytest.approx(0.5) and prob(700) == pytest.approx(0.5)
+    assert schedules.batchnorm_train(int(500 * spe), t, spe)
+    assert not schedules.batchnorm_train(int(np.ceil(501 * spe)), t, spe)
+    # The epoch of a step is the pipeline's epoch of the batch's first sample.
+    pairs, batch = 7, 3
+    for step in range(40):
+        assert schedules.epoch_of(step, pairs / batch) == step * batch // pairs
+
+
+def test_s2s_pp_schedule_and_disabled_switches():
+    t = s2s_pp.get_config().train
+    lr = schedules.learning_rate_fn(t, 1.0)
+    assert float(lr(jnp.int32(154))) == pytest.approx(1e-5)
+    assert float(lr(jnp.int32(155))) == pytest.approx(0.99e-5)
+    assert schedules.sample_prob(10**6, t, 1.0) == 0.0
+    assert schedules.batchnorm_train(10**6, t, 1.0)
+    flat = ml_collections.ConfigDict(t.to_dict())
+    flat.lr_decay.after_epoch = -1
+    assert float(schedules.learning_rate_fn(flat, 1.0)(jnp.int32(10**5))) == pytest.approx(1e-5)

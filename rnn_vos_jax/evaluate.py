@@ -229,6 +229,10 @@ def _probabilities(predictor, video: dict, batch_objects: int) -> Iterator[np.nd
     first_masks = {
         o: (int(f), video["annotations"][int(f)] == o) for o, f in zip(ids, video["first_frame"])
     }
+    if not ids:  # nothing to segment: all-background frames
+        for frame in video["frames"]:
+            yield np.zeros((0, *frame.shape[:2]), np.float32)
+        return
     size = batch_objects if batch_objects > 0 else len(ids)
     groups = [ids[i : i + size] for i in range(0, len(ids), size)]
     streams = [predictor.predict(video["frames"], {o: first_masks[o] for o in g}) for g in groups]

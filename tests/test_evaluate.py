@@ -64,6 +64,8 @@ def test_merge_probabilities_known_answer():
     # 0.5 is background; ties go to the earlier entry (background, then lower index).
     np.testing.assert_array_equal(ids, [[7, 0, 3], [7, 3, 0]])
     assert ids.dtype == np.uint8
+    # A video without objects merges to background everywhere.
+    np.testing.assert_array_equal(inference.merge_probabilities(np.zeros((0, 2, 3)), []), 0)
     with pytest.raises(ValueError, match="2 object ids"):
         inference.merge_probabilities(probs[:1], [1, 2])
 

@@ -23,10 +23,8 @@ import sys
 if __package__ in (None, ""):  # run as a script: make `data_prep` and `rnn_vos_jax` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_prep import shard_writer  # noqa: E402
-from data_prep import video_record  # noqa: E402
-from rnn_vos_jax import record_schema  # noqa: E402
-from rnn_vos_jax import vos_reader  # noqa: E402
+from data_prep import shard_writer, video_record
+from rnn_vos_jax import record_schema, vos_reader
 
 STATE_DIR = ".convert_state"
 ON_ERROR = ("raise", "skip")

@@ -27,8 +27,8 @@ from PIL import Image
 if __package__ in (None, ""):  # run as a script: make `data_prep` and `rnn_vos_jax` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_prep import synthetic_render as render  # noqa: E402
-from rnn_vos_jax import vos_reader  # noqa: E402
+from data_prep import synthetic_render as render
+from rnn_vos_jax import vos_reader
 
 SEEN_CATEGORIES = ("ellipse", "rectangle", "triangle", "star", "blob", "hexagon")
 UNSEEN_CATEGORIES = ("ring", "cross", "crescent")
@@ -113,7 +113,7 @@ def _background(rng, height, width, length):
     texture = render.make_texture(rng, height + 2 * pad, width + 2 * pad, colours, kind, period, 8)
     start, end = rng.uniform(0, 2 * pad, 2), rng.uniform(0, 2 * pad, 2)
     offsets = [start + (end - start) * t / max(1, length - 1) for t in range(length)]
-    return texture, [(int(round(ox)), int(round(oy))) for ox, oy in offsets]
+    return texture, [(int(ox + 0.5), int(oy + 0.5)) for ox, oy in offsets]
 
 
 def _render_video(rng, height, width, length, categories, first_category, num_objects):
@@ -143,8 +143,10 @@ def _render_video(rng, height, width, length, categories, first_category, num_ob
                     o["radius"][t],
                     o["angle"][t],
                 )
-            area = np.bincount(label.ravel(), minlength=len(objects) + 1)
-            too_small = [i for i in active if not started[i] and area[i + 1] < min_first_area]
+            area = np.zeros(len(objects), np.int64)
+            for i in active:
+                area[i] = np.count_nonzero(label == i + 1)
+            too_small = [i for i in active if not started[i] and area[i] < min_first_area]
             if not too_small:
                 break
             active = [i for i in active if i not in too_small]
@@ -153,7 +155,7 @@ def _render_video(rng, height, width, length, categories, first_category, num_ob
         frames.append(frame)
         labels.append(label)
         areas.append(area)
-    areas = np.stack(areas)[:, 1:]  # [T, K]
+    areas = np.stack(areas)  # [T, K]
     visible = np.flatnonzero(areas.sum(1) > 0)
     if visible.size == 0:
         return None

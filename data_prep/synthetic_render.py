@@ -132,7 +132,8 @@ def make_texture(
     Returns:
       uint8[height, width, 3].
     """
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ys = np.arange(height, dtype=np.float32)[:, None]
+    xs = np.arange(width, dtype=np.float32)[None, :]
     angle = rng.uniform(0, np.pi)
     a = (xs * np.cos(angle) + ys * np.sin(angle)) * (2 * np.pi / period)
     b = (-xs * np.sin(angle) + ys * np.cos(angle)) * (2 * np.pi / period)
@@ -148,7 +149,7 @@ def make_texture(
         raise ValueError(f"unknown texture kind {kind!r}")
     mix = 0.75 * pattern + 0.25 * smooth_noise(rng, height, width, max(2, int(period)))
     image = colours[0] + (colours[1] - colours[0]) * mix[..., None]
-    image += rng.normal(0.0, grain, image.shape).astype(np.float32)
+    image += grain * rng.standard_normal(image.shape, dtype=np.float32)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
@@ -175,11 +176,11 @@ def render_object(
     y0, y1 = max(0, int(np.floor(cy - radius))), min(height, int(np.ceil(cy + radius)) + 1)
     if x0 >= x1 or y0 >= y1 or radius <= 0:
         return
-    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    dx, dy = xs + 0.5 - cx, ys + 0.5 - cy
-    cos, sin = np.cos(angle), np.sin(angle)
-    u = (cos * dx + sin * dy) / radius
-    v = (-sin * dx + cos * dy) / radius
+    dx = np.arange(x0, x1, dtype=np.float32)[None, :] + np.float32(0.5 - cx)
+    dy = np.arange(y0, y1, dtype=np.float32)[:, None] + np.float32(0.5 - cy)
+    cos, sin = np.float32(np.cos(angle) / radius), np.float32(np.sin(angle) / radius)
+    u = cos * dx + sin * dy
+    v = cos * dy - sin * dx
     mask = SHAPES[shape](u, v, params)
     size = texture.shape[0]
     tu = np.clip(((u + 1) * 0.5 * (size - 1)).astype(np.int32), 0, size - 1)

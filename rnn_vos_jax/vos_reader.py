@@ -104,9 +104,9 @@ def decode_annotation(source: str | bytes, binary: bool = False) -> np.ndarray:
         raise ValueError(f"cannot read annotation {name}: {error}") from error
     if binary:
         return (ids > 0).astype(np.uint8)
-    if mode in ("L", "1", "RGB", "RGBA") and ids.max(initial=0) == 255:
-        if np.all((ids == 0) | (ids == 255)):
-            ids = (ids > 0).astype(np.uint8)
+    greyscale = mode in ("L", "1", "RGB", "RGBA")
+    if greyscale and ids.max(initial=0) == 255 and np.all((ids == 0) | (ids == 255)):
+        ids = (ids > 0).astype(np.uint8)
     return ids
 
 
@@ -209,7 +209,7 @@ class VOSReader:
         except (OSError, json.JSONDecodeError) as error:
             raise ValueError(f"cannot read {path}: {error}") from error
         if not isinstance(meta, dict) or not isinstance(meta.get("videos"), dict):
-            raise ValueError(f"{path}: expected {{'videos': {{VIDEO: {{'objects': ...}}}}}}")
+            raise ValueError(f"{path}: expected {{'videos': {{VIDEO: {{'objects': ...}}}}}}")  # noqa: TRY004
         return meta["videos"]
 
     def video_names(self) -> list[str]:
@@ -260,7 +260,7 @@ class VOSReader:
         where = f"{self.meta_path} videos/{name}"
         entry = self._meta.get(name)
         if not isinstance(entry, dict) or not isinstance(entry.get("objects"), dict):
-            raise ValueError(f"{where}: missing video entry or its 'objects' dict")
+            raise ValueError(f"{where}: missing video entry or its 'objects' dict")  # noqa: TRY004
         objects = {}
         for key, value in entry["objects"].items():
             try:

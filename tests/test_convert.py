@@ -1,5 +1,6 @@
 """Raw folder -> TFRecord conversion: round trip, resume, workers, strict errors and skip mode."""
 
+import hashlib
 import io
 import json
 import os
@@ -36,7 +37,12 @@ def reference(synth, tmp_path_factory):
 def _shards(out):
     with open(os.path.join(out, rs.DATASET_INFO)) as f:
         info = json.load(f)
-    return {s["file"]: open(os.path.join(out, s["file"]), "rb").read() for s in info["shards"]}
+    return {s["file"]: _read(os.path.join(out, s["file"])) for s in info["shards"]}
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _parse(out):
@@ -81,7 +87,7 @@ def test_round_trip_same_pixels_and_ids(synth, reference):
         assert shard["file"] == f"train-{i:05d}-of-00003.tfrecord"
         assert shard["num_videos"] == len(names[i::3])
         with open(os.path.join(out, shard["file"]), "rb") as f:
-            assert __import__("hashlib").sha256(f.read()).hexdigest() == shard["sha256"]
+            assert hashlib.sha256(f.read()).hexdigest() == shard["sha256"]
     for i, name in enumerate(names):
         ex, video = records[name], reader.video(name)
         assert ex["shard"] == info["shards"][i % 3]["file"]  # video i -> shard i % n
@@ -122,7 +128,7 @@ def _sparse_valid(src, dst):
             if name[:-4] not in firsts:
                 os.remove(path)
             else:
-                ids = _pil(open(path, "rb").read())
+                ids = _pil(_read(path))
                 ids[~np.isin(ids, firsts[name[:-4]])] = 0
                 Image.fromarray(ids).save(path)  # greyscale PNG of ids is accepted unchanged
     return dst
@@ -156,7 +162,7 @@ def test_davis_2016_masks_are_reencoded_as_ids(synth, tmp_path):
     for name in names:
         folder = os.path.join(root, "Annotations", "480p", name)
         for png in os.listdir(folder):
-            ids = _pil(open(os.path.join(folder, png), "rb").read())
+            ids = _pil(_read(os.path.join(folder, png)))
             Image.fromarray((ids > 0).astype(np.uint8) * 255).save(os.path.join(folder, png))
     out = str(tmp_path / "out")
     info = convert.convert(root, out, num_shards=2)
@@ -164,10 +170,14 @@ def test_davis_2016_masks_are_reencoded_as_ids(synth, tmp_path):
     reader = vos_reader.VOSReader(root)
     for name, ex in _parse(out).items():
         assert ex[rs.OBJECT_IDS].tolist() == [1] and ex[rs.CATEGORIES].tolist() == [b""]
+        found = set()
         for n, frame in enumerate(reader.video(name).frames):
             ids = _pil(ex[rs.PNG][n])
             np.testing.assert_array_equal(ids, reader.read_annotation(name, frame))
-            assert ids.max() == 1
+            found |= set(np.unique(ids).tolist())
+            raw = _read(reader.annotation_path(name, frame))
+            assert (ex[rs.PNG][n] == raw) == (_pil(raw).max() == 0)  # 0/255 files re-encoded
+        assert found == {0, 1}
 
 
 def test_resume_after_crash_with_workers_gives_identical_shards(
@@ -222,7 +232,7 @@ def test_resume_after_crash_with_workers_gives_identical_shards(
 
 def _first(split_dir):
     meta = _meta(split_dir)
-    name = sorted(meta)[0]
+    name = min(meta)
     frames = sorted(f[:-4] for f in os.listdir(os.path.join(split_dir, "JPEGImages", name)))
     return meta, name, frames
 
@@ -243,7 +253,7 @@ def _garbage_jpeg(d, meta, name, frames):
 
 def _truncated_jpeg(d, meta, name, frames):
     path = _jpeg_path(d, name, frames[1])
-    data = open(path, "rb").read()
+    data = _read(path)
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])
     return path
@@ -268,7 +278,7 @@ def _missing_first_png(d, meta, name, frames):
 
 def _unknown_id(d, meta, name, frames):
     path = _png_path(d, name, frames[0])
-    ids = _pil(open(path, "rb").read())
+    ids = _pil(_read(path))
     ids[0, 0] = 7
     with open(path, "wb") as f:
         f.write(vos_reader.encode_annotation(ids))
@@ -278,7 +288,7 @@ def _unknown_id(d, meta, name, frames):
 def _absent_from_first(d, meta, name, frames):
     first = meta[name]["objects"]["1"]["frames"][0]
     path = _png_path(d, name, first)
-    ids = _pil(open(path, "rb").read())
+    ids = _pil(_read(path))
     ids[ids == 1] = 0
     with open(path, "wb") as f:
         f.write(vos_reader.encode_annotation(ids))

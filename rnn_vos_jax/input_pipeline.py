@@ -19,7 +19,8 @@ starting uniformly among valid starts; objects with fewer entries give all their
 are padded to T = max_clip_len + 1 frames; `valid` marks the real prefix.
 
 Batches (numpy): frames uint8[B,T,H,W,3], masks float32[B,T,H,W,1], distance int32[B,T,H,W],
-valid bool[B,T]. Eval (`eval_videos`): one dict per whole video at original size (contract §3).
+valid bool[B,T]. Eval (`eval_videos`, in input_pipeline_eval.py): one dict per whole video at
+original size (contract §3).
 
 Keys read from `config.data` (defaults in `default_data_config()`):
   train_records        shard directory (with dataset_info.json or *.tfrecord), glob, or
@@ -66,6 +67,8 @@ import tensorflow as tf
 from rnn_vos_jax import augment, distance, record_schema
 
 AUTOTUNE = tf.data.AUTOTUNE
+# Dataset functions are plain TF ops; autograph would only re-parse their source.
+_plain = tf.autograph.experimental.do_not_convert
 _CURRICULA = ("uniform", "fixed_then_uniform", "none")
 
 
@@ -214,7 +217,7 @@ def _pairs(ex, min_frames):
         }
 
     ks = tf.boolean_mask(tf.range(tf.size(keep)), keep)
-    return tf.data.Dataset.from_tensor_slices(ks).map(one)
+    return tf.data.Dataset.from_tensor_slices(ks).map(_plain(one))
 
 
 def _mix(seed, epoch, salt):
@@ -237,9 +240,9 @@ def _epoch_dataset(files, epoch, seed, data):
         deterministic=True,
     )
     ds = ds.shuffle(int(data.record_shuffle_buffer), seed=_mix(seed, epoch, 1))
-    ds = ds.map(_parse).flat_map(lambda ex: _pairs(ex, int(data.min_object_frames)))
+    ds = ds.map(_plain(_parse)).flat_map(_plain(lambda ex: _pairs(ex, int(data.min_object_frames))))
     ds = ds.shuffle(int(data.shuffle_buffer), seed=_mix(seed, epoch, 2))
-    return ds.enumerate().map(lambda i, p: dict(p, epoch=epoch, index=i))
+    return ds.enumerate().map(_plain(lambda i, p: dict(p, epoch=epoch, index=i)))
 
 
 def _count_fn(min_object_frames):
@@ -262,14 +265,14 @@ def _count_fn(min_object_frames):
 def samples_per_epoch(files: list[str], min_object_frames: int) -> int:
     """(video, object) pairs with >= min_object_frames listed frames in these files (reads them)."""
     ds = tf.data.TFRecordDataset(files, num_parallel_reads=AUTOTUNE)
-    ds = ds.map(_count_fn(min_object_frames), num_parallel_calls=AUTOTUNE)
-    return int(ds.reduce(tf.constant(0, tf.int64), lambda a, b: a + b).numpy())
+    ds = ds.map(_plain(_count_fn(min_object_frames)), num_parallel_calls=AUTOTUNE)
+    return int(ds.reduce(tf.constant(0, tf.int64), _plain(lambda a, b: a + b)).numpy())
 
 
 def _check_not_empty(files: list[str], min_object_frames: int) -> None:
     """Raises unless some record has a usable pair (reads up to the first one)."""
-    ds = tf.data.TFRecordDataset(files).map(_count_fn(min_object_frames))
-    if not list(ds.filter(lambda n: n > 0).take(1).as_numpy_iterator()):
+    ds = tf.data.TFRecordDataset(files).map(_plain(_count_fn(min_object_frames)))
+    if not list(ds.filter(_plain(lambda n: n > 0)).take(1).as_numpy_iterator()):
         raise ValueError(
             f"no (video, object) pair with >= {min_object_frames} listed frames in {files}"
         )
@@ -358,11 +361,13 @@ def train_dataset(
         first_epoch, offset = divmod(start_batch * batch, per_epoch)
     first = _epoch_dataset(files, first_epoch, seed, data).skip(offset)
     rest = tf.data.Dataset.range(first_epoch + 1, 2**62).flat_map(
-        lambda e: _epoch_dataset(files, e, seed, data)
+        _plain(lambda e: _epoch_dataset(files, e, seed, data))
     )
     ds = first.concatenate(rest)
     ds = ds.map(
-        lambda e: _load_clip(e, seed, data), num_parallel_calls=AUTOTUNE, deterministic=True
+        _plain(lambda e: _load_clip(e, seed, data)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
     )
     ds = ds.batch(batch, drop_remainder=True).prefetch(AUTOTUNE)
     options = tf.data.Options()
@@ -400,3 +405,12 @@ class _NumpyIterator:
 def train_iterator(data, **kwargs):
     """`train_dataset(data, **kwargs)` as an iterator of dicts of numpy arrays (has close())."""
     return _NumpyIterator(train_dataset(data, **kwargs))
+
+
+def eval_videos(records, *, process_index: int = 0, process_count: int = 1):
+    """Whole videos at original size from TFRecords; see `input_pipeline_eval.eval_videos`."""
+    from rnn_vos_jax import input_pipeline_eval  # it imports this module
+
+    return input_pipeline_eval.eval_videos(
+        records, process_index=process_index, process_count=process_count
+    )

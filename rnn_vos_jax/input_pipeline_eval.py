@@ -32,7 +32,9 @@ def eval_videos(records, *, process_index: int = 0, process_count: int = 1):
     files = input_pipeline.split_files(
         input_pipeline.record_files(records), process_index, process_count
     )
-    ds = tf.data.TFRecordDataset(files).map(_decode, num_parallel_calls=2, deterministic=True)
+    ds = tf.data.TFRecordDataset(files).map(
+        tf.autograph.experimental.do_not_convert(_decode), num_parallel_calls=2, deterministic=True
+    )
     for ex in ds.prefetch(1).as_numpy_iterator():
         video = ex[record_schema.VIDEO].decode()
         height, width = int(ex[record_schema.HEIGHT]), int(ex[record_schema.WIDTH])

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
 import time
 from collections.abc import Iterator
 
@@ -30,131 +28,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from rnn_vos_jax import checkpoints, inference, metrics, models, png_writer, score, vos_reader
+from rnn_vos_jax import checkpoints, eval_data, inference, metrics, models, png_writer, score
 
 EVAL_DIR = "eval"
-
-
-def reader_video(reader: vos_reader.VOSReader, name: str) -> dict:
-    """One video of a raw folder as the eval dict of contract section 3 (frames at full size)."""
-    info = reader.video(name)
-    annotated = set(info.annotated)
-    frames = np.stack([reader.read_frame(name, f) for f in info.frames])
-    annotations = np.zeros((len(info.frames), info.height, info.width), np.uint8)
-    for n, frame in enumerate(info.frames):
-        if frame in annotated:
-            annotations[n] = reader.read_annotation(name, frame)
-    ids = sorted(info.objects)
-    first = []
-    for obj_id in ids:
-        f0 = info.objects[obj_id].frames[0]
-        if f0 not in info.frames or f0 not in annotated:
-            raise ValueError(f"video {name}: object {obj_id}'s first frame {f0} has no JPEG or PNG")
-        first.append(info.frames.index(f0))
-    return {
-        "video": name,
-        "frame_names": list(info.frames),
-        "frames": frames,
-        "annotations": annotations,
-        "annotated": np.array([f in annotated for f in info.frames]),
-        "object_ids": np.asarray(ids, np.int32),
-        "categories": [info.objects[o].category or "" for o in ids],
-        "first_frame": np.asarray(first, np.int32),
-        "height": info.height,
-        "width": info.width,
-    }
-
-
-def _prefetch(items: Iterator, size: int = 2) -> Iterator:
-    """Runs ``items`` on a thread ``size`` ahead (video decoding overlaps inference)."""
-    q = queue.Queue(maxsize=size)
-    done, stop = object(), threading.Event()
-
-    def put(entry):
-        while not stop.is_set():  # a consumer that stopped early must not strand this thread
-            try:
-                q.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def fill():
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
-            put((None, e))
-            return
-        put((done, None))
-
-    threading.Thread(target=fill, daemon=True).start()
-    try:
-        while True:
-            item, error = q.get()
-            if error is not None:
-                raise error
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-
-
-class _Source:
-    """Eval videos of config.data.eval_dir or config.data.eval_records."""
-
-    def __init__(self, config: ml_collections.ConfigDict):
-        data = config.data
-        self.seen_categories = _seen_categories(config)
-        self.path = data.get("eval_dir") or data.get("eval_records")
-        if data.get("eval_dir"):
-            split = config.eval.get("split", "valid")
-            self._reader = vos_reader.VOSReader(
-                data.eval_dir, davis_set="val" if split == "valid" else split
-            )
-            self.split = self._reader.split
-            self.names = self._reader.video_names()
-        elif data.get("eval_records"):
-            self._reader = None
-            records = str(data.eval_records).split(",")[0]
-            folder = records if os.path.isdir(records) else os.path.dirname(records)
-            info_path = os.path.join(folder, "dataset_info.json")
-            info = {}
-            if os.path.exists(info_path):
-                with open(info_path) as f:
-                    info = json.load(f)
-            self.split = info.get("split") or config.eval.get("split", "valid")
-            self.names = None
-            self._records = data.eval_records
-        else:
-            raise ValueError("evaluation needs config.data.eval_dir or config.data.eval_records")
-
-    def videos(self, skip) -> Iterator[dict | str]:
-        """Yields eval dicts, or just the name of a video that ``skip(name)`` says is done."""
-        if self._reader is not None:
-            for name in self.names:
-                yield name if skip(name) else reader_video(self._reader, name)
-            return
-        from rnn_vos_jax import input_pipeline_eval  # TensorFlow only on this path
-
-        for video in input_pipeline_eval.eval_videos(self._records):
-            yield video["video"] if skip(video["video"]) else video
-
-
-def _seen_categories(config) -> set[str] | None:
-    path = config.eval.get("train_meta") or ""
-    if not path and config.data.get("train_records"):
-        candidate = os.path.join(config.data.train_records, "dataset_info.json")
-        path = candidate if os.path.exists(candidate) else ""
-    if not path:
-        return None
-    try:
-        return score.load_categories(path) or None
-    except ValueError as e:
-        logging.warning("no seen/unseen split: %s", e)
-        return None
 
 
 def _checkpoint_steps(workdir: str) -> list[int]:
@@ -270,7 +146,7 @@ def evaluate_checkpoint(
         )
     else:
         predictor.set_variables(variables)
-    source = _Source(config)
+    source = eval_data.EvalSource(config)
     out_dir = os.path.join(workdir, EVAL_DIR, source.split)
     save_pngs = bool(config.eval.get("save_pngs", True))
     include = bool(config.eval.get("include_first_last", False))
@@ -278,7 +154,7 @@ def evaluate_checkpoint(
     logging.info("evaluating %s on %s (split %r) -> %s", label, source.path, source.split, out_dir)
     names, skipped = [], 0
     with png_writer.PngWriter() as writer:
-        for item in _prefetch(source.videos(lambda n: marker.load(n) is not None)):
+        for item in eval_data.prefetch(source.videos(lambda n: marker.load(n) is not None)):
             if isinstance(item, str):
                 names.append(item)
                 skipped += 1

@@ -12,7 +12,16 @@ import pytest
 from PIL import Image
 
 from data_prep import make_synthetic
-from rnn_vos_jax import checkpoints, evaluate, inference, models, png_writer, score, vos_reader
+from rnn_vos_jax import (
+    checkpoints,
+    eval_data,
+    evaluate,
+    inference,
+    models,
+    png_writer,
+    score,
+    vos_reader,
+)
 
 TINY_MODEL = {"name": "hs2s", "width_divisor": 16, "blocks": (1, 1, 1, 1), "num_classes": 6}
 IMAGE_SIZE = (32, 64)
@@ -201,8 +210,8 @@ def test_evaluate_writes_pngs_and_metrics_and_resumes(tiny, dataset, tmp_path, m
 
     # Resume: only the video whose marker is gone is predicted again; same numbers.
     loaded = []
-    real = evaluate.reader_video
-    monkeypatch.setattr(evaluate, "reader_video", lambda r, n: loaded.append(n) or real(r, n))
+    real = eval_data.reader_video
+    monkeypatch.setattr(eval_data, "reader_video", lambda r, n: loaded.append(n) or real(r, n))
     redo = reader.video_names()[1]
     os.remove(os.path.join(out, "done", redo + ".json"))
     again = evaluate.run(config, workdir)

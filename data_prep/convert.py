@@ -6,14 +6,18 @@
 One tf.train.Example per video (rnn_vos_jax/record_schema.py). Video i of the sorted names goes to
 shard i % num_shards, so the assignment never depends on timing. Each shard is written under a
 temporary name and renamed; then OUT/.convert_state/<shard>.json records its plan and sha256. A
-rerun keeps every shard whose state matches the plan and checksum and converts only the others, so
-an interrupted conversion resumes to byte-identical shards. Bad input raises an error naming the
-file (on_error='raise') or skips the video and lists it in dataset_info.json and on stdout ('skip').
+rerun keeps every shard whose state matches the plan (its videos; names, sizes and mtimes of their
+input files) and checksum and converts only the others, so an interrupted conversion resumes to
+byte-identical shards; shards that skipped a bad video are always redone. Bad input raises an
+error naming the file (on_error='raise') or skips the video and lists it in dataset_info.json and
+on stdout (on_error='skip'). dataset_info.json is written last; one output folder per split.
 """
 
 import argparse
 import collections
+import functools
 import glob
+import hashlib
 import json
 import multiprocessing
 import os
@@ -49,14 +53,37 @@ def _shard_done(output_dir: str, plan: dict) -> dict | None:
             state = json.load(f)
     except (OSError, json.JSONDecodeError):
         return None
-    if state.get("plan") != plan or not os.path.exists(path):
-        return None
+    if state.get("plan") != plan or state.get("skipped") or not os.path.exists(path):
+        return None  # shards with skipped videos are redone: the input may have been fixed
     if shard_writer.file_sha256(path) != state.get("sha256"):
         return None
     return state
 
 
-def _convert_shard(plan: dict) -> dict:
+def _fingerprint(reader: vos_reader.VOSReader, names: list[str]) -> str:
+    """Digest of the names, sizes and mtimes of the input files of `names` (and meta.json).
+
+    Part of a shard's plan, so a finished shard is redone when its input files change.
+    """
+    digest = hashlib.sha256()
+    folders = [reader.meta_path] if reader.meta_path else []
+    for name in names:
+        folders += [os.path.dirname(reader.frame_path(name, "x"))]
+        folders += [os.path.dirname(reader.annotation_path(name, "x"))]
+    for folder in folders:
+        if os.path.isfile(folder):
+            entries = [(os.path.basename(folder), os.stat(folder))]
+        elif os.path.isdir(folder):
+            entries = sorted((e.name, e.stat()) for e in os.scandir(folder))
+        else:
+            entries = []
+        digest.update(f"{folder}\n".encode())
+        for entry, st in entries:
+            digest.update(f"{entry}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _convert_shard(plan: dict, on_error: str) -> dict:
     """Converts the videos of one shard; returns (and saves) the shard's state."""
     reader = vos_reader.VOSReader(plan["source"], plan["davis_set"], plan["year"])
     examples, skipped = [], []
@@ -66,7 +93,7 @@ def _convert_shard(plan: dict) -> dict:
         try:
             record = video_record.load_video(reader, name, plan["dense"])
         except video_record.BadInputError as error:
-            if plan["on_error"] == "raise":
+            if on_error == "raise":
                 raise
             skipped.append({"video": name, "error": str(error)})
             print(f"skipped {name}: {error}", flush=True)
@@ -153,12 +180,15 @@ def convert(
             "davis_set": davis_set,
             "year": reader.year,
             "dense": video_record.is_dense(reader) if dense is None else dense,
-            "on_error": on_error,
             "file": record_schema.shard_name(split, i, num_shards),
             "videos": names[i::num_shards],
+            "fingerprint": _fingerprint(reader, names[i::num_shards]),
         }
         for i in range(num_shards)
     ]
+    info_path = os.path.join(output_dir, record_schema.DATASET_INFO)
+    if os.path.exists(info_path):  # rewritten at the end: its absence marks an unfinished run
+        os.remove(info_path)
     _remove_stale(output_dir, split, {plan["file"] for plan in plans})
     states = {}
     for plan in plans:
@@ -168,12 +198,13 @@ def convert(
     todo = [plan for plan in plans if plan["file"] not in states]
     if states:
         print(f"resuming: {len(states)} of {num_shards} shards already done", flush=True)
+    work = functools.partial(_convert_shard, on_error=on_error)
     if workers == 1 or len(todo) <= 1:
-        results = map(_convert_shard, todo)
+        results = map(work, todo)
         pool = None
     else:  # spawn: forking a process that has TensorFlow or JAX loaded can deadlock
         pool = multiprocessing.get_context("spawn").Pool(min(workers, len(todo)))
-        results = pool.imap_unordered(_convert_shard, todo)
+        results = pool.imap_unordered(work, todo)
     try:
         for state in results:
             states[state["file"]] = state
@@ -202,7 +233,7 @@ def convert(
         "categories": dict(sorted(categories.items())),
         "skipped": sorted((v for s in ordered for v in s["skipped"]), key=lambda v: v["video"]),
     }
-    _write_json(os.path.join(output_dir, record_schema.DATASET_INFO), info)
+    _write_json(info_path, info)
     for item in info["skipped"]:
         print(f"SKIPPED {item['video']}: {item['error']}")
     print(

@@ -267,8 +267,10 @@ def make_dataset(
         render.sample_shape_params(np.random.default_rng(0), category)  # validates the name
     if not (1 <= options["num_objects"][0] <= options["num_objects"][1] <= 255):
         raise ValueError(f"num_objects must be 1 <= min <= max <= 255, got {num_objects}")
-    if not (1 <= options["num_frames"][0] <= options["num_frames"][1]):
-        raise ValueError(f"num_frames must be 1 <= min <= max, got {num_frames}")
+    if not (2 <= options["num_frames"][0] <= options["num_frames"][1]):
+        raise ValueError(f"num_frames must be 2 <= min <= max, got {num_frames}")
+    if not options["frame_sizes"] or min(min(size) for size in options["frame_sizes"]) < 16:
+        raise ValueError(f"frame_sizes must be (height, width) pairs >= 16, got {frame_sizes}")
     splits = {s: os.path.join(output_dir, s) for s in ("train", "valid")}
     info_path = os.path.join(output_dir, INFO_FILE)
     if os.path.exists(info_path):

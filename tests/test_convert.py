@@ -188,13 +188,13 @@ def test_resume_after_crash_with_workers_gives_identical_shards(
     original = convert._convert_shard
     calls = []
 
-    def crash_on_second(plan):
+    def crash_on_second(plan, on_error):
         calls.append(plan["file"])
         if len(calls) == 2:  # half-written temporary file, then the process dies
             with open(os.path.join(out, plan["file"] + ".tmp-4242"), "wb") as f:
                 f.write(b"partial")
             raise RuntimeError("simulated crash")
-        return original(plan)
+        return original(plan, on_error)
 
     monkeypatch.setattr(convert, "_convert_shard", crash_on_second)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -216,7 +216,9 @@ def test_resume_after_crash_with_workers_gives_identical_shards(
         f.write(b"X")
     calls.clear()
     monkeypatch.setattr(
-        convert, "_convert_shard", lambda plan: calls.append(plan) or original(plan)
+        convert,
+        "_convert_shard",
+        lambda plan, on_error: calls.append(plan) or original(plan, on_error),
     )
     convert.convert(os.path.join(synth, "train"), out, num_shards=3)
     assert [p["file"] for p in calls] == [ref_info["shards"][2]["file"]]
@@ -302,6 +304,11 @@ def _listed_frame_without_jpeg(d, meta, name, frames):
     return _jpeg_path(d, name, "00995")
 
 
+def _video_without_jpegs(d, meta, name, frames):
+    shutil.rmtree(os.path.join(d, "JPEGImages", name))
+    return os.path.join(d, "JPEGImages", name)
+
+
 def _png_without_jpeg(d, meta, name, frames):
     shutil.copy(_png_path(d, name, frames[0]), _png_path(d, name, "00995"))
     return _png_path(d, name, "00995")
@@ -319,21 +326,32 @@ def _png_without_jpeg(d, meta, name, frames):
         (_absent_from_first, None),
         (_listed_frame_without_jpeg, None),
         (_png_without_jpeg, None),
+        (_video_without_jpegs, None),
     ],
 )
 def test_bad_input_names_the_file_and_skip_mode_lists_it(synth, tmp_path, capsys, breaker, dense):
-    split_dir = str(tmp_path / "train")
+    split_dir, out = str(tmp_path / "train"), str(tmp_path / "out")
     shutil.copytree(os.path.join(synth, "train"), split_dir)
     meta, name, frames = _first(split_dir)
     bad_path = breaker(split_dir, meta, name, frames)
     with pytest.raises(video_record.BadInputError, match=re.escape(bad_path)):
-        convert.convert(split_dir, str(tmp_path / "raise"), num_shards=2, dense=dense)
+        convert.convert(split_dir, out, num_shards=2, dense=dense)
     capsys.readouterr()
-    info = convert.convert(split_dir, str(tmp_path / "skip"), 2, on_error="skip", dense=dense)
+    info = convert.convert(split_dir, out, 2, on_error="skip", dense=dense)
     assert [s["video"] for s in info["skipped"]] == [name]
     assert bad_path in info["skipped"][0]["error"]
-    assert info["num_videos"] == 4 and sorted(_parse(str(tmp_path / "skip"))) == sorted(meta)[1:]
+    assert info["num_videos"] == 4 and sorted(_parse(out)) == sorted(meta)[1:]
     assert f"SKIPPED {name}: " in capsys.readouterr().out
+    # once the input is fixed, a rerun redoes the shard that skipped the video
+    shutil.rmtree(split_dir)
+    shutil.copytree(os.path.join(synth, "train"), split_dir)
+    info = convert.convert(split_dir, out, 2, on_error="skip", dense=dense)
+    assert info["skipped"] == [] and sorted(_parse(out)) == sorted(meta)
+    # a failed run leaves no dataset_info.json behind (it would describe other shards)
+    breaker(split_dir, *_first(split_dir))
+    with pytest.raises(video_record.BadInputError):
+        convert.convert(split_dir, out, num_shards=2, dense=dense)
+    assert not os.path.exists(os.path.join(out, rs.DATASET_INFO))
 
 
 def test_cli(synth, tmp_path, capsys):

@@ -146,5 +146,9 @@ def test_cli_and_bad_options(tmp_path):
     )
     with pytest.raises(ValueError, match="unknown shape 'hexagram'"):
         make_synthetic.make_dataset(str(tmp_path / "x"), 1, 1, unseen_categories=("hexagram",))
+    with pytest.raises(ValueError, match="num_frames"):
+        make_synthetic.make_dataset(str(tmp_path / "z"), 1, 1, num_frames=(1, 3))
+    with pytest.raises(ValueError, match="frame_sizes"):
+        make_synthetic.make_dataset(str(tmp_path / "w"), 1, 1, frame_sizes=((8, 64),))
     with pytest.raises(ValueError, match="num_objects"):
         make_synthetic.make_dataset(str(tmp_path / "y"), 1, 1, num_objects=(0, 2))

@@ -68,7 +68,7 @@ def _rgb_to_ids(rgb: np.ndarray, source: str) -> np.ndarray:
 
 
 def decode_annotation(source: str | bytes, binary: bool = False) -> np.ndarray:
-    """Decodes an annotation PNG (palette, greyscale 0/255 or RGB) to object ids.
+    """Decodes an annotation PNG (palette, greyscale ids or 0/255, or RGB colours) to object ids.
 
     Args:
       source: a file path or the PNG bytes.
@@ -87,6 +87,8 @@ def decode_annotation(source: str | bytes, binary: bool = False) -> np.ndarray:
             mode = image.mode
             if mode in ("P", "L"):
                 ids = np.array(image)
+            elif mode == "LA":  # the alpha channel carries no ids
+                ids = np.array(image.getchannel("L"))
             elif mode == "1":
                 ids = np.array(image.convert("L"))
             elif mode in ("RGB", "RGBA"):
@@ -104,7 +106,7 @@ def decode_annotation(source: str | bytes, binary: bool = False) -> np.ndarray:
         raise ValueError(f"cannot read annotation {name}: {error}") from error
     if binary:
         return (ids > 0).astype(np.uint8)
-    greyscale = mode in ("L", "1", "RGB", "RGBA")
+    greyscale = mode in ("L", "LA", "1", "RGB", "RGBA")
     if greyscale and ids.max(initial=0) == 255 and np.all((ids == 0) | (ids == 255)):
         ids = (ids > 0).astype(np.uint8)
     return ids

@@ -240,7 +240,15 @@ def watch(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 predictor = inference.VideoPredictor(
                     models.build(config.model), None, config.data.image_size
                 )
-            result = evaluate_checkpoint(config, workdir, step, predictor=predictor)
+            try:
+                result = evaluate_checkpoint(config, workdir, step, predictor=predictor)
+            except (FileNotFoundError, ValueError):
+                if step in _checkpoint_steps(workdir):
+                    raise
+                # Rotated away by the trainer's max_to_keep while loading: take the next one.
+                logging.warning("watch: checkpoint %d vanished while loading, skipping", step)
+                done.update(pending)
+                continue
             _append_history(workdir, result, step)
             done.update(pending)
             last_new = time.time()

@@ -318,14 +318,21 @@ def main(argv=None):
     parser.add_argument("--num_objects", default="1,4", help="min,max objects per video")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        sizes = [_ints(size, "x") for size in args.frame_sizes.split(",")]
+        num_frames, num_objects = _ints(args.num_frames, ","), _ints(args.num_objects, ",")
+        if any(len(x) != 2 for x in (*sizes, num_frames, num_objects)):
+            raise ValueError("expected pairs")
+    except ValueError as error:
+        parser.error(f"--frame_sizes=HxW,... --num_frames=MIN,MAX --num_objects=MIN,MAX: {error}")
     splits = make_dataset(
         args.output_dir,
         args.num_train,
         args.num_valid,
         args.seed,
-        frame_sizes=[_ints(size, "x") for size in args.frame_sizes.split(",")],
-        num_frames=_ints(args.num_frames, ","),
-        num_objects=_ints(args.num_objects, ","),
+        frame_sizes=sizes,
+        num_frames=num_frames,
+        num_objects=num_objects,
         overwrite=args.overwrite,
     )
     print(json.dumps(splits))

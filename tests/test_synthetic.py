@@ -133,7 +133,7 @@ def test_rerun_is_noop_and_changed_parameters_need_overwrite(dataset, tmp_path):
     assert len(_meta(root, "train")) == 2
 
 
-def test_cli_and_bad_options(tmp_path):
+def test_cli_and_bad_options(tmp_path, capsys):
     root = str(tmp_path / "cli")
     make_synthetic.main([
         f"--output_dir={root}", "--num_train=1", "--num_valid=1", "--seed=5",
@@ -144,6 +144,9 @@ def test_cli_and_bad_options(tmp_path):
         64,
         32,
     )
+    with pytest.raises(SystemExit):
+        make_synthetic.main([f"--output_dir={root}", "--frame_sizes=32by64"])
+    assert "--frame_sizes=HxW" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown shape 'hexagram'"):
         make_synthetic.make_dataset(str(tmp_path / "x"), 1, 1, unseen_categories=("hexagram",))
     with pytest.raises(ValueError, match="num_frames"):

@@ -1,5 +1,8 @@
 """Border-distance classes: known answers, scipy reference on random masks, degenerate masks."""
 
+import ast
+import os
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -102,3 +105,31 @@ def test_degenerate_and_batch():
     np.testing.assert_array_equal(got[0, 1], 5)
     with pytest.raises(ValueError, match="shape"):
         distance.distance_classes(np.zeros((2, 3, 4)))
+
+
+def test_matches_authors_distance_map():
+    """Runs the authors' `distance_map` (RS2S dataloader, read-only checkout) when it is present."""
+    path = "/work/ref/RS2S/dataloader.py"
+    if not os.path.exists(path):
+        pytest.skip("authors' code not checked out")
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    wanted = {"distance_map", "distance_weights", "distance_weights_inv"}
+    body = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in wanted]
+    namespace = {"np": np, "ndimage": ndimage}
+    # only these three pure numpy/scipy functions of the read-only checkout are run
+    exec(compile(ast.Module(body=body, type_ignores=[]), path, "exec"), namespace)  # noqa: S102
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:60, :70]
+    for trial in range(12):
+        mask = np.zeros((60, 70), np.float32)
+        for _ in range(2):
+            cy, cx, r = rng.integers(0, 60), rng.integers(0, 70), rng.integers(3, 30)
+            mask[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = 1
+        if mask.all() or not mask.any():
+            continue
+        for border, bin_size in [(20, 1), (20, 10)]:
+            theirs = namespace["distance_map"](mask.copy(), border, bin_size, use_bins=True)
+            np.testing.assert_array_equal(
+                distance.distance_classes(mask, border, bin_size), theirs.astype(np.int32)
+            )

@@ -140,6 +140,7 @@ def convert(
     davis_set: str = "val",
     year: str | int | None = None,
     dense: bool | None = None,
+    split: str | None = None,
 ) -> dict:
     """Converts a raw VOS folder to TFRecord shards; resumes an interrupted run.
 
@@ -153,6 +154,8 @@ def convert(
       davis_set, year: DAVIS image set and year (ignored for YouTube-VOS).
       dense: require PNGs on every frame listed for an object; None = all but YouTube-VOS
         valid/test, whose PNGs exist only where an object first appears.
+      split: name of the split in shard names and dataset_info.json; None = the reader's
+        (YouTube-VOS: the input folder's name, DAVIS: davis_set).
 
     Returns:
       The dataset_info dict also written to OUT/dataset_info.json.
@@ -170,7 +173,9 @@ def convert(
     if not names:
         raise ValueError(f"no videos found in {input_dir}")
     num_shards = min(num_shards, len(names))
-    split = reader.split
+    split = split or reader.split
+    if not re.fullmatch(r"[\w.-]+", split):
+        raise ValueError(f"split name {split!r} must be letters, digits, '_', '-' or '.'")
     os.makedirs(os.path.join(output_dir, STATE_DIR), exist_ok=True)
     plans = [
         {
@@ -254,6 +259,7 @@ def main(argv=None):
     parser.add_argument("--on_error", choices=ON_ERROR, default="raise")
     parser.add_argument("--davis_set", default="val")
     parser.add_argument("--year", default=None)
+    parser.add_argument("--split", default=None, help="default: input folder name / davis_set")
     args = parser.parse_args(argv)
     try:
         convert(
@@ -264,6 +270,7 @@ def main(argv=None):
             args.on_error,
             davis_set=args.davis_set,
             year=args.year,
+            split=args.split,
         )
     except video_record.BadInputError as error:
         sys.exit(f"error: {error}")

@@ -62,6 +62,8 @@ def _check_jpeg(data: bytes, path: str) -> tuple[int, int]:
                 raise BadInputError(f"{path} is a {image.format} file, not a JPEG")
             image.load()  # decodes fully: truncated or corrupt files fail here
             return image.size
+    except Image.UnidentifiedImageError as error:
+        raise BadInputError(f"unreadable JPEG {path}: not an image file") from error
     except (OSError, SyntaxError) as error:
         raise BadInputError(f"unreadable JPEG {path}: {error}") from error
 
@@ -74,7 +76,9 @@ def _annotation(data: bytes, path: str, binary: bool) -> tuple[np.ndarray, bool]
             raw_ok = image.format == "PNG" and image.mode in ("P", "L")
             raw_ok = raw_ok and np.array_equal(np.array(image), ids)
     except (ValueError, OSError, SyntaxError) as error:
-        raise BadInputError(f"unreadable annotation {path}: {error}") from error
+        # decode_annotation names its source '<png bytes>' here: name the file instead
+        message = str(error).replace(vos_reader.BYTES_SOURCE, path)
+        raise BadInputError(f"unreadable annotation {path}: {message}") from error
     return ids, raw_ok
 
 

@@ -21,6 +21,7 @@ import os
 import numpy as np
 from PIL import Image
 
+BYTES_SOURCE = "<png bytes>"  # how errors name an annotation decoded from bytes
 YOUTUBE_VOS = "youtube_vos"
 DAVIS = "davis"
 
@@ -80,7 +81,7 @@ def decode_annotation(source: str | bytes, binary: bool = False) -> np.ndarray:
     Raises:
       ValueError: naming the file when it cannot be decoded or holds unknown colours.
     """
-    name = "<png bytes>" if isinstance(source, bytes) else source
+    name = BYTES_SOURCE if isinstance(source, bytes) else source
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             image.load()
@@ -102,6 +103,8 @@ def decode_annotation(source: str | bytes, binary: bool = False) -> np.ndarray:
                 raise ValueError(f"{name}: unsupported annotation image mode {mode}")
     except FileNotFoundError:
         raise FileNotFoundError(f"annotation file not found: {name}") from None
+    except Image.UnidentifiedImageError as error:
+        raise ValueError(f"cannot read annotation {name}: not an image file") from error
     except (OSError, SyntaxError) as error:
         raise ValueError(f"cannot read annotation {name}: {error}") from error
     if binary:

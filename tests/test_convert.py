@@ -253,6 +253,12 @@ def _garbage_jpeg(d, meta, name, frames):
     return _jpeg_path(d, name, frames[1])
 
 
+def _garbage_png(d, meta, name, frames):
+    with open(_png_path(d, name, frames[0]), "wb") as f:
+        f.write(b"this is not a png")
+    return _png_path(d, name, frames[0])
+
+
 def _truncated_jpeg(d, meta, name, frames):
     path = _jpeg_path(d, name, frames[1])
     data = _read(path)
@@ -319,6 +325,7 @@ def _png_without_jpeg(d, meta, name, frames):
     [
         (_garbage_jpeg, None),
         (_truncated_jpeg, None),
+        (_garbage_png, None),
         (_other_size, None),
         (_missing_listed_png, None),
         (_missing_first_png, False),
@@ -340,6 +347,7 @@ def test_bad_input_names_the_file_and_skip_mode_lists_it(synth, tmp_path, capsys
     info = convert.convert(split_dir, out, 2, on_error="skip", dense=dense)
     assert [s["video"] for s in info["skipped"]] == [name]
     assert bad_path in info["skipped"][0]["error"]
+    assert " at 0x" not in info["skipped"][0]["error"]  # no object addresses: same text each run
     assert info["num_videos"] == 4 and sorted(_parse(out)) == sorted(meta)[1:]
     assert f"SKIPPED {name}: " in capsys.readouterr().out
     # once the input is fixed, a rerun redoes the shard that skipped the video
@@ -359,6 +367,15 @@ def test_cli(synth, tmp_path, capsys):
     convert.main([f"--input_dir={synth}/valid", f"--output_dir={out}", "--num_shards=1"])
     assert "converted 2 videos" in capsys.readouterr().out
     assert os.listdir(out) and _parse(out).keys() == _meta(os.path.join(synth, "valid")).keys()
+    renamed = str(tmp_path / "renamed")
+    argv = [f"--input_dir={synth}/valid", f"--output_dir={renamed}", "--split=heldout"]
+    convert.main([*argv, "--num_shards=2"])
+    assert sorted(f for f in os.listdir(renamed) if f.endswith(".tfrecord")) == [
+        "heldout-00000-of-00002.tfrecord",
+        "heldout-00001-of-00002.tfrecord",
+    ]
+    with pytest.raises(ValueError, match="split name"):
+        convert.convert(os.path.join(synth, "valid"), renamed, split="a/b")
     split_dir = str(tmp_path / "valid")
     shutil.copytree(os.path.join(synth, "valid"), split_dir)
     meta, name, frames = _first(split_dir)

@@ -39,7 +39,8 @@ class VideoRecord:
     object_frames: np.ndarray
 
     def category_counts(self) -> collections.Counter:
-        return collections.Counter(c or "" for c in self.categories)
+        """Objects per known category (unknown '' categories, as in DAVIS, are not counted)."""
+        return collections.Counter(c for c in self.categories if c)
 
 
 def is_dense(reader: vos_reader.VOSReader) -> bool:

@@ -167,6 +167,7 @@ def test_davis_2016_masks_are_reencoded_as_ids(synth, tmp_path):
     out = str(tmp_path / "out")
     info = convert.convert(root, out, num_shards=2)
     assert (info["split"], info["layout"], info["year"]) == ("val", "davis", "2016")
+    assert info["categories"] == {} and info["num_objects"] == 2
     reader = vos_reader.VOSReader(root)
     for name, ex in _parse(out).items():
         assert ex[rs.OBJECT_IDS].tolist() == [1] and ex[rs.CATEGORIES].tolist() == [b""]

@@ -57,14 +57,18 @@ Keys read from `config.data` (defaults in `default_data_config()`):
 """
 
 import atexit
-import json
-import os
 import weakref
 
 import ml_collections
 import tensorflow as tf
 
 from rnn_vos_jax import augment, distance, record_schema
+from rnn_vos_jax.input_pipeline_files import (
+    check_not_empty,
+    record_files,
+    samples_per_epoch,
+    split_files,
+)
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Dataset functions are plain TF ops; autograph would only re-parse their source.
@@ -145,53 +149,6 @@ def _clip_length(epoch, u, data):
     return drawn
 
 
-def record_files(spec) -> list[str]:
-    """Sorted TFRecord files from a directory, a glob pattern, or a comma-separated list/sequence.
-
-    Paths go through tf.io.gfile, so gs:// buckets work. A directory with dataset_info.json
-    gives the shards it lists; otherwise its *.tfrecord files.
-
-    Raises:
-        FileNotFoundError: naming the spec when nothing matches or a listed shard is missing.
-    """
-    gfile = tf.io.gfile
-    if isinstance(spec, (list, tuple)):
-        files = [str(f) for f in spec]
-    elif spec and gfile.isdir(spec):
-        info_path = os.path.join(spec, record_schema.DATASET_INFO)
-        if gfile.exists(info_path):
-            with gfile.GFile(info_path) as f:
-                files = [os.path.join(spec, s["file"]) for s in json.load(f)["shards"]]
-        else:
-            files = gfile.glob(os.path.join(spec, "*" + record_schema.SHARD_SUFFIX))
-    else:
-        files = [g for part in str(spec).split(",") if part for g in gfile.glob(part)]
-    files = sorted(set(files))
-    missing = [f for f in files if not gfile.exists(f)]
-    if not files or missing:
-        raise FileNotFoundError(f"no TFRecord files found for {spec!r} (missing: {missing[:3]})")
-    return files
-
-
-def split_files(files: list[str], process_index: int, process_count: int) -> list[str]:
-    """This process's files: files[process_index::process_count]; every file goes to one process.
-
-    Raises:
-        ValueError: if there are fewer files than processes or the index is out of range.
-    """
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-    if len(files) < process_count:
-        raise ValueError(
-            f"{len(files)} record files cannot be split over {process_count} processes; "
-            "convert with --num_shards >= the number of processes"
-        )
-    mine = list(files[process_index::process_count])
-    covered = sorted(f for p in range(process_count) for f in files[p::process_count])
-    assert covered == sorted(files), "file split must cover every file exactly once"
-    return mine
-
-
 def _parse(serialized):
     ex = tf.io.parse_single_example(serialized, record_schema.tf_feature_spec(tf))
     n = tf.shape(ex[record_schema.JPEG])[0]
@@ -243,39 +200,6 @@ def _epoch_dataset(files, epoch, seed, data):
     ds = ds.map(_plain(_parse)).flat_map(_plain(lambda ex: _pairs(ex, int(data.min_object_frames))))
     ds = ds.shuffle(int(data.shuffle_buffer), seed=_mix(seed, epoch, 2))
     return ds.enumerate().map(_plain(lambda i, p: dict(p, epoch=epoch, index=i)))
-
-
-def _count_fn(min_object_frames):
-    spec = {
-        record_schema.OBJECT_IDS: tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
-        record_schema.OBJECT_FRAMES: tf.io.FixedLenSequenceFeature(
-            [], tf.int64, allow_missing=True
-        ),
-    }
-
-    def count(serialized):
-        ex = tf.io.parse_single_example(serialized, spec)
-        k = tf.shape(ex[record_schema.OBJECT_IDS])[0]
-        per_object = tf.reduce_sum(tf.reshape(ex[record_schema.OBJECT_FRAMES], [k, -1]), axis=1)
-        return tf.reduce_sum(tf.cast(per_object >= min_object_frames, tf.int64))
-
-    return count
-
-
-def samples_per_epoch(files: list[str], min_object_frames: int) -> int:
-    """(video, object) pairs with >= min_object_frames listed frames in these files (reads them)."""
-    ds = tf.data.TFRecordDataset(files, num_parallel_reads=AUTOTUNE)
-    ds = ds.map(_plain(_count_fn(min_object_frames)), num_parallel_calls=AUTOTUNE)
-    return int(ds.reduce(tf.constant(0, tf.int64), _plain(lambda a, b: a + b)).numpy())
-
-
-def _check_not_empty(files: list[str], min_object_frames: int) -> None:
-    """Raises unless some record has a usable pair (reads up to the first one)."""
-    ds = tf.data.TFRecordDataset(files).map(_plain(_count_fn(min_object_frames)))
-    if not list(ds.filter(_plain(lambda n: n > 0)).take(1).as_numpy_iterator()):
-        raise ValueError(
-            f"no (video, object) pair with >= {min_object_frames} listed frames in {files}"
-        )
 
 
 def _load_clip(elem, seed, data):
@@ -354,7 +278,7 @@ def train_dataset(
         )
     files = split_files(record_files(data.train_records), process_index, process_count)
     batch = int(data.batch_size)
-    _check_not_empty(files, int(data.min_object_frames))  # else the epochs would spin forever
+    check_not_empty(files, int(data.min_object_frames))  # else the epochs would spin forever
     first_epoch, offset = 0, 0
     if start_batch:
         per_epoch = samples_per_epoch(files, int(data.min_object_frames))

@@ -51,7 +51,16 @@ def _outside(rng, height, width, radius):
     ][side]
 
 
+def _inside(rng, height, width):
+    return np.array([rng.uniform(0.2, 0.8) * width, rng.uniform(0.2, 0.8) * height])
+
+
 def _sample_objects(rng, height, width, length, categories, first_category, num_objects):
+    """Object tracks: shape, texture, per-frame centre/radius/angle, start frame and depth.
+
+    Motions: 'stay' (wanders inside), 'exit' (ends outside), 'enter' (starts outside), 'late'
+    (appears at a frame > 0); half of the later objects cross object 0's path half way.
+    """
     count = int(rng.integers(num_objects[0], num_objects[1] + 1))
     hues = rng.uniform() + np.arange(count) / count + rng.uniform(-0.04, 0.04, count)
     times = np.arange(length, dtype=np.float64)
@@ -63,12 +72,10 @@ def _sample_objects(rng, height, width, length, categories, first_category, num_
         motion = "stay" if i == 0 else str(rng.choice(["stay", "exit", "enter", "late"]))
         if i == 0 and rng.random() < 0.3:
             motion = "exit"
-
-        def inside():
-            return np.array([rng.uniform(0.2, 0.8) * width, rng.uniform(0.2, 0.8) * height])
-
-        start = np.array(_outside(rng, height, width, radius0)) if motion == "enter" else inside()
-        end = np.array(_outside(rng, height, width, radius0)) if motion == "exit" else inside()
+        out = np.array(_outside(rng, height, width, radius0)) if motion == "enter" else None
+        start = out if out is not None else _inside(rng, height, width)
+        out = np.array(_outside(rng, height, width, radius0)) if motion == "exit" else None
+        end = out if out is not None else _inside(rng, height, width)
         if i > 0 and rng.random() < 0.5:  # cross object 0 half way: guarantees occlusions
             end = 2 * objects[0]["path"][length // 2] - start
         wobble = rng.uniform(0, 0.03) * min(height, width)

@@ -1,0 +1,76 @@
+r"""Entry point: train or evaluate a config in a workdir.
+
+  python -m rnn_vos_jax.main --config=configs/hs2s.py[:ARG] --workdir=DIR [--mode=train|eval] \
+      [--config.KEY=VALUE ...]
+
+With a demo config (config.demo.enabled) --mode=train runs the whole demo: synthetic data ->
+conversion -> training -> evaluation -> J&F table.
+"""
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "What to run.")
+CONFIG = config_flags.DEFINE_config_file("config", None, "Config file [:arg].", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _hide_accelerators_from_tensorflow() -> None:
+    # tf.data must not grab GPU memory that JAX needs; TF is optional outside the pipeline.
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return
+    tf.config.set_visible_devices([], "GPU")
+
+
+def _maybe_initialize_distributed() -> None:
+    # Multi-process GPU/CPU runs announce themselves via env vars; TPU pods auto-detect.
+    import jax
+
+    env = os.environ
+    if "JAX_COORDINATOR_ADDRESS" in env and int(env.get("JAX_NUM_PROCESSES", "1")) > 1:
+        jax.distributed.initialize(
+            coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(env["JAX_NUM_PROCESSES"]),
+            process_id=int(env["JAX_PROCESS_ID"]),
+        )
+    elif "TPU_WORKER_HOSTNAMES" in env and "," in env["TPU_WORKER_HOSTNAMES"]:
+        jax.distributed.initialize()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    _hide_accelerators_from_tensorflow()
+    _maybe_initialize_distributed()
+    import jax
+
+    logging.info(
+        "JAX process %d/%d, %d local / %d global devices: %s",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.devices(),
+    )
+    config, workdir = CONFIG.value, FLAGS.value
+    if MODE.value == "eval":
+        from rnn_vos_jax import evaluate
+
+        evaluate.run(config, workdir)
+    elif config.demo.enabled:
+        from rnn_vos_jax import demo
+
+        demo.run(config, workdir)
+    else:
+        from rnn_vos_jax import train
+
+        train.run(config, workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)

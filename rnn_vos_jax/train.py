@@ -1,0 +1,206 @@
+"""Training loop: resume, sharded steps, logging, checkpoints, NaN guard.
+
+Resume order (first that exists wins):
+  1. WORKDIR/checkpoints/<latest>  -> continues the same run: step, params, BatchNorm statistics,
+     optimizer, rng, and the data position (the pipeline restarts at batch `step`);
+  2. config.init_from              -> params + batch_stats only (contract section 6), fresh optimizer;
+  3. scratch (config.model.backbone_init, if set, is applied by the model builder's hook).
+
+A non-finite loss or gradient stops the run with FloatingPointError; metrics are checked before
+every save, so the bad state is never written and the last good checkpoint stays the latest.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from rnn_vos_jax import checkpoints, metric_writer, models, schedules, sharding, train_state
+
+
+def resolve_steps_per_epoch(config: ml_collections.ConfigDict) -> float:
+    """config.train.steps_per_epoch, or (when <= 0) the training records' (video, object) pairs
+    (as the pipeline counts them) divided by the global batch size."""
+    if config.train.steps_per_epoch > 0:
+        return float(config.train.steps_per_epoch)
+    from rnn_vos_jax import input_pipeline  # TensorFlow: only where records are read
+
+    files = input_pipeline.record_files(config.data.train_records)
+    pairs = input_pipeline.samples_per_epoch(files, int(config.data.min_object_frames))
+    if pairs == 0:
+        raise ValueError(f"no (video, object) training pairs in {config.data.train_records!r}")
+    return pairs / int(config.data.batch_size)
+
+
+def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: float) -> int:
+    """config.train.num_steps if > 0, else ceil(num_epochs * steps_per_epoch)."""
+    if config.train.num_steps > 0:
+        return int(config.train.num_steps)
+    return math.ceil(int(config.train.num_epochs) * steps_per_epoch - 1e-6)
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Writes WORKDIR/config.json (process 0)."""
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def _train_batches(config, start_batch: int, local_batch_size: int):
+    # Imported here: the input pipeline is the only TensorFlow user on the training path.
+    from rnn_vos_jax import input_pipeline
+
+    data = ml_collections.ConfigDict(config.data.to_dict())
+    data.batch_size = local_batch_size  # the pipeline batches per process
+    return input_pipeline.train_iterator(
+        data,
+        seed=int(config.seed),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        start_batch=start_batch,
+    )
+
+
+def _initial_state(config, model, tx, mesh, ckpt, log) -> train_state.TrainState:
+    image_size = tuple(config.data.image_size)
+
+    def fresh(variables=None):
+        return train_state.create_train_state(model, tx, config.seed, image_size, mesh, variables)
+
+    latest = ckpt.latest_step()
+    if latest is not None:
+        log(f"Resuming from {ckpt.directory}/{latest}")
+        target = train_state.abstract_state(fresh, mesh)
+        return ckpt.restore(latest, target)
+    if config.init_from:
+        log(f"Initialising params/batch_stats from {config.init_from} (fresh optimizer)")
+        return fresh(checkpoints.load_variables(config.init_from))
+    log("Training from scratch")
+    return fresh()
+
+
+class _Progress:
+    """Accumulates per-step device metrics and turns them into log lines (one host sync each)."""
+
+    def __init__(self, total: int, global_batch: int):
+        self.total, self.global_batch = total, global_batch
+        self.pending: list[dict] = []
+        self.t0, self.step0 = None, None
+
+    def add(self, metrics):
+        self.pending.append(metrics)
+
+    def flush(self, step: int) -> dict[str, float]:
+        """Host-fetches pending metrics; raises FloatingPointError on a non-finite value."""
+        rows = jax.device_get(self.pending)
+        self.pending = []
+        for i, row in enumerate(rows):
+            bad = {k: float(v) for k, v in row.items() if not np.isfinite(v)}
+            if bad:
+                raise FloatingPointError(
+                    f"non-finite training metrics at step {step - len(rows) + i + 1}: {bad}. "
+                    "Stopping; the last good checkpoint is kept (lower the learning rate, check "
+                    "the data, or resume from it)."
+                )
+        means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+        now = time.time()
+        if self.t0 is not None and step > self.step0:
+            rate = (step - self.step0) / (now - self.t0)
+            means["steps_per_sec"] = rate
+            means["clips_per_sec"] = rate * self.global_batch
+            means["eta_min"] = (self.total - step) / rate / 60
+        self.t0, self.step0 = now, step
+        return means
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainState:
+    """Trains `config` in `workdir` until the last step; resumes whatever is there.
+
+    Args:
+      config: a full config (configs/*.py get_config).
+      workdir: run directory: checkpoints/, metrics.jsonl, tensorboard/, config.json.
+
+    Returns:
+      The final TrainState (replicated on the mesh).
+    """
+    log = logging.info
+    mesh = sharding.make_mesh(config.mesh.num_devices)
+    model = models.build(config.model)
+    steps_per_epoch = resolve_steps_per_epoch(config)
+    num_steps = total_steps(config, steps_per_epoch)
+    global_batch = int(config.data.batch_size)
+    local_batch = sharding.local_batch_size(global_batch, mesh)
+    schedule = schedules.learning_rate_fn(config.train, steps_per_epoch)
+    tx = train_state.make_optimizer(config.train, schedule)
+    save_config(config, workdir)
+
+    ckpt_cfg = config.train.checkpoint
+    ckpt = checkpoints.TrainCheckpointer(
+        workdir,
+        save_interval_steps=ckpt_cfg.every_steps,
+        max_to_keep=ckpt_cfg.keep,
+        use_async=ckpt_cfg.use_async,
+    )
+    writer = metric_writer.MetricWriter(workdir, tensorboard=config.train.tensorboard)
+    state = _initial_state(config, model, tx, mesh, ckpt, log)
+    start = int(jax.device_get(state.step))
+    log(
+        f"steps {start}->{num_steps} ({steps_per_epoch:.2f} steps/epoch), global batch {global_batch} "
+        f"over {mesh.devices.size} devices, {jax.process_count()} processes"
+    )
+    if start >= num_steps:
+        log("Nothing to do: the run is complete")
+        ckpt.close()
+        writer.close()
+        return state
+
+    step_fns = {
+        bn: train_state.jit_train_step(model, tx, config.train.loss, schedule, mesh, bn)
+        for bn in (True, False)
+    }
+    progress = _Progress(num_steps, global_batch)
+    batches = _train_batches(config, start, local_batch)
+    try:
+        for step in range(start, num_steps):
+            host_batch = next(batches)
+            batch = sharding.global_batch(host_batch, mesh)
+            p = schedules.sample_prob(step, config.train, steps_per_epoch)
+            bn_train = schedules.batchnorm_train(step, config.train, steps_per_epoch)
+            state, metrics = step_fns[bn_train](state, batch, jnp.float32(p))
+            progress.add(metrics)
+            done = step + 1
+            is_last = done == num_steps
+            saving = is_last or done % ckpt_cfg.every_steps == 0
+            if saving or done % config.train.log_every_steps == 0 or done == start + 1:
+                means = progress.flush(done)  # raises before a bad state can be saved
+                means["epoch"] = done / steps_per_epoch
+                writer.write(done, means)
+                log(_progress_line(done, num_steps, means))
+            if saving:
+                ckpt.save(done, state, force=is_last)
+    finally:
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+    return state
+
+
+def _progress_line(step: int, total: int, m: dict[str, float]) -> str:
+    parts = [f"step {step}/{total}", f"epoch {m['epoch']:.2f}", f"loss {m['loss']:.4f}"]
+    parts += [f"{k} {m[k]:.4f}" for k in ("bce", "jaccard", "distance") if k in m]
+    parts.append(f"lr {m['learning_rate']:.2e}")
+    if m.get("sample_prob", 0) > 0:
+        parts.append(f"sample_prob {m['sample_prob']:.3f}")
+    if "steps_per_sec" in m:
+        parts.append(f"{m['steps_per_sec']:.2f} steps/s, {m['clips_per_sec']:.1f} clips/s")
+        parts.append(f"ETA {m['eta_min']:.1f} min")
+    return " | ".join(parts)

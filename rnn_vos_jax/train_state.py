@@ -1,0 +1,245 @@
+"""Train state, optimizer and the pure, sharded training step.
+
+`train_step` is a top-level pure function (state, batch, sample_prob) -> (state, metrics). It is
+jitted once per BatchNorm mode with the state replicated and donated and the batch sharded over the
+mesh's 'data' axis; because the batch is one global array, BatchNorm statistics and the loss are
+computed over the global batch exactly as on a single device.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import struct
+from jax.sharding import Mesh
+
+from rnn_vos_jax import losses, sharding
+
+
+@struct.dataclass(kw_only=True)
+class TrainState:
+    """Everything that a resumed run needs besides the data position (= step).
+
+    Attributes:
+      step: int32 scalar, optimizer steps done.
+      params: model parameters (float32).
+      batch_stats: BatchNorm running statistics ({} for models without BatchNorm).
+      opt_state: optax state.
+      rng: uint32[2] PRNG key; each step splits off its own key from it.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+
+
+def make_optimizer(
+    train_config: ml_collections.ConfigDict, schedule: Callable
+) -> optax.GradientTransformation:
+    """Adam (torch defaults: b1 0.9, b2 0.999, eps 1e-8, no weight decay) on `schedule`, with
+    optional global-norm clipping (`grad_clip_norm` > 0; the authors use none)."""
+    if train_config.optimizer != "adam":
+        raise ValueError(f"config.train.optimizer={train_config.optimizer!r}; only 'adam' exists")
+    adam = optax.adam(
+        learning_rate=schedule,
+        b1=train_config.adam.b1,
+        b2=train_config.adam.b2,
+        eps=train_config.adam.eps,
+    )
+    if train_config.grad_clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(train_config.grad_clip_norm), adam)
+    return adam
+
+
+def init_variables(model: nn.Module, rng: jax.Array, image_size: tuple[int, int]) -> dict:
+    """Model variables from a 1-sample, 2-frame dummy clip (shapes do not depend on B or T)."""
+    h, w = image_size
+    frames = jnp.zeros((1, 2, h, w, 3), jnp.uint8)
+    masks = jnp.zeros((1, 2, h, w, 1), jnp.float32)
+    k_params, k_sample = jax.random.split(rng)
+    variables = model.init(
+        {"params": k_params, "sample": k_sample}, frames, masks, sample_prob=0.0, train=False
+    )
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def create_train_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    seed: int,
+    image_size: tuple[int, int],
+    mesh: Mesh,
+    variables: Mapping[str, Any] | None = None,
+) -> TrainState:
+    """A fresh state created directly as replicated arrays on `mesh`.
+
+    Args:
+      model: the Flax model.
+      tx: optimizer.
+      seed: seeds the parameter init and the state's training key.
+      image_size: (H, W) of the training clips.
+      mesh: training mesh.
+      variables: optional {'params', 'batch_stats'} to start from (init_from / pretrained);
+        the optimizer state is always fresh.
+    """
+    # rbg keys for init: threefry's per-parameter streams dominate init time on CPU.
+    k_init = jax.random.key(seed, impl="rbg")
+    k_train = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+    rep = sharding.replicated(mesh)
+
+    @functools.partial(jax.jit, out_shardings=rep)
+    def init(k_init, k_train, given):
+        fresh = init_variables(model, k_init, image_size)
+        params = given["params"] if given is not None else fresh["params"]
+        stats = given["batch_stats"] if given is not None else fresh["batch_stats"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=stats,
+            opt_state=tx.init(params),
+            rng=k_train,
+        )
+
+    if variables is not None:
+        check_variables_match(model, image_size, variables)
+        variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    return init(k_init, k_train, variables)
+
+
+def check_variables_match(model: nn.Module, image_size: tuple[int, int], variables) -> None:
+    """Raises ValueError naming every parameter whose path or shape differs from the model's."""
+    key = jax.random.key(0, impl="rbg")
+    expected = jax.eval_shape(lambda k: init_variables(model, k, image_size), key)
+    exp = {
+        jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(expected)
+    }
+    given_tree = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    got = {
+        jax.tree_util.keystr(p): tuple(v.shape)
+        for p, v in jax.tree_util.tree_leaves_with_path(given_tree)
+    }
+    problems = [f"missing {k}" for k in sorted(set(exp) - set(got))]
+    problems += [f"unexpected {k}" for k in sorted(set(got) - set(exp))]
+    problems += [
+        f"{k}: shape {got[k]} != model {exp[k]}"
+        for k in sorted(set(exp) & set(got))
+        if got[k] != exp[k]
+    ]
+    if problems:
+        shown = "; ".join(problems[:10]) + (
+            f"; ... ({len(problems)} in all)" if len(problems) > 10 else ""
+        )
+        raise ValueError(f"checkpoint variables do not match the model: {shown}")
+
+
+def train_step(
+    state: TrainState,
+    batch: Mapping[str, jax.Array],
+    sample_prob: jax.Array,
+    *,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    loss_config: Mapping[str, Any],
+    schedule: Callable,
+    bn_train: bool,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on a batch of clips.
+
+    Args:
+      state: current TrainState.
+      batch: frames uint8[B,T,H,W,3], masks float32[B,T,H,W,1], distance int32[B,T,H,W],
+        valid bool[B,T] (frame 0 is the given first frame; frames 1..T-1 are predicted).
+      sample_prob: float32 scalar, scheduled-sampling probability.
+      model: Flax model (static).
+      tx: optimizer (static).
+      loss_config: keyword arguments of `losses.sequence_loss` (kind and weights).
+      schedule: learning-rate schedule (only logged here; tx holds its own).
+      bn_train: BatchNorm uses batch statistics (True) or its frozen running statistics.
+
+    Returns:
+      (new state, metrics) with float32 scalars: loss, bce, jaccard, distance, grad_norm,
+      learning_rate, sample_prob.
+    """
+    rng, k_sample = jax.random.split(state.rng)
+
+    def loss_fn(params):
+        variables = {"params": params, "batch_stats": state.batch_stats}
+        out, updates = model.apply(
+            variables,
+            batch["frames"],
+            batch["masks"],
+            sample_prob=sample_prob,
+            train=bn_train,
+            rngs={"sample": k_sample},
+            mutable=["batch_stats"],
+        )
+        distance_labels = batch["distance"][:, 1:] if out.get("distance") is not None else None
+        loss, parts = losses.sequence_loss(
+            out["logits"],
+            out.get("distance"),
+            batch["masks"][:, 1:],
+            distance_labels,
+            batch["valid"][:, 1:],
+            **loss_config,
+        )
+        return loss, (parts, updates.get("batch_stats", state.batch_stats))
+
+    (loss, (parts, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    if not bn_train:
+        # Frozen BatchNorm: running statistics stay as they are (torch eval mode).
+        new_stats = state.batch_stats
+    metrics = {
+        "loss": loss,
+        **parts,
+        "grad_norm": optax.tree.norm(grads),
+        "learning_rate": schedule(state.step),
+        "sample_prob": jnp.asarray(sample_prob, jnp.float32),
+    }
+    new_state = state.replace(
+        step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state, rng=rng
+    )
+    return new_state, metrics
+
+
+def jit_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    loss_config: Mapping[str, Any],
+    schedule: Callable,
+    mesh: Mesh,
+    bn_train: bool,
+) -> Callable:
+    """`train_step` jitted for `mesh`: state replicated and donated, batch sharded on 'data'."""
+    rep = sharding.replicated(mesh)
+    step = functools.partial(
+        train_step,
+        model=model,
+        tx=tx,
+        loss_config=dict(loss_config),
+        schedule=schedule,
+        bn_train=bn_train,
+    )
+    return jax.jit(
+        step,
+        in_shardings=(rep, sharding.batch_sharded(mesh), rep),
+        out_shardings=(rep, rep),
+        donate_argnums=(0,),
+    )
+
+
+def abstract_state(state_fn: Callable[[], TrainState], mesh: Mesh) -> TrainState:
+    """ShapeDtypeStructs (with replicated shardings) of the state `state_fn` would build."""
+    rep = sharding.replicated(mesh)
+    shapes = jax.eval_shape(state_fn)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)

@@ -1,0 +1,280 @@
+"""Training: sharded step == single-device step, resume == uninterrupted, kill + resume, NaN guard.
+
+Every run uses the tiny HS2S of the demo config on a tiny synthetic dataset. A persistent
+compilation cache (module fixture) lets the many identical runs compile the step once.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import hs2s
+from rnn_vos_jax import checkpoints, metric_writer, models, schedules, sharding, train, train_state
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 6
+# Command-line form of `_config` (for the subprocess run); values must match it.
+OVERRIDES = {
+    "demo.enabled": False,
+    "data.image_size": "(32,64)",
+    "data.batch_size": 2,
+    "data.min_clip_len": 1,
+    "data.max_clip_len": 2,
+    "data.shuffle_buffer": 8,
+    "data.augment": True,
+    "mesh.num_devices": 2,
+    "train.steps_per_epoch": 2.0,
+    "train.num_steps": STEPS,
+    "train.log_every_steps": 1,
+    "train.checkpoint.every_steps": 2,
+    "train.checkpoint.keep": 10,
+    "train.scheduled_sampling.offset_epochs": 0,
+    "train.scheduled_sampling.slope": 0.25,
+    "train.bn_freeze_after_epoch": 1,
+    "train.learning_rate": 1e-3,
+}
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    from data_prep import convert, make_synthetic
+
+    root = str(tmp_path_factory.mktemp("data"))
+    make_synthetic.make_dataset(
+        root,
+        num_train=3,
+        num_valid=1,
+        seed=1,
+        frame_sizes=((32, 64),),
+        num_frames=(4, 6),
+        num_objects=(1, 2),
+    )
+    out = os.path.join(root, "records")
+    convert.convert(os.path.join(root, "train"), out, num_shards=1)
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("jax_cache"))
+    old = {
+        k: getattr(jax.config, k)
+        for k in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    }
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield path
+    for k, v in old.items():
+        jax.config.update(k, v)
+
+
+def _config(records, **changes):
+    c = hs2s.get_config("demo")
+    c.data.train_records = records
+    for key, value in {**OVERRIDES, **changes}.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = eval(value) if isinstance(value, str) and value.startswith("(") else value
+    return c
+
+
+def _losses(workdir):
+    return {row["step"]: row["loss"] for row in metric_writer.read_metrics(workdir)}
+
+
+def _assert_close_trees(a, b, atol):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, atol=atol, rtol=0, err_msg=jax.tree_util.keystr(path))
+
+
+def test_sharded_step_equals_single_device_step(records):
+    config = _config(records)
+    # Adam's eps = 1 turns its update into ~lr * gradient, so the comparison checks gradients;
+    # with eps 1e-8 the sign of a zero-mean gradient (a bias feeding BatchNorm) decides it.
+    config.train.adam.eps = 1.0
+    config.train.learning_rate = 1.0
+    model = models.build(config.model)
+    schedule = schedules.learning_rate_fn(config.train, 2.0)
+    tx = train_state.make_optimizer(config.train, schedule)
+    rng = np.random.default_rng(0)
+    b, t, (h, w) = 8, 3, config.data.image_size
+    masks = np.zeros((b, t, h, w, 1), np.float32)
+    masks[:, :, 8:24, 16:40] = 1.0
+    batch = {
+        "frames": rng.integers(0, 256, (b, t, h, w, 3), dtype=np.uint8),
+        "masks": masks,
+        "distance": rng.integers(0, config.model.num_classes, (b, t, h, w)).astype(np.int32),
+        "valid": np.array([[True] * t] * 6 + [[True, True, False]] * 2),
+    }
+    mesh1 = sharding.make_mesh(1)
+    state = jax.device_get(train_state.create_train_state(model, tx, 0, (h, w), mesh1))
+    results = []
+    for n in (1, 8):
+        mesh = sharding.make_mesh(n)
+        step = train_state.jit_train_step(model, tx, config.train.loss, schedule, mesh, True)
+        s0 = jax.device_put(state, sharding.replicated(mesh))
+        gbatch = sharding.global_batch(batch, mesh)
+        assert gbatch["frames"].sharding.spec == jax.sharding.PartitionSpec("data")
+        s1, metrics = step(s0, gbatch, jnp.float32(0.5))
+        results.append(jax.device_get((s1, metrics)))
+    (s_1, m_1), (s_8, m_8) = results
+    assert int(s_1.step) == int(s_8.step) == 1
+    for key in ("loss", "bce", "jaccard", "distance", "grad_norm"):
+        np.testing.assert_allclose(m_1[key], m_8[key], rtol=1e-5, err_msg=key)
+    _assert_close_trees(s_1.params, s_8.params, atol=1e-5)
+    _assert_close_trees(s_1.batch_stats, s_8.batch_stats, atol=1e-5)
+    np.testing.assert_array_equal(s_1.rng, s_8.rng)
+    moved = max(
+        np.abs(x - y).max()
+        for x, y in zip(jax.tree.leaves(s_1.params), jax.tree.leaves(state.params))
+    )
+    assert moved > 1e-3  # the step did update the parameters
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(records, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("full"))
+    train.run(_config(records), workdir)
+    return workdir
+
+
+def test_run_writes_logs_config_and_checkpoints(uninterrupted):
+    losses = _losses(uninterrupted)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    assert all(np.isfinite(v) for v in losses.values())
+    rows = metric_writer.read_metrics(uninterrupted)
+    assert {"bce", "jaccard", "distance", "learning_rate", "sample_prob", "epoch"} <= set(rows[0])
+    assert rows[-1]["sample_prob"] == pytest.approx(0.5)  # epoch 2: min(0.5, 0.25 * 2)
+    assert os.listdir(os.path.join(uninterrupted, "tensorboard"))
+    with open(os.path.join(uninterrupted, "config.json")) as f:
+        assert json.load(f)["train"]["num_steps"] == STEPS
+    ckpt = checkpoints.TrainCheckpointer(uninterrupted, save_interval_steps=2, max_to_keep=10)
+    assert ckpt.all_steps() == [2, 4, 6]
+    ckpt.close()
+
+
+def test_resumed_run_equals_uninterrupted_run(records, uninterrupted, tmp_path):
+    workdir = str(tmp_path)
+    train.run(_config(records, **{"train.num_steps": 3}), workdir)
+    assert sorted(_losses(workdir)) == [1, 2, 3]
+    state = train.run(_config(records), workdir)  # resumes from the step-3 checkpoint
+    assert int(state.step) == STEPS
+    full, resumed = _losses(uninterrupted), _losses(workdir)
+    for step in range(1, STEPS + 1):
+        assert resumed[step] == pytest.approx(full[step], rel=1e-5), step
+    _assert_close_trees(
+        checkpoints.load_variables(workdir), checkpoints.load_variables(uninterrupted), atol=1e-6
+    )
+    # A finished run has nothing left to do.
+    assert int(train.run(_config(records), workdir).step) == STEPS
+
+
+def test_killed_run_resumes(records, uninterrupted, tmp_path, compilation_cache):
+    workdir = str(tmp_path)
+    args = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+    args += ["--config.train.num_steps=1000000", f"--config.data.train_records={records}"]
+    env = dict(
+        os.environ,
+        JAX_COMPILATION_CACHE_DIR=compilation_cache,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rnn_vos_jax.main",
+            "--config=configs/hs2s.py:demo",
+            f"--workdir={workdir}",
+            *args,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    first = os.path.join(workdir, "checkpoints", "2")
+    deadline = time.time() + 300
+    while not os.path.isdir(first) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert os.path.isdir(first), err.decode()[-3000:]
+    killed_at = max(_losses(workdir))
+    assert killed_at < 1000000
+    state = train.run(_config(records, **{"train.num_steps": max(STEPS, killed_at)}), workdir)
+    if killed_at <= STEPS:
+        _assert_close_trees(
+            jax.device_get(state.params),
+            checkpoints.load_variables(uninterrupted)["params"],
+            atol=1e-6,
+        )
+    full = _losses(uninterrupted)
+    resumed = _losses(workdir)  # rows of re-done steps are appended again; the last one wins
+    for step in range(1, STEPS + 1):
+        assert resumed[step] == pytest.approx(full[step], rel=1e-5), step
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(records, tmp_path, monkeypatch):
+    original = train._train_batches
+
+    def poisoned(config, start_batch, local_batch_size):
+        for i, batch in enumerate(original(config, start_batch, local_batch_size)):
+            if start_batch + i == 2:  # the third step (step 3) sees a NaN first mask
+                batch = dict(batch, masks=np.full_like(batch["masks"], np.nan))
+            yield batch
+
+    monkeypatch.setattr(train, "_train_batches", poisoned)
+    workdir = str(tmp_path)
+    with pytest.raises(FloatingPointError, match="non-finite training metrics at step 3"):
+        train.run(_config(records, **{"train.log_every_steps": 2}), workdir)
+    ckpt = checkpoints.TrainCheckpointer(workdir, save_interval_steps=2, max_to_keep=10)
+    assert ckpt.all_steps() == [2]  # the NaN state (step 4) was never written
+    ckpt.close()
+    good = checkpoints.load_variables(workdir)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(good))
+
+
+def test_resume_order_workdir_then_init_from_then_scratch(records, uninterrupted, tmp_path):
+    config = _config(records, **{"train.num_steps": 1})
+    model = models.build(config.model)
+    schedule = schedules.learning_rate_fn(config.train, 2.0)
+    tx = train_state.make_optimizer(config.train, schedule)
+    mesh = sharding.make_mesh(2)
+
+    def initial(cfg, workdir):
+        ckpt = checkpoints.TrainCheckpointer(workdir, save_interval_steps=1, max_to_keep=1)
+        try:
+            return jax.device_get(train._initial_state(cfg, model, tx, mesh, ckpt, print))
+        finally:
+            ckpt.close()
+
+    trained = checkpoints.load_variables(uninterrupted)
+    resumed = initial(config, uninterrupted)  # 1. the workdir's own latest checkpoint
+    assert int(resumed.step) == STEPS
+    assert any(np.abs(x).max() > 0 for x in jax.tree.leaves(resumed.opt_state))
+    config.init_from = uninterrupted
+    warm = initial(config, str(tmp_path / "a"))  # 2. init_from: variables, fresh optimizer
+    assert int(warm.step) == 0
+    _assert_close_trees({"params": warm.params, "batch_stats": warm.batch_stats}, trained, 0)
+    assert all(np.abs(x).max() == 0 for x in jax.tree.leaves(warm.opt_state))
+    config.init_from = ""
+    scratch = initial(config, str(tmp_path / "b"))  # 3. scratch
+    assert int(scratch.step) == 0
+    assert not np.allclose(
+        jax.tree.leaves(scratch.params)[0], jax.tree.leaves(trained["params"])[0]
+    )
+    config.model.width_divisor = 8
+    wider = models.build(config.model)
+    with pytest.raises(ValueError, match=r"do not match the model: .*shape"):
+        train_state.create_train_state(wider, tx, 0, config.data.image_size, mesh, trained)

@@ -30,10 +30,10 @@ def resolve_steps_per_epoch(config: ml_collections.ConfigDict) -> float:
     (as the pipeline counts them) divided by the global batch size."""
     if config.train.steps_per_epoch > 0:
         return float(config.train.steps_per_epoch)
-    from rnn_vos_jax import input_pipeline  # TensorFlow: only where records are read
+    from rnn_vos_jax import input_pipeline_files  # TensorFlow: only where records are read
 
-    files = input_pipeline.record_files(config.data.train_records)
-    pairs = input_pipeline.samples_per_epoch(files, int(config.data.min_object_frames))
+    files = input_pipeline_files.record_files(config.data.train_records)
+    pairs = input_pipeline_files.samples_per_epoch(files, int(config.data.min_object_frames))
     if pairs == 0:
         raise ValueError(f"no (video, object) training pairs in {config.data.train_records!r}")
     return pairs / int(config.data.batch_size)

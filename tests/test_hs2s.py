@@ -50,9 +50,9 @@ def scanned_eval(tiny):
     model, variables, frames, masks = tiny
 
     @_jit
-    def run(p):
+    def run(v, p):
         return model.apply(
-            variables,
+            v,
             frames,
             masks,
             sample_prob=p,
@@ -61,19 +61,20 @@ def scanned_eval(tiny):
             mutable=["batch_stats"],
         )
 
-    return {p: run(jnp.float32(p)) for p in (0.0, 1.0)}
+    return {p: run(variables, jnp.float32(p)) for p in (0.0, 1.0)}
 
 
 def _stream(model, variables, frames, masks, feed_gt):
     """Python loop over the streaming step; returns logits [B, T-1, H, W, 1] and the carries."""
-    init_carry = _jit(lambda f, m: model.apply(variables, f, m, method="init_carry"))
-    step = _jit(lambda c, f: model.apply(variables, c, f, method="step"))
-    carry = init_carry(frames[:, 0], masks[:, 0])
+    # Variables are arguments, not closed-over constants XLA would try to fold.
+    init_carry = _jit(lambda v, f, m: model.apply(v, f, m, method="init_carry"))
+    step = _jit(lambda v, c, f: model.apply(v, c, f, method="step"))
+    carry = init_carry(variables, frames[:, 0], masks[:, 0])
     carries, logits = [carry], []
     for t in range(1, frames.shape[1]):
         if feed_gt:
             carry = dict(carry, prev_pred=masks[:, t - 1])
-        carry, logit = step(carry, frames[:, t])
+        carry, logit = step(variables, carry, frames[:, t])
         carries.append(carry)
         logits.append(logit)
     return jnp.stack(logits, 1), carries
@@ -200,9 +201,9 @@ def test_train_mode_gradients_and_running_stats(tiny):
     w_dist = jnp.asarray(rng.normal(size=(B, T - 1, H, W, 42)), jnp.float32)
     remat_model = HS2S(remat=True, **TINY)
 
-    def loss_fn(params):
+    def loss_fn(params, batch_stats):
         out, upd = remat_model.apply(
-            {"params": params, "batch_stats": variables["batch_stats"]},
+            {"params": params, "batch_stats": batch_stats},
             frames,
             masks,
             sample_prob=1.0,
@@ -212,7 +213,8 @@ def test_train_mode_gradients_and_running_stats(tiny):
         loss = jnp.mean(out["logits"] * w_seg) + jnp.mean(out["distance"] * w_dist)
         return loss, upd
 
-    (loss, upd), grads = _jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
+    grad_fn = _jit(jax.value_and_grad(loss_fn, has_aux=True))
+    (loss, upd), grads = grad_fn(variables["params"], variables["batch_stats"])
     assert np.isfinite(loss)
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         assert np.isfinite(g).all(), path

@@ -6,7 +6,8 @@ every other key (except `backbone_init`, a weight file read at init) is a field 
 
 import dataclasses
 import importlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp

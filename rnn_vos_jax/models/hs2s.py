@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from rnn_vos_jax.models.decoder import DecoderRef
 from rnn_vos_jax.models.layers import normalize_frames
-from rnn_vos_jax.models.recurrent import ConvLSTMCell
+from rnn_vos_jax.models.recurrent import ConvLSTMCell, scan_over_time
 from rnn_vos_jax.models.resnet import EncoderExtra
 
 Carry = dict[str, jax.Array]
@@ -174,13 +174,7 @@ class HS2S(nn.Module):
         if self.is_initializing():
             # BatchNorm statistics must exist before a scan carries them (DESIGN.md pitfalls).
             self._scan_body(carry, jax.tree.map(lambda v: v[0], xs), train)
-        scan = nn.scan(
-            type(self)._scan_body,
-            variable_broadcast="params" if train else ["params", "batch_stats"],
-            variable_carry="batch_stats" if train else False,
-            split_rngs={"params": False},
-            in_axes=(0, nn.broadcast),
-        )
+        scan = scan_over_time(type(self)._scan_body, train, in_axes=(0, nn.broadcast), out_axes=0)
         _, (logits, dist) = scan(self, carry, xs, train)
         return {"logits": jnp.swapaxes(logits, 0, 1), "distance": jnp.swapaxes(dist, 0, 1)}
 

@@ -87,8 +87,8 @@ class ConvLSTMCell(nn.Module):
         return zeros, zeros
 
 
-def scan_over_time(step_cls: type[nn.Module], train: bool) -> type[nn.Module]:
-    """Lift a per-step module `(carry, x_t) -> (carry, y_t)` to run over axis 1 of its inputs.
+def scan_over_time(target, train: bool, *, in_axes: Any = 1, out_axes: Any = 1):
+    """Lifts a per-step module or method `(module, carry, x_t, ...) -> (carry, y_t)` over time.
 
     Parameters are shared across steps (broadcast). In train mode the BatchNorm running
     statistics are carried from step to step, so they are updated once per step exactly as the
@@ -96,21 +96,22 @@ def scan_over_time(step_cls: type[nn.Module], train: bool) -> type[nn.Module]:
     The 'sample' rng (scheduled sampling) is split per step.
 
     Flax needs the batch_stats to exist before a scan that carries them: at init, call the step
-    module once unscanned under the same name (see DESIGN.md, "Known pitfalls").
+    once unscanned (see DESIGN.md, "Known pitfalls").
 
     Args:
-      step_cls: the per-step module class.
+      target: a Module class, or a function/method taking the module first.
       train: whether BatchNorm is in train mode inside the step.
+      in_axes: time axis of the scanned inputs (nn.broadcast for extra constant arguments).
+      out_axes: time axis of the outputs.
 
     Returns:
-      A module class whose __call__(carry, xs) returns (carry, ys) with time on axis 1 of every
-      leaf of xs and ys.
+      The lifted class or function: (module,) carry, xs, ... -> (carry, ys).
     """
     return nn.scan(
-        step_cls,
+        target,
         variable_broadcast="params" if train else ["params", "batch_stats"],
         variable_carry="batch_stats" if train else False,
         split_rngs={"params": False, "sample": True},
-        in_axes=1,
-        out_axes=1,
+        in_axes=in_axes,
+        out_axes=out_axes,
     )

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_vos_jax.models.layers import normalize_frames
-from rnn_vos_jax.models.recurrent import CELL_ACTIVATIONS, ConvLSTMCell
+from rnn_vos_jax.models.recurrent import CELL_ACTIVATIONS, ConvLSTMCell, scan_over_time
 from rnn_vos_jax.models.s2s_decoder import DecoderSkip
 from rnn_vos_jax.models.s2s_initializer import MEMORY_NAMES, Initializer
 from rnn_vos_jax.models.vgg import ENCODER_HEADS, VGGEncoder, check_spatial, scaled
@@ -173,13 +173,8 @@ class S2SPlusPlus(nn.Module):
 
         if self.remat:
             body = nn.remat(body, prevent_cse=False)
-        scan = nn.scan(
-            body,
-            variable_broadcast="params",
-            split_rngs={"params": False, "sample": True},
-            in_axes=1,
-            out_axes=1,
-        )
+        # No BatchNorm in the S2S family: eval-mode scan (params broadcast) is all it needs.
+        scan = scan_over_time(body, train=False)
         _, (logits, dist) = scan(self, carry, frames[:, 1:])
         return {"logits": logits, "distance": dist}
 

@@ -28,17 +28,18 @@ def _hide_accelerators_from_tensorflow() -> None:
 
 
 def _maybe_initialize_distributed() -> None:
-    # Multi-process GPU/CPU runs announce themselves via env vars; TPU pods auto-detect.
+    # Multi-process runs announce themselves: explicit coordinator variables (launch/gpu.sh), or
+    # JAX_DISTRIBUTED=auto where JAX detects the cluster itself (TPU pods: launch/tpu_pod.sh; SLURM).
     import jax
 
     env = os.environ
-    if "JAX_COORDINATOR_ADDRESS" in env and int(env.get("JAX_NUM_PROCESSES", "1")) > 1:
+    if int(env.get("JAX_NUM_PROCESSES", "1")) > 1:
         jax.distributed.initialize(
             coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
             num_processes=int(env["JAX_NUM_PROCESSES"]),
             process_id=int(env["JAX_PROCESS_ID"]),
         )
-    elif "TPU_WORKER_HOSTNAMES" in env and "," in env["TPU_WORKER_HOSTNAMES"]:
+    elif env.get("JAX_DISTRIBUTED") == "auto":
         jax.distributed.initialize()
 
 

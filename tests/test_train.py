@@ -15,32 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny_run
 
-from configs import hs2s
 from rnn_vos_jax import checkpoints, metric_writer, models, schedules, sharding, train, train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 6
-# Command-line form of `_config` (for the subprocess run); values must match it.
-OVERRIDES = {
-    "demo.enabled": False,
-    "data.image_size": "(32,64)",
-    "data.batch_size": 2,
-    "data.min_clip_len": 1,
-    "data.max_clip_len": 2,
-    "data.shuffle_buffer": 8,
-    "data.augment": True,
-    "mesh.num_devices": 2,
-    "train.steps_per_epoch": 2.0,
-    "train.num_steps": STEPS,
-    "train.log_every_steps": 1,
-    "train.checkpoint.every_steps": 2,
-    "train.checkpoint.keep": 10,
-    "train.scheduled_sampling.offset_epochs": 0,
-    "train.scheduled_sampling.slope": 0.25,
-    "train.bn_freeze_after_epoch": 1,
-    "train.learning_rate": 1e-3,
-}
 
 
 @pytest.fixture(scope="module")
@@ -64,28 +43,14 @@ def records(tmp_path_factory):
 
 @pytest.fixture(scope="module", autouse=True)
 def compilation_cache(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("jax_cache"))
-    old = {
-        k: getattr(jax.config, k)
-        for k in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    }
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    path = tiny_run.compilation_cache_dir(tmp_path_factory)
+    old = tiny_run.use_compilation_cache(path)
     yield path
     for k, v in old.items():
         jax.config.update(k, v)
 
 
-def _config(records, **changes):
-    c = hs2s.get_config("demo")
-    c.data.train_records = records
-    for key, value in {**OVERRIDES, **changes}.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = eval(value) if isinstance(value, str) and value.startswith("(") else value
-    return c
+_config = tiny_run.tiny_config
 
 
 def _losses(workdir):
@@ -151,14 +116,14 @@ def uninterrupted(records, tmp_path_factory):
 
 def test_run_writes_logs_config_and_checkpoints(uninterrupted):
     losses = _losses(uninterrupted)
-    assert sorted(losses) == list(range(1, STEPS + 1))
+    assert sorted(losses) == list(range(1, tiny_run.STEPS + 1))
     assert all(np.isfinite(v) for v in losses.values())
     rows = metric_writer.read_metrics(uninterrupted)
     assert {"bce", "jaccard", "distance", "learning_rate", "sample_prob", "epoch"} <= set(rows[0])
     assert rows[-1]["sample_prob"] == pytest.approx(0.5)  # epoch 2: min(0.5, 0.25 * 2)
     assert os.listdir(os.path.join(uninterrupted, "tensorboard"))
     with open(os.path.join(uninterrupted, "config.json")) as f:
-        assert json.load(f)["train"]["num_steps"] == STEPS
+        assert json.load(f)["train"]["num_steps"] == tiny_run.STEPS
     ckpt = checkpoints.TrainCheckpointer(uninterrupted, save_interval_steps=2, max_to_keep=10)
     assert ckpt.all_steps() == [2, 4, 6]
     ckpt.close()
@@ -169,26 +134,21 @@ def test_resumed_run_equals_uninterrupted_run(records, uninterrupted, tmp_path):
     train.run(_config(records, **{"train.num_steps": 3}), workdir)
     assert sorted(_losses(workdir)) == [1, 2, 3]
     state = train.run(_config(records), workdir)  # resumes from the step-3 checkpoint
-    assert int(state.step) == STEPS
+    assert int(state.step) == tiny_run.STEPS
     full, resumed = _losses(uninterrupted), _losses(workdir)
-    for step in range(1, STEPS + 1):
+    for step in range(1, tiny_run.STEPS + 1):
         assert resumed[step] == pytest.approx(full[step], rel=1e-5), step
     _assert_close_trees(
         checkpoints.load_variables(workdir), checkpoints.load_variables(uninterrupted), atol=1e-6
     )
     # A finished run has nothing left to do.
-    assert int(train.run(_config(records), workdir).step) == STEPS
+    assert int(train.run(_config(records), workdir).step) == tiny_run.STEPS
 
 
 def test_killed_run_resumes(records, uninterrupted, tmp_path, compilation_cache):
     workdir = str(tmp_path)
-    args = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-    args += ["--config.train.num_steps=1000000", f"--config.data.train_records={records}"]
-    env = dict(
-        os.environ,
-        JAX_COMPILATION_CACHE_DIR=compilation_cache,
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-    )
+    args = tiny_run.command_line(**{"train.num_steps": 1000000, "data.train_records": records})
+    env = tiny_run.subprocess_env(compilation_cache)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -196,6 +156,7 @@ def test_killed_run_resumes(records, uninterrupted, tmp_path, compilation_cache)
             "rnn_vos_jax.main",
             "--config=configs/hs2s.py:demo",
             f"--workdir={workdir}",
+            "--config.demo.enabled=False",
             *args,
         ],
         cwd=REPO,
@@ -212,8 +173,10 @@ def test_killed_run_resumes(records, uninterrupted, tmp_path, compilation_cache)
     assert os.path.isdir(first), err.decode()[-3000:]
     killed_at = max(_losses(workdir))
     assert killed_at < 1000000
-    state = train.run(_config(records, **{"train.num_steps": max(STEPS, killed_at)}), workdir)
-    if killed_at <= STEPS:
+    state = train.run(
+        _config(records, **{"train.num_steps": max(tiny_run.STEPS, killed_at)}), workdir
+    )
+    if killed_at <= tiny_run.STEPS:
         _assert_close_trees(
             jax.device_get(state.params),
             checkpoints.load_variables(uninterrupted)["params"],
@@ -221,7 +184,7 @@ def test_killed_run_resumes(records, uninterrupted, tmp_path, compilation_cache)
         )
     full = _losses(uninterrupted)
     resumed = _losses(workdir)  # rows of re-done steps are appended again; the last one wins
-    for step in range(1, STEPS + 1):
+    for step in range(1, tiny_run.STEPS + 1):
         assert resumed[step] == pytest.approx(full[step], rel=1e-5), step
 
 
@@ -261,7 +224,7 @@ def test_resume_order_workdir_then_init_from_then_scratch(records, uninterrupted
 
     trained = checkpoints.load_variables(uninterrupted)
     resumed = initial(config, uninterrupted)  # 1. the workdir's own latest checkpoint
-    assert int(resumed.step) == STEPS
+    assert int(resumed.step) == tiny_run.STEPS
     assert any(np.abs(x).max() > 0 for x in jax.tree.leaves(resumed.opt_state))
     config.init_from = uninterrupted
     warm = initial(config, str(tmp_path / "a"))  # 2. init_from: variables, fresh optimizer

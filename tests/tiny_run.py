@@ -1,0 +1,74 @@
+"""Shared by test_train.py and test_demo.py: the tiny training run and a shared compile cache.
+
+Both files train the demo's tiny HS2S with exactly these settings, so the step compiled by one
+(in-process or in a subprocess) is a persistent-cache hit for the other.
+"""
+
+import os
+
+import jax
+
+from configs import hs2s
+
+STEPS = 6
+# Command-line form (--config.KEY=VALUE) of `tiny_config`.
+OVERRIDES = {
+    "data.image_size": "(32,64)",
+    "data.batch_size": 2,
+    "data.min_clip_len": 1,
+    "data.max_clip_len": 2,
+    "data.shuffle_buffer": 8,
+    "mesh.num_devices": 2,
+    "train.steps_per_epoch": 2.0,
+    "train.num_steps": STEPS,
+    "train.log_every_steps": 1,
+    "train.checkpoint.every_steps": 2,
+    "train.checkpoint.keep": 10,
+    "train.scheduled_sampling.offset_epochs": 0,
+    "train.scheduled_sampling.slope": 0.25,
+    "train.bn_freeze_after_epoch": 1,
+    "train.learning_rate": 1e-3,
+}
+
+
+def tiny_config(records: str = "", **changes):
+    """configs/hs2s.py:demo with OVERRIDES (and `changes`, dotted keys) applied."""
+    c = hs2s.get_config("demo")
+    c.data.train_records = records
+    for key, value in {**OVERRIDES, **changes}.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        if isinstance(value, str) and value.startswith("("):
+            value = tuple(int(v) for v in value.strip("()").split(","))
+        node[leaf] = value
+    return c
+
+
+def command_line(**changes) -> list[str]:
+    return [f"--config.{k}={v}" for k, v in {**OVERRIDES, **changes}.items()]
+
+
+def compilation_cache_dir(tmp_path_factory) -> str:
+    """One persistent compilation cache per test session (shared across test files)."""
+    path = os.path.join(str(tmp_path_factory.getbasetemp()), "jax_cache")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def use_compilation_cache(path: str):
+    """Turns the persistent cache on in this process; returns the settings to restore."""
+    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    old = {k: getattr(jax.config, k) for k in keys}
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return old
+
+
+def subprocess_env(cache: str) -> dict:
+    return dict(
+        os.environ,
+        JAX_COMPILATION_CACHE_DIR=cache,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    )

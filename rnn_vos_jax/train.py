@@ -4,7 +4,8 @@ Resume order (first that exists wins):
   1. WORKDIR/checkpoints/<latest>  -> continues the same run: step, params, BatchNorm statistics,
      optimizer, rng, and the data position (the pipeline restarts at batch `step`);
   2. config.init_from              -> params + batch_stats only (contract section 6), fresh optimizer;
-  3. scratch (config.model.backbone_init, if set, is applied by the model builder's hook).
+  3. scratch, with config.model.backbone_init (torchvision ImageNet weights) loaded into the
+     backbones when set.
 
 A non-finite loss or gradient stops the run with FloatingPointError; metrics are checked before
 every save, so the bad state is never written and the last good checkpoint stays the latest.
@@ -84,8 +85,22 @@ def _initial_state(config, model, tx, mesh, ckpt, log) -> train_state.TrainState
     if config.init_from:
         log(f"Initialising params/batch_stats from {config.init_from} (fresh optimizer)")
         return fresh(checkpoints.load_variables(config.init_from))
+    if config.model.get("backbone_init"):
+        log(f"Training from scratch, backbones from {config.model.backbone_init}")
+        return fresh(scratch_variables(config, model))
     log("Training from scratch")
     return fresh()
+
+
+def scratch_variables(config: ml_collections.ConfigDict, model) -> dict:
+    """Freshly initialised variables with the ImageNet backbone file config.model.backbone_init
+    loaded into the backbones (backbone_init.apply; the authors' new layers keep their init)."""
+    from rnn_vos_jax import backbone_init
+
+    key = jax.random.key(int(config.seed), impl="rbg")  # as create_train_state's own init
+    image_size = tuple(config.data.image_size)
+    variables = jax.jit(lambda k: train_state.init_variables(model, k, image_size))(key)
+    return backbone_init.apply(jax.device_get(variables), config.model.backbone_init, config.model)
 
 
 class _Progress:

@@ -1,0 +1,63 @@
+"""Training from scratch with config.model.backbone_init loads ImageNet weights into both encoders."""
+
+import jax
+import numpy as np
+
+from rnn_vos_jax import train, train_state
+from rnn_vos_jax.models import resnet
+from tests.tiny_run import tiny_config
+
+LEAVES = {
+    "kernel": "weight",
+    "scale": "weight",
+    "bias": "bias",
+    "mean": "running_mean",
+    "var": "running_var",
+}
+
+
+def _torchvision_npz(path, width_divisor, blocks):
+    """A torchvision-layout ResNet state dict (as .npz) made from our own ResNet's random init."""
+    model = resnet.ResNet(blocks=blocks, width_divisor=width_divisor)
+    v = model.init(jax.random.PRNGKey(7), np.zeros((1, 32, 64, 3), np.float32))
+    state = {}
+    for coll in ("params", "batch_stats"):
+        for keys, leaf in jax.tree_util.tree_flatten_with_path(v[coll])[0]:
+            names = [k.key for k in keys]
+            value = np.asarray(leaf)
+            if names[-1] == "kernel":
+                value = value.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+            state[".".join(names[:-1] + [LEAVES[names[-1]]])] = value
+    np.savez(path, **state)
+    return state
+
+
+def test_scratch_variables_take_backbone_init(tmp_path):
+    config = tiny_config()
+    npz = str(tmp_path / "resnet50.npz")
+    state = _torchvision_npz(npz, config.model.width_divisor, tuple(config.model.blocks))
+    config.model.backbone_init = npz
+    model = train.models.build(config.model)
+    got = train.scratch_variables(config, model)
+    key = jax.random.key(int(config.seed), impl="rbg")
+    fresh = jax.device_get(train_state.init_variables(model, key, tuple(config.data.image_size)))
+    for enc in ("encoder_ref", "encoder"):
+        p, s = got["params"][enc], got["batch_stats"][enc]
+        np.testing.assert_array_equal(
+            p["conv1"]["kernel"], state["conv1.weight"].transpose(2, 3, 1, 0)
+        )
+        np.testing.assert_array_equal(p["bn"]["scale"], state["bn1.weight"])
+        np.testing.assert_array_equal(s["bn"]["var"], state["bn1.running_var"])
+        np.testing.assert_array_equal(
+            p["conv5"]["0"]["downsample"]["0"]["kernel"],
+            state["layer4.0.downsample.0.weight"].transpose(2, 3, 1, 0),
+        )
+        # The authors' new layers keep the fresh init.
+        np.testing.assert_allclose(
+            p["mask_conv"]["kernel"], fresh["params"][enc]["mask_conv"]["kernel"], rtol=1e-6
+        )
+    np.testing.assert_allclose(
+        got["params"]["decoder"]["merge_"]["kernel"],
+        fresh["params"]["decoder"]["merge_"]["kernel"],
+        rtol=1e-6,
+    )

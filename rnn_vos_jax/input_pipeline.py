@@ -76,6 +76,11 @@ _plain = tf.autograph.experimental.do_not_convert
 _CURRICULA = ("uniform", "fixed_then_uniform", "none")
 
 
+def hide_accelerators_from_tensorflow() -> None:
+    """Keeps tf.data on the CPU: TensorFlow must not take GPU memory that JAX needs."""
+    tf.config.set_visible_devices([], "GPU")
+
+
 def default_data_config() -> ml_collections.ConfigDict:
     """The `config.data` section with every key this module reads, at its default."""
     return ml_collections.ConfigDict(

@@ -19,12 +19,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _hide_accelerators_from_tensorflow() -> None:
-    # tf.data must not grab GPU memory that JAX needs; TF is optional outside the pipeline.
+    # TensorFlow is only needed by the input pipeline; without it there is nothing to hide.
     try:
-        import tensorflow as tf
+        from rnn_vos_jax import input_pipeline
     except ImportError:
         return
-    tf.config.set_visible_devices([], "GPU")
+    input_pipeline.hide_accelerators_from_tensorflow()
 
 
 def _maybe_initialize_distributed() -> None:
@@ -47,6 +47,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     _hide_accelerators_from_tensorflow()
+    # Orbax logs each checkpoint write in detail at INFO; keep the progress lines readable.
+    logging.get_absl_logger().addFilter(lambda r: r.levelno >= 30 or "orbax" not in r.pathname)
     _maybe_initialize_distributed()
     import jax
 

@@ -58,6 +58,10 @@ class HS2S(nn.Module):
       blocks: optional override of the ResNet stage depths, e.g. (1, 1, 1, 1).
       dtype: compute dtype (params, BatchNorm statistics, memories and outputs stay float32).
       remat: rematerialise the encoders in the backward pass (saves activation memory).
+      mask_jitter: training only (__call__): each GT previous mask after the first is moved by a
+        random offset of up to this many pixels per axis (zero fill), per sample and step, so the
+        model must find the object in the frame instead of copying the mask (MaskTrack-style
+        mask deformation). 0 = the authors' training (default); never applied in init_carry/step.
     """
 
     backbone: str = "resnet50"
@@ -70,6 +74,7 @@ class HS2S(nn.Module):
     blocks: Sequence[int] | None = None
     dtype: Any = jnp.float32
     remat: bool = False
+    mask_jitter: int = 0
 
     def setup(self):
         if self.width_divisor < 1 or 64 % self.width_divisor:
@@ -140,6 +145,23 @@ class HS2S(nn.Module):
         )
         return carry, (logits, dist)
 
+    def _jitter(self, masks: jax.Array) -> jax.Array:
+        """Moves masks[1:] ([T-1, B, H, W, 1], time-major) by random offsets (mask_jitter)."""
+        j = self.mask_jitter
+        if j <= 0 or masks.shape[0] < 2:
+            return masks
+        if not self.has_rng("sample"):
+            raise ValueError("HS2S: mask_jitter > 0 needs the 'sample' rng stream")
+        n, b, h, w, _ = masks.shape
+        offsets = jax.random.randint(self.make_rng("sample"), (n - 1, b, 2), 0, 2 * j + 1)
+        padded = jnp.pad(masks[1:], ((0, 0), (0, 0), (j, j), (j, j), (0, 0)))
+
+        def crop(m, o):  # m [H + 2j, W + 2j, 1], o = (dy, dx) + j
+            return jax.lax.dynamic_slice(m, (o[0], o[1], 0), (h, w, 1))
+
+        moved = jax.vmap(jax.vmap(crop))(padded, offsets)
+        return jnp.concatenate([masks[:1], moved], axis=0)
+
     def _scan_body(self, carry: Carry, xs: tuple, train: bool):
         x, gt_prev, use_pred = xs
         # carry['prev_pred'] is y0 before the first step, so m_0 is always the GT mask.
@@ -170,7 +192,7 @@ class HS2S(nn.Module):
         x = jnp.swapaxes(normalize_frames(frames, self.dtype), 0, 1)  # [T, B, H, W, 3]
         y = jnp.swapaxes(masks.astype(jnp.float32), 0, 1)
         carry = self._start(x[0], y[0], train)
-        xs = (x[1:], y[:-1], _coins(self, x.shape[0] - 1, sample_prob))
+        xs = (x[1:], self._jitter(y[:-1]), _coins(self, x.shape[0] - 1, sample_prob))
         if self.is_initializing():
             # BatchNorm statistics must exist before a scan carries them (DESIGN.md pitfalls).
             self._scan_body(carry, jax.tree.map(lambda v: v[0], xs), train)

@@ -1,0 +1,42 @@
+"""HS2S mask_jitter: training-time random shifts of the GT previous masks (first mask exact)."""
+
+import jax
+import numpy as np
+
+from rnn_vos_jax.models.hs2s import HS2S
+
+
+def _shift(m, dy, dx):
+    out = np.zeros_like(m)
+    h, w = m.shape
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = m[
+        max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
+    return out
+
+
+def test_jitter_shifts_later_masks_with_zero_fill_and_keeps_the_first():
+    rng = np.random.default_rng(0)
+    masks = (rng.uniform(size=(4, 3, 10, 12, 1)) > 0.5).astype(np.float32)  # [T-1, B, H, W, 1]
+    j = 2
+    out = np.asarray(
+        HS2S(mask_jitter=j).apply(
+            {}, masks, method=HS2S._jitter, rngs={"sample": jax.random.PRNGKey(1)}
+        )
+    )
+    np.testing.assert_array_equal(out[0], masks[0])
+    moved = 0
+    for t in range(1, 4):
+        for b in range(3):
+            src, got = masks[t, b, ..., 0], out[t, b, ..., 0]
+            matches = [
+                (dy, dx)
+                for dy in range(-j, j + 1)
+                for dx in range(-j, j + 1)
+                if np.array_equal(_shift(src, dy, dx), got)
+            ]
+            assert matches, (t, b)
+            moved += (0, 0) not in matches
+    assert moved > 0  # random offsets, not the identity
+    same = HS2S(mask_jitter=0).apply({}, masks, method=HS2S._jitter)
+    np.testing.assert_array_equal(same, masks)

@@ -76,6 +76,7 @@ def data_config(*, batch_size: int, curriculum: str) -> ml_collections.ConfigDic
     c.frame_resample = "nearest"
     c.antialias = True
     c.jpeg_downscale = True
+    c.max_frame_skip = 1  # > 1: frames every s-th, s ~ U{1..max} (authors: consecutive)
     return c
 
 

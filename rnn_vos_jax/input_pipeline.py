@@ -54,6 +54,7 @@ Keys read from `config.data` (defaults in `default_data_config()`):
                        DCT-downscaled decode, whose residual factor < 2 makes bilinear close
                        to area averaging; ~2x cheaper), False
   jpeg_downscale       decode JPEGs at 1/2, 1/4, 1/8 size when still >= image_size, True
+  max_frame_skip       clip frames every s-th listed frame, s ~ U{1..max} (1 = consecutive, authors)
 """
 
 import atexit
@@ -111,6 +112,7 @@ def default_data_config() -> ml_collections.ConfigDict:
             "frame_resample": "bilinear",
             "antialias": False,
             "jpeg_downscale": True,
+            "max_frame_skip": 1,
         }
     )
 
@@ -152,6 +154,40 @@ def _clip_length(epoch, u, data):
     if data.curriculum == "fixed_then_uniform":
         return tf.where(bound <= hi, tf.maximum(lo, bound), drawn)
     return drawn
+
+
+def clip_frames(frames_of_obj, length, u_start, key, data):
+    """Which of an object's listed frames form its clip.
+
+    The authors take L + 1 consecutive entries (start ~ U{0..n-L-1}; all n when n <= L).
+    With data.max_frame_skip = S > 1 the entries are taken every s-th, s ~ U{1..S} (lowered until
+    the clip fits), as STM-style "max skip" sampling: larger motion between training frames than
+    between consecutive test frames, so copying the previous mask stops being a good answer.
+
+    Args:
+        frames_of_obj: int32[n] frame indices listed for the object.
+        length: int32 scalar L (predicted frames).
+        u_start: float32 scalar uniform draw for the start.
+        key: int64[2] stateless key of the sample (the skip is drawn from a derived key).
+        data: `config.data`.
+
+    Returns:
+        (chosen int32[count] frame indices, count = min(L + 1, n)).
+    """
+    n = tf.size(frames_of_obj)
+    skip = tf.constant(1, tf.int32)
+    top = int(data.get("max_frame_skip", 1))
+    if top > 1:
+        u = tf.random.stateless_uniform([], seed=tf.stack([key[0] + 1, key[1]]))
+        skip = tf.minimum(1 + tf.cast(tf.floor(u * top), tf.int32), top)
+        skip = tf.minimum(skip, tf.maximum(1, (n - 1) // tf.maximum(length, 1)))
+    span = length * skip
+    start = tf.where(
+        n > span, tf.cast(tf.floor(u_start * tf.cast(n - span, tf.float32)), tf.int32), 0
+    )
+    start = tf.minimum(start, tf.maximum(n - span - 1, 0))
+    count = tf.minimum(length + 1, n)
+    return tf.gather(frames_of_obj, start + tf.range(count) * skip), count
 
 
 def _parse(serialized):
@@ -213,16 +249,8 @@ def _load_clip(elem, seed, data):
     t_max = int(data.max_clip_len) + 1
     key = tf.stack([tf.cast(seed, tf.int64), elem["epoch"] * (2**32) + elem["index"]])
     u = tf.random.stateless_uniform([augment.NUM_UNIFORMS + 2], seed=key)
-    frames_of_obj = elem["frames"]
-    n = tf.size(frames_of_obj)
     length = _clip_length(elem["epoch"], u[0], data)
-    # authors: start ~ U{0..n-L-1} and L + 1 frames when n > L, else all n frames from 0
-    start = tf.where(
-        n > length, tf.cast(tf.floor(u[1] * tf.cast(n - length, tf.float32)), tf.int32), 0
-    )
-    start = tf.minimum(start, tf.maximum(n - length - 1, 0))
-    count = tf.minimum(length + 1, n)
-    chosen = frames_of_obj[start : start + count]
+    chosen, count = clip_frames(elem["frames"], length, u[1], key, data)
     h, w = out_hw
 
     def make(jpegs, pngs, object_id, u, height, width, video):

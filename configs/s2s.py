@@ -34,6 +34,7 @@ def get_config(arg=None):
     m.cell = "authors"
     m.width_divisor = 1
     m.remat = False
+    m.scan_unroll = 1  # time steps per scan iteration; CPU runs: the clip length
     m.dtype = "bfloat16" if arg.bf16 else "float32"
     m.backbone_init = ""  # ImageNet VGG16 weights (.pth); '' = random
     c.model = m

@@ -42,6 +42,7 @@ def model_config(arg) -> ml_collections.ConfigDict:
     m.cell = "authors"  # ConvLSTM with sigmoid g / ReLU c ('tanh': the standard cell)
     m.width_divisor = 1
     m.remat = False
+    m.scan_unroll = 1  # time steps per scan iteration; CPU runs: the clip length
     m.dtype = "bfloat16" if arg.bf16 else "float32"
     m.backbone_init = ""  # ImageNet VGG16 weights (.pth); '' = random
     return m

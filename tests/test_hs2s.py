@@ -259,3 +259,31 @@ def test_build_and_bad_inputs(tiny):
         shape_of(frames[:, :1], masks[:, :1])
     with pytest.raises(ValueError, match="Unknown backbone"):
         jax.eval_shape(lambda: HS2S(backbone="resnet18").init(jax.random.key(0), frames, masks))
+
+
+def test_unrolled_scan_equals_rolled_scan_in_training(tiny):
+    """scan_unroll changes only how XLA loops: same logits, coins and BatchNorm updates."""
+    _, variables, frames, masks = tiny
+    frames4 = jnp.concatenate([frames, frames[:, ::-1]], 1)[:, :4]
+    masks4 = jnp.concatenate([masks, masks[:, ::-1]], 1)[:, :4]
+
+    def run(unroll):
+        model = HS2S(scan_unroll=unroll, mask_jitter=2, **TINY)
+        return _jit(
+            lambda v: model.apply(
+                v,
+                frames4,
+                masks4,
+                sample_prob=jnp.float32(0.5),
+                train=True,
+                rngs={"sample": jax.random.key(7)},
+                mutable=["batch_stats"],
+            )
+        )(variables)
+
+    rolled, stats_rolled = run(1)
+    for unroll in (2, 3):
+        out, stats = run(unroll)
+        _assert_close(out["logits"], rolled["logits"])
+        for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(stats_rolled)):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)

@@ -328,3 +328,18 @@ def test_build_bad_inputs_and_align_corners_upsampling():
     x = jnp.asarray([0.0, 1.0]).reshape(1, 1, 2, 1)
     got = upsample2x(x, align_corners=True)[0, 0, :, 0]
     np.testing.assert_allclose(got, [0, 1 / 3, 2 / 3, 1], atol=1e-6)
+
+
+def test_s2spp_unrolled_scan_equals_rolled_scan(s2spp_run):
+    _, variables, frames, masks, _, out, _ = s2spp_run
+    unrolled = s2s.S2SPlusPlus(width_divisor=32, scan_unroll=2)
+    run = _fast_jit(
+        lambda v, f, m: unrolled.apply(v, f, m, sample_prob=0.9, train=True),
+        variables,
+        frames,
+        masks,
+    )
+    got = run(variables, frames, masks)
+    scale = float(np.abs(out["logits"]).max())
+    np.testing.assert_allclose(got["logits"], out["logits"], atol=1e-5 * max(scale, 1.0), rtol=0)
+    np.testing.assert_allclose(got["distance"], out["distance"], atol=1e-4, rtol=1e-5)

@@ -62,6 +62,8 @@ class HS2S(nn.Module):
         random offset of up to this many pixels per axis (zero fill), per sample and step, so the
         model must find the object in the frame instead of copying the mask (MaskTrack-style
         mask deformation). 0 = the authors' training (default); never applied in init_carry/step.
+      scan_unroll: time steps per loop iteration of the training scan (same results; > 1 is
+        much faster on CPU, see recurrent.scan_over_time).
     """
 
     backbone: str = "resnet50"
@@ -75,6 +77,7 @@ class HS2S(nn.Module):
     dtype: Any = jnp.float32
     remat: bool = False
     mask_jitter: int = 0
+    scan_unroll: int = 1
 
     def setup(self):
         if self.width_divisor < 1 or 64 % self.width_divisor:
@@ -196,7 +199,13 @@ class HS2S(nn.Module):
         if self.is_initializing():
             # BatchNorm statistics must exist before a scan carries them (DESIGN.md pitfalls).
             self._scan_body(carry, jax.tree.map(lambda v: v[0], xs), train)
-        scan = scan_over_time(type(self)._scan_body, train, in_axes=(0, nn.broadcast), out_axes=0)
+        scan = scan_over_time(
+            type(self)._scan_body,
+            train,
+            in_axes=(0, nn.broadcast),
+            out_axes=0,
+            unroll=self.scan_unroll,
+        )
         _, (logits, dist) = scan(self, carry, xs, train)
         return {"logits": jnp.swapaxes(logits, 0, 1), "distance": jnp.swapaxes(dist, 0, 1)}
 

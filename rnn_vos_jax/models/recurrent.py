@@ -87,7 +87,7 @@ class ConvLSTMCell(nn.Module):
         return zeros, zeros
 
 
-def scan_over_time(target, train: bool, *, in_axes: Any = 1, out_axes: Any = 1):
+def scan_over_time(target, train: bool, *, in_axes: Any = 1, out_axes: Any = 1, unroll: int = 1):
     """Lifts a per-step module or method `(module, carry, x_t, ...) -> (carry, y_t)` over time.
 
     Parameters are shared across steps (broadcast). In train mode the BatchNorm running
@@ -103,6 +103,10 @@ def scan_over_time(target, train: bool, *, in_axes: Any = 1, out_axes: Any = 1):
       train: whether BatchNorm is in train mode inside the step.
       in_axes: time axis of the scanned inputs (nn.broadcast for extra constant arguments).
       out_axes: time axis of the outputs.
+      unroll: steps per loop iteration (`jax.lax.scan`'s unroll; results are the same). XLA's CPU
+        backend runs convolutions inside a while loop several times slower than unrolled ones
+        (benchmarks/RESULTS.md), so CPU runs unroll short clips fully; on TPU/GPU 1 keeps
+        compile time and code size low.
 
     Returns:
       The lifted class or function: (module,) carry, xs, ... -> (carry, ys).
@@ -114,4 +118,5 @@ def scan_over_time(target, train: bool, *, in_axes: Any = 1, out_axes: Any = 1):
         split_rngs={"params": False, "sample": True},
         in_axes=in_axes,
         out_axes=out_axes,
+        unroll=unroll,
     )

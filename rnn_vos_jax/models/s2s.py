@@ -61,6 +61,8 @@ class S2SPlusPlus(nn.Module):
       width_divisor: divides every channel count incl. the 4096/200704 heads (tiny variants).
       dtype: compute dtype (params and ConvLSTM states stay float32; outputs are float32).
       remat: rematerialise each scanned step in the backward pass (saves activation memory).
+      scan_unroll: time steps per loop iteration of the scan (same results; > 1 is much faster
+        on CPU, see recurrent.scan_over_time).
     """
 
     num_skip_memories: int = 2
@@ -71,6 +73,7 @@ class S2SPlusPlus(nn.Module):
     width_divisor: int = 1
     dtype: Any = jnp.float32
     remat: bool = False
+    scan_unroll: int = 1
 
     def setup(self):
         if self.num_skip_memories not in (0, 1, 2):
@@ -174,7 +177,7 @@ class S2SPlusPlus(nn.Module):
         if self.remat:
             body = nn.remat(body, prevent_cse=False)
         # No BatchNorm in the S2S family: eval-mode scan (params broadcast) is all it needs.
-        scan = scan_over_time(body, train=False)
+        scan = scan_over_time(body, train=False, unroll=self.scan_unroll)
         _, (logits, dist) = scan(self, carry, frames[:, 1:])
         return {"logits": logits, "distance": dist}
 

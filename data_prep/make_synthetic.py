@@ -36,6 +36,15 @@ DEFAULT_FRAME_SIZES = ((480, 854), (720, 1280))
 INFO_FILE = "synthetic_info.json"
 _TEXTURE_SIZE = 128
 _TEXTURE_KINDS = ("stripes", "checker", "dots", "noise")
+# Brightness ranges (HSV value) per contrast level: objects' main colour, the factor of their
+# second texture colour, the background's base value and its second colour's offset. 'natural'
+# overlaps objects' dark stripes with the background; 'high' keeps every object pixel brighter
+# than every background pixel (the CPU demo, where a from-scratch model must learn appearance
+# within minutes).
+CONTRASTS = {
+    "natural": {"object": (0.65, 1.0), "shade": 0.5, "background": (0.3, 0.6), "step": 0.15},
+    "high": {"object": (0.8, 1.0), "shade": 0.85, "background": (0.1, 0.3), "step": 0.08},
+}
 
 
 def _outside(rng, height, width, radius):
@@ -55,7 +64,9 @@ def _inside(rng, height, width):
     return np.array([rng.uniform(0.2, 0.8) * width, rng.uniform(0.2, 0.8) * height])
 
 
-def _sample_objects(rng, height, width, length, categories, first_category, num_objects):
+def _sample_objects(
+    rng, height, width, length, categories, first_category, num_objects, contrast="natural"
+):
     """Object tracks: shape, texture, per-frame centre/radius/angle, start frame and depth.
 
     Motions: 'stay' (wanders inside), 'exit' (ends outside), 'enter' (starts outside), 'late'
@@ -84,10 +95,13 @@ def _sample_objects(rng, height, width, length, categories, first_category, num_
         path += wobble * np.stack([np.sin(freq * times + phase), np.cos(freq * times + phase)], 1)
         growth = rng.uniform(0.7, 1.4) ** progress
         pulse = 1 + 0.06 * np.sin(rng.uniform(0.1, 0.5) * times + rng.uniform(0, 2 * np.pi))
-        saturation, value = rng.uniform(0.65, 1.0), rng.uniform(0.65, 1.0)
+        levels = CONTRASTS[contrast]
+        saturation, value = rng.uniform(0.65, 1.0), rng.uniform(*levels["object"])
         colours = (
             render.hsv_colour(hues[i], saturation, value),
-            render.hsv_colour(hues[i] + rng.uniform(-0.08, 0.08), saturation, value * 0.5),
+            render.hsv_colour(
+                hues[i] + rng.uniform(-0.08, 0.08), saturation, value * levels["shade"]
+            ),
         )
         kind = str(rng.choice(_TEXTURE_KINDS))
         period = rng.uniform(10, 30)
@@ -108,12 +122,14 @@ def _sample_objects(rng, height, width, length, categories, first_category, num_
     return objects
 
 
-def _background(rng, height, width, length):
+def _background(rng, height, width, length, contrast="natural"):
+    levels = CONTRASTS[contrast]
     pad = int(0.15 * max(height, width))
-    hue, sat, val = rng.uniform(), rng.uniform(0.05, 0.3), rng.uniform(0.3, 0.6)
+    hue, sat, val = rng.uniform(), rng.uniform(0.05, 0.3), rng.uniform(*levels["background"])
+    step = levels["step"]
     colours = (
         render.hsv_colour(hue, sat, val),
-        render.hsv_colour(hue + 0.05, sat, val + rng.choice([-0.15, 0.15])),
+        render.hsv_colour(hue + 0.05, sat, val + rng.choice([-step, step])),
     )
     period = rng.uniform(20, 80) * min(height, width) / 480
     kind = str(rng.choice(_TEXTURE_KINDS))
@@ -123,10 +139,14 @@ def _background(rng, height, width, length):
     return texture, [(int(ox + 0.5), int(oy + 0.5)) for ox, oy in offsets]
 
 
-def _render_video(rng, height, width, length, categories, first_category, num_objects):
+def _render_video(
+    rng, height, width, length, categories, first_category, num_objects, contrast="natural"
+):
     """Renders one video; returns (frames [T] uint8[H,W,3], labels uint8[T,H,W], categories by id)."""
-    objects = _sample_objects(rng, height, width, length, categories, first_category, num_objects)
-    texture, offsets = _background(rng, height, width, length)
+    objects = _sample_objects(
+        rng, height, width, length, categories, first_category, num_objects, contrast
+    )
+    texture, offsets = _background(rng, height, width, length, contrast)
     order = sorted(range(len(objects)), key=lambda i: objects[i]["depth"])
     min_first_area = 0.003 * height * width
     started = [False] * len(objects)
@@ -193,7 +213,14 @@ def _write_split(split_dir, split, num_videos, seed, options, categories, first_
             length = int(rng.integers(lo, hi + 1))
             first = first_categories[index % len(first_categories)] if first_categories else None
             video = _render_video(
-                rng, height, width, length, categories, first, options["num_objects"]
+                rng,
+                height,
+                width,
+                length,
+                categories,
+                first,
+                options["num_objects"],
+                options["contrast"],
             )
         frames, labels, ids = video
         names = [f"{t * step:05d}" for t in range(len(frames))]
@@ -228,6 +255,7 @@ def make_dataset(
     num_objects=(1, 4),
     frame_step: int = 5,
     jpeg_quality: int = 90,
+    contrast: str = "natural",
     seen_categories=SEEN_CATEGORIES,
     unseen_categories=UNSEEN_CATEGORIES,
     overwrite: bool = False,
@@ -243,6 +271,7 @@ def make_dataset(
       num_objects: inclusive (min, max) objects per video (before dropping never-visible ones).
       frame_step: frame-name stride (YouTube-VOS names every 5th frame: 00000, 00005, ...).
       jpeg_quality: JPEG quality of the frames.
+      contrast: 'natural' or 'high' (objects always brighter than the background; CONTRASTS).
       seen_categories: shape categories of train (and of part of valid).
       unseen_categories: shape categories that occur only in valid.
       overwrite: replace existing train/ and valid/ folders made with other parameters.
@@ -260,6 +289,7 @@ def make_dataset(
         "num_objects": [int(n) for n in num_objects],
         "frame_step": int(frame_step),
         "jpeg_quality": int(jpeg_quality),
+        "contrast": contrast,
     }
     params = {
         "num_train": num_train,
@@ -270,6 +300,10 @@ def make_dataset(
         "unseen_categories": list(unseen_categories),
         "version": 1,
     }
+    if contrast == "natural":  # datasets made before the option keep their parameters
+        del params["contrast"]
+    if contrast not in CONTRASTS:
+        raise ValueError(f"contrast must be one of {sorted(CONTRASTS)}, got {contrast!r}")
     for category in (*seen_categories, *unseen_categories):
         render.sample_shape_params(np.random.default_rng(0), category)  # validates the name
     if not (1 <= options["num_objects"][0] <= options["num_objects"][1] <= 255):
@@ -323,6 +357,7 @@ def main(argv=None):
     parser.add_argument("--frame_sizes", default="480x854,720x1280", help="HxW,HxW,...")
     parser.add_argument("--num_frames", default="10,40", help="min,max frames per video")
     parser.add_argument("--num_objects", default="1,4", help="min,max objects per video")
+    parser.add_argument("--contrast", default="natural", choices=sorted(CONTRASTS))
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -340,6 +375,7 @@ def main(argv=None):
         frame_sizes=sizes,
         num_frames=num_frames,
         num_objects=num_objects,
+        contrast=args.contrast,
         overwrite=args.overwrite,
     )
     print(json.dumps(splits))

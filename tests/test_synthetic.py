@@ -155,3 +155,24 @@ def test_cli_and_bad_options(tmp_path, capsys):
         make_synthetic.make_dataset(str(tmp_path / "w"), 1, 1, frame_sizes=((8, 64),))
     with pytest.raises(ValueError, match="num_objects"):
         make_synthetic.make_dataset(str(tmp_path / "y"), 1, 1, num_objects=(0, 2))
+
+
+def test_high_contrast_same_geometry_and_objects_brighter_than_background(tmp_path):
+    def render(contrast):
+        rng = np.random.default_rng(11)
+        cats = make_synthetic.SEEN_CATEGORIES
+        return make_synthetic._render_video(rng, 64, 96, 12, cats, None, (2, 3), contrast)
+
+    frames_n, labels_n, ids_n = render("natural")
+    frames_h, labels_h, ids_h = render("high")
+    # Same random draws: only colours change.
+    np.testing.assert_array_equal(labels_n, labels_h)
+    assert ids_n == ids_h
+    value_h = np.stack(frames_h).max(-1)  # HSV value = max channel
+    obj = labels_h > 0
+    assert obj.any() and (~obj).any()
+    assert value_h[obj].min() > value_h[~obj].max() + 40
+    value_n = np.stack(frames_n).max(-1)
+    assert value_n[obj].min() < value_n[~obj].max()  # natural: dark stripes overlap background
+    with pytest.raises(ValueError, match="contrast"):
+        make_synthetic.make_dataset(str(tmp_path / "c"), 1, 1, contrast="extreme")

@@ -105,6 +105,12 @@ def _probabilities(predictor, video: dict, batch_objects: int) -> Iterator[np.nd
     first_masks = {
         o: (int(f), video["annotations"][int(f)] == o) for o, f in zip(ids, video["first_frame"])
     }
+    for o, (f, mask) in first_masks.items():
+        if not mask.any():
+            raise ValueError(
+                f"video {video['video']}: object {o} has an empty mask on its first listed frame "
+                f"{video['frame_names'][f]} (annotation or meta.json is wrong)"
+            )
     if not ids:  # nothing to segment: all-background frames
         for frame in video["frames"]:
             yield np.zeros((0, *frame.shape[:2]), np.float32)

@@ -164,6 +164,10 @@ class VideoPredictor:
                             f"object {object_ids[i]}: first mask {mask.shape} does not match "
                             f"frame {t} of size {size}"
                         )
+                    if not mask.any():
+                        raise ValueError(
+                            f"object {object_ids[i]}: first mask on frame {t} is empty"
+                        )
                     masks[i] = resize_mask(mask, self.image_size)
                     out[i] = mask
                     start[i] = True

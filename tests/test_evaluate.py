@@ -111,6 +111,18 @@ def test_predict_late_objects_and_batching_equivalence(tiny):
     np.testing.assert_allclose(again, out, atol=1e-6)
     with pytest.raises(ValueError, match="object 4"):
         list(predictor.predict(frames, {4: (2, np.zeros((5, 5), bool))}))
+    with pytest.raises(ValueError, match="object 4: first mask on frame 2 is empty"):
+        list(predictor.predict(frames, {4: (2, np.zeros(frames.shape[1:3], bool))}))
+    video = {
+        "video": "vid7",
+        "frame_names": [f"{5 * t:05d}" for t in range(len(frames))],
+        "frames": frames,
+        "annotations": np.zeros(frames.shape[:3], np.uint8),
+        "object_ids": np.array([3], np.int32),
+        "first_frame": np.array([1], np.int32),
+    }
+    with pytest.raises(ValueError, match="video vid7: object 3 has an empty mask .* 00005"):
+        next(evaluate._probabilities(predictor, video, 0))
 
 
 def test_predict_with_tiny_s2s_pp():

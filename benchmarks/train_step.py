@@ -1,14 +1,16 @@
 r"""Training-step time and streaming-inference speed of the full-size models (not a test).
 
     python benchmarks/train_step.py [--configs=hs2s,s2s_pp,s2s] [--batch=1] [--frames=3] \
-        [--objects=1] [--repeats=3] [--image_size=256,448]
+        [--objects=1] [--repeats=3] [--image_size=256,448] [--scan_unroll=0]
 
 For each config's default (authors') model at 256x448: the jitted, donated train step
 (rnn_vos_jax.train_state.train_step: forward over `frames` frames, loss, backward, Adam update)
 on a batch of `batch` clips, and the jitted streaming inference step (method 'step': one frame for
 `objects` objects with the carry) as frames per second per object. Compile time is reported
-separately; times are medians over `repeats` runs after one warm-up. Parameters are random (speed
-does not depend on their values). Prints one line per config and the device it ran on.
+separately; times are medians over `repeats` runs after one warm-up. `scan_unroll` sets
+model.scan_unroll (0 = the clip length: XLA:CPU runs looped convolutions several times slower).
+Parameters are random (speed does not depend on their values). Prints one line per config and
+the device it ran on.
 """
 
 import argparse
@@ -38,9 +40,11 @@ def _median_time(fn, repeats):
     return float(np.median(times))
 
 
-def bench(name, batch, frames, objects, repeats, image_size):
+def bench(name, batch, frames, objects, repeats, image_size, scan_unroll=1):
     """Returns a dict of timings for configs/<name>.py at `image_size`."""
     config = CONFIGS[name].get_config()
+    config.unlock()
+    config.model.scan_unroll = scan_unroll
     model = models.build(config.model)
     h, w = image_size
     mesh = sharding.make_mesh(1)
@@ -105,16 +109,19 @@ def main(argv=None):
     p.add_argument("--objects", type=int, default=1, help="objects segmented together")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--image_size", default="256,448")
+    p.add_argument("--scan_unroll", type=int, default=0, help="0 = frames - 1 (fully unrolled)")
     args = p.parse_args(argv)
     image_size = tuple(int(v) for v in args.image_size.split(","))
     print(f"command: python benchmarks/train_step.py {' '.join(argv or sys.argv[1:])}")
     print(
         f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()}),"
         f" {os.cpu_count()} host CPUs; batch {args.batch}, T={args.frames}, "
-        f"{image_size[0]}x{image_size[1]}, float32"
+        f"{image_size[0]}x{image_size[1]}, float32, scan_unroll "
+        f"{args.scan_unroll or args.frames - 1}"
     )
     for name in args.configs.split(","):
-        r = bench(name, args.batch, args.frames, args.objects, args.repeats, image_size)
+        unroll = args.scan_unroll or args.frames - 1
+        r = bench(name, args.batch, args.frames, args.objects, args.repeats, image_size, unroll)
         print(
             f"{name:7s} {r['params_M']:7.1f}M params | train step {r['step_s']:7.2f} s "
             f"({r['clips_per_s']:.3f} clips/s; compile {r['step_compile_s']:.0f} s) | inference "

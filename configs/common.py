@@ -158,6 +158,7 @@ def demo_config() -> ml_collections.ConfigDict:
     c.frame_size = (96, 160)  # (H, W) of the synthetic videos
     c.num_frames = (12, 20)  # (min, max) frames per video
     c.num_objects = (1, 2)  # (min, max) objects per video
+    c.contrast = "natural"  # data_prep.make_synthetic.CONTRASTS
     c.num_shards = 2
     return c
 
@@ -183,3 +184,5 @@ def shrink_for_demo(c: ml_collections.ConfigDict) -> None:
     c.train.tensorboard = True
     c.train.checkpoint.every_steps = 100
     c.train.checkpoint.keep = 2
+    # Unroll the whole clip: XLA:CPU runs convolutions in a while loop ~3.5x slower.
+    c.model.scan_unroll = c.data.max_clip_len

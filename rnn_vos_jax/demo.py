@@ -49,6 +49,7 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
             frame_sizes=[tuple(demo.frame_size)],
             num_frames=tuple(demo.num_frames),
             num_objects=tuple(demo.num_objects),
+            contrast=demo.contrast,
         )
         for split, folder in splits.items():
             out = os.path.join(records, split)

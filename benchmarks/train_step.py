@@ -112,15 +112,14 @@ def main(argv=None):
     p.add_argument("--scan_unroll", type=int, default=0, help="0 = frames - 1 (fully unrolled)")
     args = p.parse_args(argv)
     image_size = tuple(int(v) for v in args.image_size.split(","))
+    unroll = args.scan_unroll or args.frames - 1
     print(f"command: python benchmarks/train_step.py {' '.join(argv or sys.argv[1:])}")
     print(
         f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()}),"
         f" {os.cpu_count()} host CPUs; batch {args.batch}, T={args.frames}, "
-        f"{image_size[0]}x{image_size[1]}, float32, scan_unroll "
-        f"{args.scan_unroll or args.frames - 1}"
+        f"{image_size[0]}x{image_size[1]}, float32, scan_unroll {unroll}"
     )
     for name in args.configs.split(","):
-        unroll = args.scan_unroll or args.frames - 1
         r = bench(name, args.batch, args.frames, args.objects, args.repeats, image_size, unroll)
         print(
             f"{name:7s} {r['params_M']:7.1f}M params | train step {r['step_s']:7.2f} s "

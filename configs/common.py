@@ -184,5 +184,6 @@ def shrink_for_demo(c: ml_collections.ConfigDict) -> None:
     c.train.tensorboard = True
     c.train.checkpoint.every_steps = 100
     c.train.checkpoint.keep = 2
-    # Unroll the whole clip: XLA:CPU runs convolutions in a while loop ~3.5x slower.
+    # Unroll the whole clip: XLA:CPU runs convolutions in a while loop ~3.5x slower. (A plain
+    # value, not a reference: overriding one must not change the other.)
     c.model.scan_unroll = c.data.max_clip_len

@@ -55,10 +55,10 @@ def demo(c) -> None:
     Departures from the recipe, all for the CPU budget: width / 16, one block per ResNet stage,
     3x3 skip-memory, 96x96 frames, clips of 4..6 predicted frames (scan fully unrolled), 6
     distance classes (border 10, bin 5), lr 5e-4, gradients clipped at norm 5, and a loss
-    weighted towards Jaccard (0.1 BCE + 0.7 Jaccard + 0.2 CE). Two changes make a from-scratch model use appearance instead of copying
-    the previous mask, which alone erodes the mask a little every frame: high-contrast synthetic
-    videos (objects always brighter than the background) and GT previous masks shifted by up to
-    4 px in training (model.mask_jitter). Scheduled sampling starts at epoch 5 and reaches
+    weighted towards Jaccard (0.1 BCE + 0.7 Jaccard + 0.2 CE). Two changes make a from-scratch
+    model use appearance instead of copying the previous mask, which alone erodes the mask a
+    little every frame: high-contrast synthetic videos (objects always brighter than the
+    background) and GT previous masks shifted by up to 4 px in training (model.mask_jitter). Scheduled sampling starts at epoch 5 and reaches
     P = 0.75 (floor 0.25) at epoch 27, so the model also learns from its own fed-back masks.
     """
     common.shrink_for_demo(c)
@@ -77,13 +77,11 @@ def demo(c) -> None:
     c.data.antialias = False
     c.data.min_clip_len = 4
     c.data.max_clip_len = 6
-    c.model.scan_unroll = 6
+    c.model.scan_unroll = c.data.max_clip_len
     c.data.curriculum = "none"
     c.train.learning_rate = 5e-4
     c.train.num_epochs = 80
-    c.train.grad_clip_norm = (
-        5.0  # rare 10-40x gradient spikes (fed-back masks that lost the object)
-    )
+    c.train.grad_clip_norm = 5.0  # rare 10-40x spikes (fed-back masks that lost the object)
     c.train.lr_decay.after_epoch = 64
     c.train.lr_decay.every_epochs = 4
     c.train.lr_decay.factor = 0.8

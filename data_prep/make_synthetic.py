@@ -76,6 +76,7 @@ def _sample_objects(
     hues = rng.uniform() + np.arange(count) / count + rng.uniform(-0.04, 0.04, count)
     times = np.arange(length, dtype=np.float64)
     progress = times / max(1, length - 1)
+    levels = CONTRASTS[contrast]
     objects = []
     for i in range(count):
         category = first_category if (i == 0 and first_category) else str(rng.choice(categories))
@@ -95,7 +96,6 @@ def _sample_objects(
         path += wobble * np.stack([np.sin(freq * times + phase), np.cos(freq * times + phase)], 1)
         growth = rng.uniform(0.7, 1.4) ** progress
         pulse = 1 + 0.06 * np.sin(rng.uniform(0.1, 0.5) * times + rng.uniform(0, 2 * np.pi))
-        levels = CONTRASTS[contrast]
         saturation, value = rng.uniform(0.65, 1.0), rng.uniform(*levels["object"])
         colours = (
             render.hsv_colour(hues[i], saturation, value),

@@ -1,7 +1,7 @@
 """Evaluation videos: a raw YouTube-VOS/DAVIS folder (VOSReader) or converted records.
 
-Both give the per-video dict of contract section 3 (frames at original size); decoding runs on a
-prefetch thread so it overlaps inference. TensorFlow is imported only when records are read.
+Both give `eval_video.EvalVideo`s (frames at original size); decoding runs on a prefetch thread
+so it overlaps inference. TensorFlow is imported only when records are read.
 """
 
 from __future__ import annotations
@@ -17,10 +17,15 @@ import numpy as np
 from absl import logging
 
 from rnn_vos_jax import score, vos_reader
+from rnn_vos_jax.eval_video import EvalVideo
 
 
-def reader_video(reader: vos_reader.VOSReader, name: str) -> dict:
-    """One video of a raw folder as the eval dict of contract section 3 (frames at full size)."""
+def reader_video(reader: vos_reader.VOSReader, name: str) -> EvalVideo:
+    """One video of a raw folder, frames at full size.
+
+    Raises:
+      ValueError: naming the video when an object's first frame has no JPEG or PNG.
+    """
     info = reader.video(name)
     annotated = set(info.annotated)
     frames = np.stack([reader.read_frame(name, f) for f in info.frames])
@@ -35,18 +40,18 @@ def reader_video(reader: vos_reader.VOSReader, name: str) -> dict:
         if f0 not in info.frames or f0 not in annotated:
             raise ValueError(f"video {name}: object {obj_id}'s first frame {f0} has no JPEG or PNG")
         first.append(info.frames.index(f0))
-    return {
-        "video": name,
-        "frame_names": list(info.frames),
-        "frames": frames,
-        "annotations": annotations,
-        "annotated": np.array([f in annotated for f in info.frames]),
-        "object_ids": np.asarray(ids, np.int32),
-        "categories": [info.objects[o].category or "" for o in ids],
-        "first_frame": np.asarray(first, np.int32),
-        "height": info.height,
-        "width": info.width,
-    }
+    return EvalVideo(
+        name=name,
+        frame_names=list(info.frames),
+        frames=frames,
+        annotations=annotations,
+        annotated=np.array([f in annotated for f in info.frames]),
+        object_ids=np.asarray(ids, np.int32),
+        categories=[info.objects[o].category or "" for o in ids],
+        first_frame=np.asarray(first, np.int32),
+        height=info.height,
+        width=info.width,
+    )
 
 
 def prefetch(items: Iterator, size: int = 2) -> Iterator:
@@ -115,8 +120,8 @@ class EvalSource:
         else:
             raise ValueError("evaluation needs config.data.eval_dir or config.data.eval_records")
 
-    def videos(self, skip) -> Iterator[dict | str]:
-        """Yields eval dicts, or just the name of a video that ``skip(name)`` says is done."""
+    def videos(self, skip) -> Iterator[EvalVideo | str]:
+        """Yields EvalVideos, or just the name of a video that ``skip(name)`` says is done."""
         if self._reader is not None:
             for name in self.names:
                 yield name if skip(name) else reader_video(self._reader, name)
@@ -124,7 +129,7 @@ class EvalSource:
         from rnn_vos_jax import input_pipeline_eval  # TensorFlow only on this path
 
         for video in input_pipeline_eval.eval_videos(self._records):
-            yield video["video"] if skip(video["video"]) else video
+            yield video.name if skip(video.name) else video
 
 
 def seen_categories(config) -> set[str] | None:

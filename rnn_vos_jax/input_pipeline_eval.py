@@ -1,9 +1,10 @@
-"""Evaluation input: whole videos from TFRecords at their original size (contract §3 eval dict)."""
+"""Evaluation input: whole videos from TFRecords at their original size, as `EvalVideo`s."""
 
 import numpy as np
 import tensorflow as tf
 
 from rnn_vos_jax import augment, input_pipeline, record_schema
+from rnn_vos_jax.eval_video import EvalVideo
 
 
 def _decode(serialized):
@@ -25,9 +26,12 @@ def eval_videos(records, *, process_index: int = 0, process_count: int = 1):
         process_index, process_count: files are split as in training (files[p::n]).
 
     Yields:
-        dict: video str; frame_names list[str]; frames uint8[N,H0,W0,3]; annotations uint8[N,H0,W0]
-        ids (0 where no PNG); annotated bool[N]; object_ids int32[K]; categories list[str];
-        first_frame int32[K] (first frame listed for each object); height, width int.
+        EvalVideo: frames uint8[N,H0,W0,3], annotations uint8[N,H0,W0] (0 where no PNG),
+        first_frame int32[K] the first frame listed for each object in the record.
+
+    Raises:
+        ValueError: naming the video when its frames or PNGs disagree with the record's size or
+        an object has no listed frame.
     """
     files = input_pipeline.split_files(
         input_pipeline.record_files(records), process_index, process_count
@@ -39,10 +43,6 @@ def eval_videos(records, *, process_index: int = 0, process_count: int = 1):
         video = ex[record_schema.VIDEO].decode()
         height, width = int(ex[record_schema.HEIGHT]), int(ex[record_schema.WIDTH])
         frames = ex["frames"]
-        if frames.shape[1:3] != (height, width):
-            raise ValueError(
-                f"video {video}: frames are {frames.shape[1:3]}, record says {(height, width)}"
-            )
         pngs = list(ex[record_schema.PNG])
         ids = np.stack([augment.decode_ids(p, height, width, f"video {video}") for p in pngs])
         annotated = np.array([bool(p) for p in pngs])
@@ -50,15 +50,15 @@ def eval_videos(records, *, process_index: int = 0, process_count: int = 1):
         listed = ex[record_schema.OBJECT_FRAMES].reshape(len(object_ids), len(frames)) > 0
         if len(object_ids) and not listed.any(axis=1).all():
             raise ValueError(f"video {video}: an object has no listed frame")
-        yield {
-            "video": video,
-            "frame_names": [n.decode() for n in ex[record_schema.FRAME_NAMES]],
-            "frames": frames,
-            "annotations": ids,
-            "annotated": annotated,
-            "object_ids": object_ids,
-            "categories": [c.decode() for c in ex[record_schema.CATEGORIES]],
-            "first_frame": listed.argmax(axis=1).astype(np.int32),
-            "height": height,
-            "width": width,
-        }
+        yield EvalVideo(
+            name=video,
+            frame_names=[n.decode() for n in ex[record_schema.FRAME_NAMES]],
+            frames=frames,
+            annotations=ids,
+            annotated=annotated,
+            object_ids=object_ids,
+            categories=[c.decode() for c in ex[record_schema.CATEGORIES]],
+            first_frame=listed.argmax(axis=1).astype(np.int32),
+            height=height,
+            width=width,
+        )

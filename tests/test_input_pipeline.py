@@ -303,20 +303,20 @@ def test_split_by_process(records):
 
 def test_eval_videos(records):
     videos = list(input_pipeline.eval_videos(",".join(records)))
-    assert [v["video"] for v in videos] == ["vid0", "vid3", "vid6", "vid1", "vid4", "vid2", "vid5"]
+    assert [v.name for v in videos] == ["vid0", "vid3", "vid6", "vid1", "vid4", "vid2", "vid5"]
     v0 = videos[0]
-    assert v0["frames"].shape == (4, 48, 80, 3) and v0["frames"].dtype == np.uint8
-    assert v0["annotations"].shape == (4, 48, 80) and v0["annotated"].all()
-    assert v0["frame_names"] == ["00000", "00005", "00010", "00015"]
-    np.testing.assert_array_equal(v0["object_ids"], [1, 3])
-    np.testing.assert_array_equal(v0["first_frame"], [0, 1])  # object 3 is listed on frame 1
-    assert v0["categories"] == ["box", "box"] and (v0["height"], v0["width"]) == (48, 80)
-    assert (v0["annotations"][1] == 3).sum() == 10 * 20 and not (v0["annotations"][0] == 3).any()
-    red = v0["frames"][0, 10:22, 12:28].astype(int)
+    assert v0.frames.shape == (4, 48, 80, 3) and v0.frames.dtype == np.uint8
+    assert v0.annotations.shape == (4, 48, 80) and v0.annotated.all()
+    assert v0.frame_names == ["00000", "00005", "00010", "00015"]
+    np.testing.assert_array_equal(v0.object_ids, [1, 3])
+    np.testing.assert_array_equal(v0.first_frame, [0, 1])  # object 3 is listed on frame 1
+    assert v0.categories == ["box", "box"] and (v0.height, v0.width) == (48, 80)
+    assert (v0.annotations[1] == 3).sum() == 10 * 20 and not (v0.annotations[0] == 3).any()
+    red = v0.frames[0, 10:22, 12:28].astype(int)
     assert np.abs(red - np.array(RED)).max() < 20
     v6 = videos[2]
-    np.testing.assert_array_equal(v6["first_frame"], [0, 2])
-    assert len(videos[1]["object_ids"]) == 1
+    np.testing.assert_array_equal(v6.first_frame, [0, 2])
+    assert len(videos[1].object_ids) == 1
 
 
 def test_bad_input_errors(records):
@@ -338,18 +338,16 @@ def test_synthetic_dataset_round_trip(tmp_path):
     convert.convert(splits["train"], out, num_shards=2)
     reader = vos_reader.VOSReader(splits["train"])
     videos = list(input_pipeline.eval_videos(out))
-    assert sorted(v["video"] for v in videos) == reader.video_names()
+    assert sorted(v.name for v in videos) == reader.video_names()
     for v in videos:
-        info = reader.video(v["video"])
-        assert v["frame_names"] == info.frames and (v["height"], v["width"]) == (36, 64)
-        np.testing.assert_array_equal(v["object_ids"], sorted(info.objects))
+        info = reader.video(v.name)
+        assert v.frame_names == info.frames and (v.height, v.width) == (36, 64)
+        np.testing.assert_array_equal(v.object_ids, sorted(info.objects))
         first = [info.frames.index(info.objects[k].frames[0]) for k in sorted(info.objects)]
-        np.testing.assert_array_equal(v["first_frame"], first)
+        np.testing.assert_array_equal(v.first_frame, first)
         for n, name in enumerate(info.frames):
-            np.testing.assert_array_equal(
-                v["annotations"][n], reader.read_annotation(v["video"], name)
-            )
-            diff = v["frames"][n].astype(int) - reader.read_frame(v["video"], name)
+            np.testing.assert_array_equal(v.annotations[n], reader.read_annotation(v.name, name))
+            diff = v.frames[n].astype(int) - reader.read_frame(v.name, name)
             assert np.abs(diff).max() <= 2
     data = _config([out], image_size=(32, 64), batch_size=2)
     data.train_records = out

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from data_prep import make_synthetic
-from rnn_vos_jax import vos_reader
+from rnn_vos_jax import eval_data, vos_reader
+from rnn_vos_jax.eval_video import EvalVideo
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +172,59 @@ def test_davis_2016_binary_masks(synth, tmp_path):
     np.testing.assert_array_equal(
         vos_reader.decode_annotation(reader.annotation_path(name, "00000")), ids
     )
+
+
+def test_reader_video_is_an_eval_video(synth):
+    reader = vos_reader.VOSReader(os.path.join(synth, "valid"))
+    name = reader.video_names()[0]
+    info = reader.video(name)
+    video = eval_data.reader_video(reader, name)
+    n, k = len(info.frames), len(info.objects)
+    assert isinstance(video, EvalVideo) and video.name == name
+    assert video.frames.shape == (n, 48, 64, 3) and video.frames.dtype == np.uint8
+    np.testing.assert_array_equal(video.frames[1], reader.read_frame(name, info.frames[1]))
+    np.testing.assert_array_equal(
+        video.annotations[2], reader.read_annotation(name, info.frames[2])
+    )
+    assert video.annotated.tolist() == [True] * n  # synthetic valid has every PNG
+    np.testing.assert_array_equal(video.object_ids, sorted(info.objects))
+    first = [info.frames.index(info.objects[o].frames[0]) for o in sorted(info.objects)]
+    np.testing.assert_array_equal(video.first_frame, first)
+    assert len(video.categories) == k and all(video.categories)
+    meta = video.without_frames()
+    assert meta.frames is None and video.frames is not None
+    np.testing.assert_array_equal(meta.annotations, video.annotations)
+    assert (meta.name, meta.height, meta.width) == (name, 48, 64)
+
+
+def test_eval_video_rejects_inconsistent_shapes():
+    fields = {
+        "name": "vidx",
+        "frame_names": ["00000", "00005"],
+        "frames": np.zeros((2, 4, 6, 3), np.uint8),
+        "annotations": np.zeros((2, 4, 6), np.uint8),
+        "annotated": np.array([True, False]),
+        "object_ids": np.array([1, 2], np.int32),
+        "categories": ["a", ""],
+        "first_frame": np.array([0, 1], np.int32),
+        "height": 4,
+        "width": 6,
+    }
+    EvalVideo(**fields)
+    bad = {
+        "frames": np.zeros((2, 5, 6, 3), np.uint8),
+        "annotations": np.zeros((3, 4, 6), np.uint8),
+        "annotated": np.array([True]),
+        "first_frame": np.array([0], np.int32),
+        "categories": ["a"],
+    }
+    for field, value in bad.items():
+        with pytest.raises(ValueError, match="video vidx"):
+            EvalVideo(**{**fields, field: value})
+    with pytest.raises(ValueError, match=r"frames are \(5, 6\), the video says \(4, 6\)"):
+        EvalVideo(**{**fields, "frames": bad["frames"]})
+    with pytest.raises(ValueError, match=r"first frames \[0 2\] not in \[0, 2\)"):
+        EvalVideo(**{**fields, "first_frame": np.array([0, 2], np.int32)})
 
 
 def test_palette_and_annotation_codecs():

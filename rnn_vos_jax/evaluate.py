@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 
 from rnn_vos_jax import checkpoints, eval_data, inference, metrics, models, png_writer, score
+from rnn_vos_jax.eval_video import EvalVideo
 
 EVAL_DIR = "eval"
 
@@ -72,16 +73,18 @@ class _Marker:
         return marker
 
 
-def _score_and_mark(marker: _Marker, video: dict, pred_ids: list, include_first_last: bool, fps):
+def _score_and_mark(
+    marker: _Marker, video: EvalVideo, pred_ids: list, include_first_last: bool, fps
+):
     """Writer-thread job: scores a finished video and writes its marker (after its PNGs)."""
-    name, ids = video["video"], [int(i) for i in video["object_ids"]]
-    first = dict(zip(ids, (int(f) for f in video["first_frame"])))
-    cats = {o: (c or None) for o, c in zip(ids, video["categories"])}
-    full_gt = bool(np.all(video["annotated"]))
-    entry = {"checkpoint": marker.label, "frames": list(video["frame_names"]), "scored": full_gt}
+    name, ids = video.name, [int(i) for i in video.object_ids]
+    first = dict(zip(ids, (int(f) for f in video.first_frame)))
+    cats = {o: (c or None) for o, c in zip(ids, video.categories)}
+    full_gt = bool(np.all(video.annotated))
+    entry = {"checkpoint": marker.label, "frames": list(video.frame_names), "scored": full_gt}
     line = f"{name}: {len(ids)} objects, {len(pred_ids)} frames, {fps:.1f} frames/s"
     if full_gt:
-        anns = list(video["annotations"])
+        anns = list(video.annotations)
         kw = {"categories": cats, "include_first_last": include_first_last}
         model = metrics.score_video(pred_ids, anns, first, **kw)
         base = metrics.score_video(None, anns, first, **kw)
@@ -99,25 +102,25 @@ def _score_and_mark(marker: _Marker, video: dict, pred_ids: list, include_first_
     logging.info("%s", line)
 
 
-def _probabilities(predictor, video: dict, batch_objects: int) -> Iterator[np.ndarray]:
+def _probabilities(predictor, video: EvalVideo, batch_objects: int) -> Iterator[np.ndarray]:
     """Per-frame float32[K, H0, W0] for all objects, in groups of batch_objects run in lockstep."""
-    ids = [int(i) for i in video["object_ids"]]
+    ids = [int(i) for i in video.object_ids]
     first_masks = {
-        o: (int(f), video["annotations"][int(f)] == o) for o, f in zip(ids, video["first_frame"])
+        o: (int(f), video.annotations[int(f)] == o) for o, f in zip(ids, video.first_frame)
     }
     for o, (f, mask) in first_masks.items():
         if not mask.any():
             raise ValueError(
-                f"video {video['video']}: object {o} has an empty mask on its first listed frame "
-                f"{video['frame_names'][f]} (annotation or meta.json is wrong)"
+                f"video {video.name}: object {o} has an empty mask on its first listed frame "
+                f"{video.frame_names[f]} (annotation or meta.json is wrong)"
             )
     if not ids:  # nothing to segment: all-background frames
-        for frame in video["frames"]:
+        for frame in video.frames:
             yield np.zeros((0, *frame.shape[:2]), np.float32)
         return
     size = batch_objects if batch_objects > 0 else len(ids)
     groups = [ids[i : i + size] for i in range(0, len(ids), size)]
-    streams = [predictor.predict(video["frames"], {o: first_masks[o] for o in g}) for g in groups]
+    streams = [predictor.predict(video.frames, {o: first_masks[o] for o in g}) for g in groups]
     for parts in zip(*streams):
         yield np.concatenate(parts)
 
@@ -166,18 +169,18 @@ def evaluate_checkpoint(
                 skipped += 1
                 continue
             video, start = item, time.time()
-            names.append(video["video"])
+            names.append(video.name)
             pred_ids = []
             for n, probs in enumerate(
                 _probabilities(predictor, video, int(config.eval.get("batch_objects", 0)))
             ):
-                ids = inference.merge_probabilities(probs, video["object_ids"].tolist())
+                ids = inference.merge_probabilities(probs, video.object_ids.tolist())
                 pred_ids.append(ids)
                 if save_pngs:
-                    frame = video["frame_names"][n]
-                    writer.write(os.path.join(marker.png_dir, video["video"], frame + ".png"), ids)
+                    frame = video.frame_names[n]
+                    writer.write(os.path.join(marker.png_dir, video.name, frame + ".png"), ids)
             fps = len(pred_ids) / max(time.time() - start, 1e-9)
-            meta = {k: v for k, v in video.items() if k != "frames"}  # frames can go now
+            meta = video.without_frames()  # frames can go now
             writer.submit(_score_and_mark, marker, meta, pred_ids, include, fps)
     if skipped:
         logging.info("resumed: %d of %d videos were already done", skipped, len(names))

@@ -22,6 +22,7 @@ from rnn_vos_jax import (
     score,
     vos_reader,
 )
+from rnn_vos_jax.eval_video import EvalVideo
 
 TINY_MODEL = {"name": "hs2s", "width_divisor": 16, "blocks": (1, 1, 1, 1), "num_classes": 6}
 IMAGE_SIZE = (32, 64)
@@ -113,14 +114,18 @@ def test_predict_late_objects_and_batching_equivalence(tiny):
         list(predictor.predict(frames, {4: (2, np.zeros((5, 5), bool))}))
     with pytest.raises(ValueError, match="object 4: first mask on frame 2 is empty"):
         list(predictor.predict(frames, {4: (2, np.zeros(frames.shape[1:3], bool))}))
-    video = {
-        "video": "vid7",
-        "frame_names": [f"{5 * t:05d}" for t in range(len(frames))],
-        "frames": frames,
-        "annotations": np.zeros(frames.shape[:3], np.uint8),
-        "object_ids": np.array([3], np.int32),
-        "first_frame": np.array([1], np.int32),
-    }
+    video = EvalVideo(
+        name="vid7",
+        frame_names=[f"{5 * t:05d}" for t in range(len(frames))],
+        frames=frames,
+        annotations=np.zeros(frames.shape[:3], np.uint8),
+        annotated=np.ones(len(frames), bool),
+        object_ids=np.array([3], np.int32),
+        categories=[""],
+        first_frame=np.array([1], np.int32),
+        height=frames.shape[1],
+        width=frames.shape[2],
+    )
     with pytest.raises(ValueError, match="video vid7: object 3 has an empty mask .* 00005"):
         next(evaluate._probabilities(predictor, video, 0))
 

@@ -1,4 +1,4 @@
-"""tf.data input pipelines: training clips (one (video, object) pair per sample) and eval videos.
+"""tf.data training pipeline: clips of one (video, object) pair per sample.
 
 Training, per process (`train_dataset` / `train_iterator`):
   record files split by process (files[p::n]) -> for each epoch e: files shuffled by (seed, e) ->
@@ -19,13 +19,14 @@ starting uniformly among valid starts; objects with fewer entries give all their
 are padded to T = max_clip_len + 1 frames; `valid` marks the real prefix.
 
 Batches (numpy): frames uint8[B,T,H,W,3], masks float32[B,T,H,W,1], distance int32[B,T,H,W],
-valid bool[B,T]. Eval (`eval_videos`, in input_pipeline_eval.py): one dict per whole video at
-original size (contract §3).
+valid bool[B,T]. Evaluation videos are read by `input_pipeline_eval.eval_videos` (whole videos
+at original size, as `eval_video.EvalVideo`s); which files a process reads is in
+input_pipeline_files.py, shared by both.
 
 Keys read from `config.data` (defaults in `default_data_config()`):
   train_records        shard directory (with dataset_info.json or *.tfrecord), glob, or
                        comma-separated list of TFRecord files of the training split ('')
-  eval_records         same, for the evaluation split (''; read by eval_videos)
+  eval_records         same, for the evaluation split (''; read by input_pipeline_eval)
   eval_dir             raw folder evaluated without conversion (''; read by evaluate, not here)
   image_size           (H, W) output size, (256, 448)
   batch_size           samples per batch per process, 4
@@ -362,12 +363,3 @@ class _NumpyIterator:
 def train_iterator(data, **kwargs):
     """`train_dataset(data, **kwargs)` as an iterator of dicts of numpy arrays (has close())."""
     return _NumpyIterator(train_dataset(data, **kwargs))
-
-
-def eval_videos(records, *, process_index: int = 0, process_count: int = 1):
-    """Whole videos at original size from TFRecords; see `input_pipeline_eval.eval_videos`."""
-    from rnn_vos_jax import input_pipeline_eval  # it imports this module
-
-    return input_pipeline_eval.eval_videos(
-        records, process_index=process_index, process_count=process_count
-    )

@@ -3,8 +3,9 @@
 import numpy as np
 import tensorflow as tf
 
-from rnn_vos_jax import augment, input_pipeline, record_schema
+from rnn_vos_jax import augment, record_schema
 from rnn_vos_jax.eval_video import EvalVideo
+from rnn_vos_jax.input_pipeline_files import record_files, split_files
 
 
 def _decode(serialized):
@@ -33,9 +34,7 @@ def eval_videos(records, *, process_index: int = 0, process_count: int = 1):
         ValueError: naming the video when its frames or PNGs disagree with the record's size or
         an object has no listed frame.
     """
-    files = input_pipeline.split_files(
-        input_pipeline.record_files(records), process_index, process_count
-    )
+    files = split_files(record_files(records), process_index, process_count)
     ds = tf.data.TFRecordDataset(files).map(
         tf.autograph.experimental.do_not_convert(_decode), num_parallel_calls=2, deterministic=True
     )

@@ -10,7 +10,7 @@ from PIL import Image
 
 from data_prep import convert, make_synthetic
 from rnn_vos_jax import augment as aug
-from rnn_vos_jax import distance, input_pipeline, record_schema, vos_reader
+from rnn_vos_jax import distance, input_pipeline, input_pipeline_eval, record_schema, vos_reader
 
 RED, BLUE = (250, 10, 10), (20, 40, 200)
 
@@ -302,7 +302,7 @@ def test_split_by_process(records):
 
 
 def test_eval_videos(records):
-    videos = list(input_pipeline.eval_videos(",".join(records)))
+    videos = list(input_pipeline_eval.eval_videos(",".join(records)))
     assert [v.name for v in videos] == ["vid0", "vid3", "vid6", "vid1", "vid4", "vid2", "vid5"]
     v0 = videos[0]
     assert v0.frames.shape == (4, 48, 80, 3) and v0.frames.dtype == np.uint8
@@ -337,7 +337,7 @@ def test_synthetic_dataset_round_trip(tmp_path):
     out = str(tmp_path / "rec")
     convert.convert(splits["train"], out, num_shards=2)
     reader = vos_reader.VOSReader(splits["train"])
-    videos = list(input_pipeline.eval_videos(out))
+    videos = list(input_pipeline_eval.eval_videos(out))
     assert sorted(v.name for v in videos) == reader.video_names()
     for v in videos:
         info = reader.video(v.name)

@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `data_prep` and `rnn_vos_
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_prep import synthetic_render as render
-from rnn_vos_jax import vos_reader
+from rnn_vos_jax import annotations
 
 SEEN_CATEGORIES = ("ellipse", "rectangle", "triangle", "star", "blob", "hexagon")
 UNSEEN_CATEGORIES = ("ring", "cross", "crescent")
@@ -230,7 +230,7 @@ def _write_split(split_dir, split, num_videos, seed, options, categories, first_
             base = os.path.join(split_dir, "{}", name, frame_name)
             Image.fromarray(frame).save(base.format("JPEGImages") + ".jpg", quality=quality)
             with open(base.format("Annotations") + ".png", "wb") as f:
-                f.write(vos_reader.encode_annotation(label))
+                f.write(annotations.encode(label))
         meta[name] = {
             "objects": {
                 str(obj_id): {

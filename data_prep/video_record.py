@@ -10,7 +10,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from rnn_vos_jax import vos_reader
+from rnn_vos_jax import annotations, vos_reader
 
 # YouTube-VOS splits whose Annotations hold PNGs only where an object first appears.
 SPARSE_SPLITS = ("valid", "test", "test-dev")
@@ -72,14 +72,12 @@ def _check_jpeg(data: bytes, path: str) -> tuple[int, int]:
 def _annotation(data: bytes, path: str, binary: bool) -> tuple[np.ndarray, bool]:
     """Decoded ids and whether the file's raw pixel values already equal them."""
     try:
-        ids = vos_reader.decode_annotation(data, binary=binary)
+        ids = annotations.decode(data, binary=binary, name=path)
         with Image.open(io.BytesIO(data)) as image:
             raw_ok = image.format == "PNG" and image.mode in ("P", "L")
             raw_ok = raw_ok and np.array_equal(np.array(image), ids)
     except (ValueError, OSError, SyntaxError) as error:
-        # decode_annotation names its source '<png bytes>' here: name the file instead
-        message = str(error).replace(vos_reader.BYTES_SOURCE, path)
-        raise BadInputError(f"unreadable annotation {path}: {message}") from error
+        raise BadInputError(f"unreadable annotation {path}: {error}") from error
     return ids, raw_ok
 
 
@@ -139,7 +137,7 @@ def load_video(reader: vos_reader.VOSReader, name: str, dense: bool | None = Non
         if unknown:
             raise BadInputError(f"annotation {path} holds object ids {unknown} not in {where}")
         present[frame] = found
-        pngs[frame_index[frame]] = data if raw_ok else vos_reader.encode_annotation(ids)
+        pngs[frame_index[frame]] = data if raw_ok else annotations.encode(ids)
     if not info.objects:
         raise BadInputError(f"video {name} has no objects in {where}")
     object_frames = np.zeros((len(info.objects), len(info.frames)), np.int64)

@@ -29,14 +29,12 @@ Units (`affine_units`):
 Positive angles rotate counter-clockwise on screen; positive shear moves lower rows to the right.
 """
 
-import io
 import math
 
 import cv2
 import numpy as np
-from PIL import Image
 
-from rnn_vos_jax import distance
+from rnn_vos_jax import annotations, distance
 
 NUM_UNIFORMS = 6  # flip, angle, scale, shear, tx, ty
 _INTERP = {"bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
@@ -157,27 +155,6 @@ def decode_frame(jpeg: bytes, orig_hw, out_hw, downscale: bool, where: str = "")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def decode_ids(png: bytes, height: int, width: int, where: str = "") -> np.ndarray:
-    """Decodes one annotation PNG (palette or grey values = object ids) to uint8[height, width].
-
-    b'' (no annotation) gives zeros. PIL is used because it returns palette indices, where
-    tf.io.decode_png and cv2 expand palettes to colours.
-    """
-    if not png:
-        return np.zeros((height, width), np.uint8)
-    try:
-        image = Image.open(io.BytesIO(png))
-        image.load()
-    except Exception as err:  # PIL raises several types for corrupt data
-        raise ValueError(f"cannot decode annotation PNG of {where}: {err}") from err
-    if image.mode not in ("P", "L"):
-        raise ValueError(f"annotation PNG of {where} has mode {image.mode}, expected P or L ids")
-    ids = np.asarray(image, dtype=np.uint8)
-    if ids.shape != (height, width):
-        raise ValueError(f"annotation PNG of {where} is {ids.shape}, frames are {(height, width)}")
-    return ids
-
-
 def make_clip(jpegs, pngs, object_id, u, orig_hw, data, num_frames, where=""):
     """Decodes, augments and labels one clip, padded with zeros to num_frames.
 
@@ -212,7 +189,7 @@ def make_clip(jpegs, pngs, object_id, u, orig_hw, data, num_frames, where=""):
         frames[t] = warp(image, frame_matrix, out_hw, data.frame_resample)
         if not png:
             raise ValueError(f"{where}: a frame listed for object {object_id} has no PNG")
-        ids = decode_ids(png, orig_hw[0], orig_hw[1], where)
+        ids = annotations.decode(png, shape=orig_hw, name=f"PNG of {where}")
         masks[t, ..., 0] = warp((ids == object_id).view(np.uint8), mask_matrix, out_hw, "nearest")
         dist[t] = distance.distance_classes(masks[t, ..., 0], data.border, data.bin_size)
     return frames, masks, dist

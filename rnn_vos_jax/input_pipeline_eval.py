@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from rnn_vos_jax import augment, record_schema
+from rnn_vos_jax import annotations, record_schema
 from rnn_vos_jax.eval_video import EvalVideo
 from rnn_vos_jax.input_pipeline_files import record_files, split_files
 
@@ -43,7 +43,8 @@ def eval_videos(records, *, process_index: int = 0, process_count: int = 1):
         height, width = int(ex[record_schema.HEIGHT]), int(ex[record_schema.WIDTH])
         frames = ex["frames"]
         pngs = list(ex[record_schema.PNG])
-        ids = np.stack([augment.decode_ids(p, height, width, f"video {video}") for p in pngs])
+        png_of = f"PNG of video {video}"
+        ids = np.stack([annotations.decode(p, shape=(height, width), name=png_of) for p in pngs])
         annotated = np.array([bool(p) for p in pngs])
         object_ids = ex[record_schema.OBJECT_IDS].astype(np.int32)
         listed = ex[record_schema.OBJECT_FRAMES].reshape(len(object_ids), len(frames)) > 0

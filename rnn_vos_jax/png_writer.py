@@ -13,23 +13,11 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image
 
-from rnn_vos_jax.vos_reader import PALETTE
+# aliased: `from __future__ import annotations` binds the name `annotations` in this module
+from rnn_vos_jax import annotations as annotation_png
 
 _STOP = object()
-
-
-def write_palette_png(path: str, ids: np.ndarray) -> None:
-    """Writes uint8[H, W] ids as a DAVIS-palette PNG, atomically (temporary file, then rename)."""
-    ids = np.asarray(ids)
-    if ids.ndim != 2 or ids.dtype != np.uint8:
-        raise ValueError(f"{path}: ids must be uint8[H, W], got {ids.dtype}{list(ids.shape)}")
-    image = Image.fromarray(ids, "P")
-    image.putpalette(PALETTE.reshape(-1).tolist())
-    tmp = f"{path}.tmp"
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
 
 
 class PngWriter:
@@ -97,4 +85,4 @@ class PngWriter:
 
 def _make_dirs_and_write(path, ids):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_palette_png(path, ids)
+    annotation_png.write(path, ids)

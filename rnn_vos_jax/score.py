@@ -3,7 +3,8 @@
     python -m rnn_vos_jax.score --predictions=DIR --annotations=DIR [--meta=meta.json] \
         [--train_meta=FILE] [--output=FILE.json] [--include_first_last] [--baseline]
 
-Both folders hold ``VIDEO/FRAME.png`` id maps (palette or grayscale). The frames scored are those
+Both folders hold ``VIDEO/FRAME.png`` id maps, decoded by ``annotations.decode`` (palette,
+grayscale or DAVIS-palette RGB; grayscale 0/255 masks read as object 1). The frames scored are those
 with a ground-truth PNG. An object's first frame is its first frame in meta.json (YouTube-VOS
 ``videos/VIDEO/objects/ID/frames``) or else the first ground-truth PNG containing its id.
 ``--train_meta`` (a YouTube-VOS meta.json or a converted split's dataset_info.json) gives the
@@ -20,22 +21,10 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
+# aliased: `annotations` is this module's word for the ground-truth folder and id maps
+from rnn_vos_jax import annotations as annotation_png
 from rnn_vos_jax import metrics
-
-
-def read_ids(path: str) -> np.ndarray:
-    """Reads an id-map PNG (palette or 8-bit grayscale) as uint8[H, W]."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("P", "L"):
-                raise ValueError(
-                    f"{path}: expected a palette or grayscale PNG of ids, got {im.mode}"
-                )
-            return np.asarray(im, np.uint8)
-    except OSError as e:
-        raise FileNotFoundError(f"cannot read id map {path}: {e}") from e
 
 
 def load_categories(path: str) -> set[str]:
@@ -92,7 +81,7 @@ def score_video_dir(
     frames = _png_frames(ann_dir)
     if not frames:
         raise FileNotFoundError(f"no ground-truth PNGs in {ann_dir}")
-    annotations = [read_ids(os.path.join(ann_dir, f + ".png")) for f in frames]
+    annotations = [annotation_png.decode(os.path.join(ann_dir, f + ".png")) for f in frames]
     first_frames, categories = {}, {}
     if objects_meta is not None:
         for obj_id, o in objects_meta.items():
@@ -120,7 +109,7 @@ def score_video_dir(
             path = os.path.join(pred_dir, frames[n] + ".png")
             if not os.path.exists(path):
                 raise FileNotFoundError(f"missing prediction {path}")
-            pred = read_ids(path)
+            pred = annotation_png.decode(path)
             if pred.shape != annotations[n].shape:
                 raise ValueError(
                     f"{path}: size {pred.shape} differs from the ground truth's {annotations[n].shape}"

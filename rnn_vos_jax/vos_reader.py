@@ -14,105 +14,16 @@ Layouts:
 """
 
 import dataclasses
-import io
 import json
 import os
 
 import numpy as np
 from PIL import Image
 
-BYTES_SOURCE = "<png bytes>"  # how errors name an annotation decoded from bytes
+from rnn_vos_jax import annotations
+
 YOUTUBE_VOS = "youtube_vos"
 DAVIS = "davis"
-
-
-def davis_palette() -> np.ndarray:
-    """The DAVIS / PASCAL VOC palette: uint8[256, 3], index 0 black, 1 (128, 0, 0), 2 (0, 128, 0)."""
-    palette = np.zeros((256, 3), np.uint8)
-    for index in range(256):
-        code, rgb = index, [0, 0, 0]
-        for bit in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((code >> channel) & 1) << (7 - bit)
-            code >>= 3
-        palette[index] = rgb
-    return palette
-
-
-PALETTE = davis_palette()
-
-
-def encode_annotation(ids: np.ndarray) -> bytes:
-    """Encodes object ids uint8[H, W] as a palette PNG with the DAVIS palette."""
-    ids = np.asarray(ids)
-    if ids.ndim != 2 or ids.dtype != np.uint8:
-        raise ValueError(f"annotation must be uint8[H, W], got {ids.dtype}{list(ids.shape)}")
-    image = Image.fromarray(ids)
-    image.putpalette(PALETTE.reshape(-1).tolist())
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _rgb_to_ids(rgb: np.ndarray, source: str) -> np.ndarray:
-    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-        return rgb[..., 0]
-    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-    palette_codes = (PALETTE[:, 0].astype(np.int32) << 16) | (PALETTE[:, 1].astype(np.int32) << 8)
-    palette_codes |= PALETTE[:, 2]
-    lookup = {int(code): index for index, code in reversed(list(enumerate(palette_codes)))}
-    unique, inverse = np.unique(codes, return_inverse=True)
-    missing = [hex(int(c)) for c in unique if int(c) not in lookup]
-    if missing:
-        raise ValueError(f"{source}: RGB colours {missing[:5]} are not in the DAVIS palette")
-    return np.array([lookup[int(c)] for c in unique], np.uint8)[inverse].reshape(codes.shape)
-
-
-def decode_annotation(source: str | bytes, binary: bool = False) -> np.ndarray:
-    """Decodes an annotation PNG (palette, greyscale ids or 0/255, or RGB colours) to object ids.
-
-    Args:
-      source: a file path or the PNG bytes.
-      binary: map every nonzero value to 1 (DAVIS 2016 protocol).
-
-    Returns:
-      uint8[H, W] ids, 0 = background. Greyscale masks holding only 0 and 255 map 255 to 1.
-
-    Raises:
-      ValueError: naming the file when it cannot be decoded or holds unknown colours.
-    """
-    name = BYTES_SOURCE if isinstance(source, bytes) else source
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            image.load()
-            mode = image.mode
-            if mode in ("P", "L"):
-                ids = np.array(image)
-            elif mode == "LA":  # the alpha channel carries no ids
-                ids = np.array(image.getchannel("L"))
-            elif mode == "1":
-                ids = np.array(image.convert("L"))
-            elif mode in ("RGB", "RGBA"):
-                ids = _rgb_to_ids(np.array(image.convert("RGB")), name)
-            elif mode.startswith("I"):
-                ids = np.array(image)
-                if ids.max(initial=0) > 255:
-                    raise ValueError(f"{name}: ids above 255 in a {mode} PNG")
-                ids = ids.astype(np.uint8)
-            else:
-                raise ValueError(f"{name}: unsupported annotation image mode {mode}")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"annotation file not found: {name}") from None
-    except Image.UnidentifiedImageError as error:
-        raise ValueError(f"cannot read annotation {name}: not an image file") from error
-    except (OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read annotation {name}: {error}") from error
-    if binary:
-        return (ids > 0).astype(np.uint8)
-    greyscale = mode in ("L", "LA", "1", "RGB", "RGBA")
-    if greyscale and ids.max(initial=0) == 255 and np.all((ids == 0) | (ids == 255)):
-        ids = (ids > 0).astype(np.uint8)
-    return ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,5 +209,5 @@ class VOSReader:
             raise ValueError(f"cannot read frame {path}: {error}") from error
 
     def read_annotation(self, name: str, frame: str) -> np.ndarray:
-        """Annotation of a frame as uint8[H, W] object ids (0 = background)."""
-        return decode_annotation(self.annotation_path(name, frame), binary=self.binary)
+        """Annotation of a frame as uint8[H, W] object ids (0 = background; `annotations.decode`)."""
+        return annotations.decode(self.annotation_path(name, frame), binary=self.binary)

@@ -13,8 +13,8 @@ import tensorflow as tf
 from PIL import Image
 
 from data_prep import convert, make_synthetic, video_record
+from rnn_vos_jax import annotations, vos_reader
 from rnn_vos_jax import record_schema as rs
-from rnn_vos_jax import vos_reader
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +290,7 @@ def _unknown_id(d, meta, name, frames):
     ids = _pil(_read(path))
     ids[0, 0] = 7
     with open(path, "wb") as f:
-        f.write(vos_reader.encode_annotation(ids))
+        f.write(annotations.encode(ids))
     return path
 
 
@@ -300,7 +300,7 @@ def _absent_from_first(d, meta, name, frames):
     ids = _pil(_read(path))
     ids[ids == 1] = 0
     with open(path, "wb") as f:
-        f.write(vos_reader.encode_annotation(ids))
+        f.write(annotations.encode(ids))
     return path
 
 

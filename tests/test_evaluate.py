@@ -13,6 +13,7 @@ from PIL import Image
 
 from data_prep import make_synthetic
 from rnn_vos_jax import (
+    annotations,
     checkpoints,
     eval_data,
     evaluate,
@@ -151,8 +152,8 @@ def test_png_writer_round_trip_and_errors(tmp_path):
         writer.write(str(tmp_path / "a" / "00000.png"), ids)
     with Image.open(tmp_path / "a" / "00000.png") as im:
         assert im.mode == "P"
-        assert im.getpalette()[:9] == vos_reader.PALETTE[:3].reshape(-1).tolist()
-    np.testing.assert_array_equal(score.read_ids(str(tmp_path / "a" / "00000.png")), ids)
+        assert im.getpalette()[:9] == annotations.PALETTE[:3].reshape(-1).tolist()
+    np.testing.assert_array_equal(annotations.decode(str(tmp_path / "a" / "00000.png")), ids)
     writer = png_writer.PngWriter()
     writer.write(str(tmp_path / "b.png"), ids.astype(np.int32))  # wrong dtype fails in thread
     with pytest.raises(RuntimeError, match="b.png"):

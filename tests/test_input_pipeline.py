@@ -9,8 +9,15 @@ import tensorflow as tf
 from PIL import Image
 
 from data_prep import convert, make_synthetic
+from rnn_vos_jax import (
+    annotations,
+    distance,
+    input_pipeline,
+    input_pipeline_eval,
+    record_schema,
+    vos_reader,
+)
 from rnn_vos_jax import augment as aug
-from rnn_vos_jax import distance, input_pipeline, input_pipeline_eval, record_schema, vos_reader
 
 RED, BLUE = (250, 10, 10), (20, 40, 200)
 
@@ -322,11 +329,11 @@ def test_eval_videos(records):
 def test_bad_input_errors(records):
     with pytest.raises(ValueError, match="no \\(video, object\\) pair"):
         input_pipeline.train_dataset(_config(records, min_object_frames=50), seed=0)
-    with pytest.raises(ValueError, match="cannot decode annotation PNG of video x"):
-        aug.decode_ids(b"not a png", 4, 6, "video x")
-    with pytest.raises(ValueError, match="is \\(4, 6\\), frames are \\(5, 6\\)"):
-        aug.decode_ids(_png(np.zeros((4, 6))), 5, 6, "video x")
-    np.testing.assert_array_equal(aug.decode_ids(b"", 2, 3), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="cannot read annotation PNG of video x"):
+        annotations.decode(b"not a png", shape=(4, 6), name="PNG of video x")
+    with pytest.raises(ValueError, match="PNG of video x is \\(4, 6\\), frames are \\(5, 6\\)"):
+        annotations.decode(_png(np.zeros((4, 6))), shape=(5, 6), name="PNG of video x")
+    np.testing.assert_array_equal(annotations.decode(b"", shape=(2, 3)), np.zeros((2, 3)))
 
 
 def test_synthetic_dataset_round_trip(tmp_path):

@@ -5,12 +5,13 @@ import json
 import os
 import shutil
 
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
 from data_prep import make_synthetic
-from rnn_vos_jax import eval_data, vos_reader
+from rnn_vos_jax import annotations, augment, eval_data, score, vos_reader
 from rnn_vos_jax.eval_video import EvalVideo
 
 
@@ -48,7 +49,7 @@ def make_sparse_valid(src, dst):
                 ids = _ids(path)
                 ids[~np.isin(ids, firsts[name[:-4]])] = 0
                 with open(path, "wb") as f:
-                    f.write(vos_reader.encode_annotation(ids))
+                    f.write(annotations.encode(ids))
     return dst
 
 
@@ -169,9 +170,7 @@ def test_davis_2016_binary_masks(synth, tmp_path):
     np.testing.assert_array_equal(ids, (raw == 255).astype(np.uint8))
     assert list(reader.video(name).objects) == [1]
     # 0/255 greyscale masks read as id 1 without the DAVIS 2016 flag too
-    np.testing.assert_array_equal(
-        vos_reader.decode_annotation(reader.annotation_path(name, "00000")), ids
-    )
+    np.testing.assert_array_equal(annotations.decode(reader.annotation_path(name, "00000")), ids)
 
 
 def test_reader_video_is_an_eval_video(synth):
@@ -228,26 +227,84 @@ def test_eval_video_rejects_inconsistent_shapes():
 
 
 def test_palette_and_annotation_codecs():
-    assert vos_reader.PALETTE.shape == (256, 3)
-    assert vos_reader.PALETTE[:4].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
-    assert vos_reader.PALETTE[255].tolist() == [224, 224, 192]
+    assert annotations.PALETTE.shape == (256, 3)
+    assert annotations.PALETTE[:4].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
+    assert annotations.PALETTE[255].tolist() == [224, 224, 192]
     ids = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    png = vos_reader.encode_annotation(ids)
-    np.testing.assert_array_equal(vos_reader.decode_annotation(png), ids)
+    png = annotations.encode(ids)
+    np.testing.assert_array_equal(annotations.decode(png), ids)
     rgb = io.BytesIO()
-    Image.fromarray(vos_reader.PALETTE[ids]).save(rgb, format="PNG")
-    np.testing.assert_array_equal(vos_reader.decode_annotation(rgb.getvalue()), ids)
+    Image.fromarray(annotations.PALETTE[ids]).save(rgb, format="PNG")
+    np.testing.assert_array_equal(annotations.decode(rgb.getvalue()), ids)
     buffer = io.BytesIO()
     Image.fromarray(np.stack([ids, np.full_like(ids, 255)], -1), "LA").save(buffer, format="PNG")
-    np.testing.assert_array_equal(vos_reader.decode_annotation(buffer.getvalue()), ids)
-    bad = vos_reader.PALETTE[ids].copy()
+    np.testing.assert_array_equal(annotations.decode(buffer.getvalue()), ids)
+    bad = annotations.PALETTE[ids].copy()
     bad[0, 0] = (1, 2, 3)
     rgb = io.BytesIO()
     Image.fromarray(bad).save(rgb, format="PNG")
     with pytest.raises(ValueError, match="not in the DAVIS palette"):
-        vos_reader.decode_annotation(rgb.getvalue())
+        annotations.decode(rgb.getvalue())
     with pytest.raises(ValueError, match="uint8"):
-        vos_reader.encode_annotation(ids.astype(np.int32))
+        annotations.encode(ids.astype(np.int32))
+
+
+@pytest.mark.parametrize("kind", ["rgb_palette_colours", "grey_0_255"])
+def test_former_decoders_agree(tmp_path, kind):
+    """Raw-folder reading, training clips and scoring decode the same PNG to the same ids."""
+    ids = np.zeros((12, 16), np.uint8)
+    ids[2:6, 3:9] = 1
+    if kind == "rgb_palette_colours":
+        ids[7:11, 10:15] = 2
+        ids[0, :4] = 3
+        image = Image.fromarray(annotations.PALETTE[ids])  # mode RGB
+    else:
+        image = Image.fromarray(ids * 255)  # mode L, DAVIS 2016 style 0/255
+    root = tmp_path / "set"
+    for sub in ("JPEGImages", "Annotations"):
+        os.makedirs(root / sub / "vid")
+    for frame in ("00000", "00005", "00010"):
+        Image.fromarray(np.full((12, 16, 3), 90, np.uint8)).save(
+            root / "JPEGImages" / "vid" / f"{frame}.jpg"
+        )
+        image.save(root / "Annotations" / "vid" / f"{frame}.png")
+    png = (root / "Annotations" / "vid" / "00005.png").read_bytes()
+    object_ids = sorted(set(np.unique(ids).tolist()) - {0})
+
+    reader = vos_reader.VOSReader(str(root))
+    np.testing.assert_array_equal(reader.read_annotation("vid", "00005"), ids)
+    assert list(reader.video("vid").objects) == object_ids
+
+    data = ml_collections.ConfigDict(
+        {
+            "augment": False,
+            "image_size": (12, 16),
+            "border": 3,
+            "bin_size": 1,
+            "frame_resample": "bilinear",
+            "antialias": False,
+            "jpeg_downscale": False,
+        }
+    )
+    jpeg = (root / "JPEGImages" / "vid" / "00005.jpg").read_bytes()
+    u = np.zeros(augment.NUM_UNIFORMS)
+    for obj in object_ids:
+        _, masks, _ = augment.make_clip([jpeg], [png], obj, u, (12, 16), data, 1, "video vid")
+        np.testing.assert_array_equal(masks[0, ..., 0], ids == obj)
+
+    # Ground truth as given, predictions as exact palette PNGs of the ids: perfect scores on
+    # exactly the expected objects only if scoring decodes the ground truth to the same ids.
+    pred_dir = tmp_path / "pred" / "vid"
+    os.makedirs(pred_dir)
+    for frame in ("00000", "00005", "00010"):
+        annotations.write(str(pred_dir / f"{frame}.png"), ids)
+    scores = score.score_video_dir(
+        str(pred_dir), str(root / "Annotations" / "vid"), include_first_last=True
+    )
+    assert sorted(scores) == object_ids
+    for obj in object_ids:
+        np.testing.assert_array_equal(scores[obj].j, [1.0, 1.0, 1.0])
+        np.testing.assert_array_equal(scores[obj].f, [1.0, 1.0, 1.0])
 
 
 def test_errors_name_the_file(synth, tmp_path):

@@ -102,8 +102,9 @@ def test_score_errors_name_the_file(tmp_path):
     os.remove(tmp_path / "pred" / "a" / "00005.png")
     with pytest.raises(FileNotFoundError, match="00005.png"):
         score.score_directory(f"{tmp_path}/pred", f"{tmp_path}/ann")
-    Image.fromarray(np.zeros((16, 20, 3), np.uint8)).save(tmp_path / "pred" / "a" / "00005.png")
-    with pytest.raises(ValueError, match="00005.png.*RGB"):
+    off_palette = np.full((16, 20, 3), (1, 2, 3), np.uint8)  # RGB, but not a DAVIS colour
+    Image.fromarray(off_palette).save(tmp_path / "pred" / "a" / "00005.png")
+    with pytest.raises(ValueError, match="00005.png.*RGB colours.*not in the DAVIS palette"):
         score.score_directory(f"{tmp_path}/pred", f"{tmp_path}/ann")
     with pytest.raises(ValueError, match="no 'videos'"):
         score.load_meta(f"{tmp_path}/train_info.json")

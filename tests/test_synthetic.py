@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from data_prep import make_synthetic
-from rnn_vos_jax import vos_reader
+from rnn_vos_jax import annotations
 
 SIZES = ((64, 96), (48, 80))
 OPTIONS = {"frame_sizes": SIZES, "num_frames": (6, 10)}
@@ -68,7 +68,7 @@ def test_layout_and_meta_match_pngs(dataset):
                 assert png.mode == "P" and image.size == png.size
                 assert image.size[::-1] in SIZES
                 palette = np.array(png.getpalette()[:768], np.uint8).reshape(-1, 3)
-                np.testing.assert_array_equal(palette, vos_reader.PALETTE)
+                np.testing.assert_array_equal(palette, annotations.PALETTE)
                 ids_in[frame] = set(np.unique(np.array(png)).tolist()) - {0}
             objects = {int(k): v for k, v in entry["objects"].items()}
             assert sorted(objects) == list(range(1, len(objects) + 1))

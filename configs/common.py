@@ -40,9 +40,12 @@ def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
 
 
 def data_config(*, batch_size: int, curriculum: str) -> ml_collections.ConfigDict:
-    """Input pipeline settings: the keys of rnn_vos_jax/input_pipeline.py (see its docstring),
-    set to the authors' dataloader. `batch_size` here is GLOBAL (over all processes); training
-    hands each process its share."""
+    """Input pipeline settings: the one source of the `config.data` defaults.
+
+    Holds exactly input_pipeline.DATA_KEYS (meanings in rnn_vos_jax/input_pipeline.py's
+    docstring), set to the authors' dataloader; every shipped config, test and benchmark starts
+    from it. `batch_size` here is GLOBAL (over all processes); training hands each process its
+    share."""
     c = ml_collections.ConfigDict()
     c.train_records = ""  # folder of train-*.tfrecord + dataset_info.json (or glob / list)
     c.eval_records = ""  # converted evaluation split

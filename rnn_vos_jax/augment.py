@@ -19,13 +19,13 @@ tf.raw_ops.ImageProjectiveTransformV3 on CPU and it releases the GIL, so tf.data
 threads run it concurrently.
 
 Units (`affine_units`):
-  'pixels_degrees' (default): angle U(-rotation, rotation) degrees, scale U(scale[0], scale[1]),
+  'pixels_degrees': angle U(-rotation, rotation) degrees, scale U(scale[0], scale[1]),
       x-shear U(-shear, shear) degrees, translation U(-translation, translation) * width / height
       pixels, drawn independently for x and y.
-  'authors': the authors' integer draws: angle U{-rotation..rotation-1} degrees, scale
-      U{100*scale[0]..100*scale[1]-1}/100, and translation U{-100t..100t-1}/100 and shear
-      U{-shear..shear-1}/100 passed on as pixels / degrees (so they are nearly no-ops), with one
-      translation value for both axes.
+  'authors' (the shipped configs): the authors' integer draws: angle U{-rotation..rotation-1}
+      degrees, scale U{100*scale[0]..100*scale[1]-1}/100, and translation U{-100t..100t-1}/100
+      and shear U{-shear..shear-1}/100 passed on as pixels / degrees (so they are nearly
+      no-ops), with one translation value for both axes.
 Positive angles rotate counter-clockwise on screen; positive shear moves lower rows to the right.
 """
 

@@ -23,45 +23,46 @@ valid bool[B,T]. Evaluation videos are read by `input_pipeline_eval.eval_videos`
 at original size, as `eval_video.EvalVideo`s); which files a process reads is in
 input_pipeline_files.py, shared by both.
 
-Keys read from `config.data` (defaults in `default_data_config()`):
+Keys of `config.data` (DATA_KEYS; their values, the authors' settings that every shipped config
+uses, are set in one place: configs/common.py `data_config`):
   train_records        shard directory (with dataset_info.json or *.tfrecord), glob, or
-                       comma-separated list of TFRecord files of the training split ('')
-  eval_records         same, for the evaluation split (''; read by input_pipeline_eval)
-  eval_dir             raw folder evaluated without conversion (''; read by evaluate, not here)
-  image_size           (H, W) output size, (256, 448)
-  batch_size           samples per batch per process, 4
-  min_clip_len         shortest clip length L (clips have L + 1 frames), 5
-  max_clip_len         longest L; T = max_clip_len + 1, 10
+                       comma-separated list of TFRecord files of the training split
+  eval_records         same, for the evaluation split (read by input_pipeline_eval)
+  eval_dir             raw folder evaluated without conversion (read by evaluate, not here)
+  image_size           (H, W) output size
+  batch_size           samples per batch of this process (configs hold the global batch;
+                       training passes each process its share)
+  min_clip_len         shortest clip length L (clips have L + 1 frames)
+  max_clip_len         longest L; T = max_clip_len + 1
   curriculum           'uniform' (HS2S: L ~ U{min..min(start + e // epochs, max)}),
                        'fixed_then_uniform' (S2S++: L = start + e // epochs while <= max, then
-                       L ~ U{min..max}) or 'none' (L ~ U{min..max}); 'uniform'
-  curriculum_start     L bound at epoch 0, 5
-  curriculum_epochs    epochs per +1 of the bound, 10
-  min_object_frames    (video, object) pairs with fewer listed frames are skipped, 2 (a clip of
+                       L ~ U{min..max}) or 'none' (L ~ U{min..max})
+  curriculum_start     L bound at epoch 0
+  curriculum_epochs    epochs per +1 of the bound
+  min_object_frames    (video, object) pairs with fewer listed frames are skipped (a clip of
                        one frame has nothing to predict; the authors keep them)
-  border, bin_size     border-distance classes (rnn_vos_jax.distance), 20, 1
-  shuffle_buffer       (video, object) pair shuffle buffer, 256
-  record_shuffle_buffer  video record shuffle buffer, 32
-  interleave_cycle     record files read concurrently, 4
-  augment              apply flip + affine, True
-  hflip_prob           0.5
-  rotation             max |angle| in degrees, 20.0
-  scale                (low, high) scale range, (0.75, 1.25)
-  shear                max |x-shear| in degrees, 10.0
-  translation          max |shift| as a fraction of width / height, 0.1
-  affine_units         'pixels_degrees' or 'authors' (rnn_vos_jax.augment), 'pixels_degrees'
-  frame_resample       'bilinear' or 'nearest' (authors' affine) for frames, 'bilinear'
+  border, bin_size     border-distance classes (rnn_vos_jax.distance)
+  shuffle_buffer       (video, object) pair shuffle buffer
+  record_shuffle_buffer  video record shuffle buffer
+  interleave_cycle     record files read concurrently
+  augment              apply flip + affine
+  hflip_prob           probability of a horizontal flip
+  rotation             max |angle| in degrees
+  scale                (low, high) scale range
+  shear                max |x-shear| in degrees
+  translation          max |shift| as a fraction of width / height
+  affine_units         'pixels_degrees' or 'authors' (rnn_vos_jax.augment)
+  frame_resample       'bilinear' or 'nearest' (authors' affine) for frames
   antialias            area-averaging resize before the warp (else one bilinear warp from the
                        DCT-downscaled decode, whose residual factor < 2 makes bilinear close
-                       to area averaging; ~2x cheaper), False
-  jpeg_downscale       decode JPEGs at 1/2, 1/4, 1/8 size when still >= image_size, True
+                       to area averaging; ~2x cheaper)
+  jpeg_downscale       decode JPEGs at 1/2, 1/4, 1/8 size when still >= image_size
   max_frame_skip       clip frames every s-th listed frame, s ~ U{1..max} (1 = consecutive, authors)
 """
 
 import atexit
 import weakref
 
-import ml_collections
 import tensorflow as tf
 
 from rnn_vos_jax import augment, distance, record_schema
@@ -76,46 +77,42 @@ AUTOTUNE = tf.data.AUTOTUNE
 # Dataset functions are plain TF ops; autograph would only re-parse their source.
 _plain = tf.autograph.experimental.do_not_convert
 _CURRICULA = ("uniform", "fixed_then_uniform", "none")
+# The `config.data` keys of the module docstring; tests check each config's data section has
+# exactly these, so a key added to the pipeline must be added to configs/common.py too.
+DATA_KEYS = (
+    "train_records",
+    "eval_records",
+    "eval_dir",
+    "image_size",
+    "batch_size",
+    "min_clip_len",
+    "max_clip_len",
+    "curriculum",
+    "curriculum_start",
+    "curriculum_epochs",
+    "min_object_frames",
+    "border",
+    "bin_size",
+    "shuffle_buffer",
+    "record_shuffle_buffer",
+    "interleave_cycle",
+    "augment",
+    "hflip_prob",
+    "rotation",
+    "scale",
+    "shear",
+    "translation",
+    "affine_units",
+    "frame_resample",
+    "antialias",
+    "jpeg_downscale",
+    "max_frame_skip",
+)
 
 
 def hide_accelerators_from_tensorflow() -> None:
     """Keeps tf.data on the CPU: TensorFlow must not take GPU memory that JAX needs."""
     tf.config.set_visible_devices([], "GPU")
-
-
-def default_data_config() -> ml_collections.ConfigDict:
-    """The `config.data` section with every key this module reads, at its default."""
-    return ml_collections.ConfigDict(
-        {
-            "train_records": "",
-            "eval_records": "",
-            "eval_dir": "",
-            "image_size": (256, 448),
-            "batch_size": 4,
-            "min_clip_len": 5,
-            "max_clip_len": 10,
-            "curriculum": "uniform",
-            "curriculum_start": 5,
-            "curriculum_epochs": 10,
-            "min_object_frames": 2,
-            "border": 20,
-            "bin_size": 1,
-            "shuffle_buffer": 256,
-            "record_shuffle_buffer": 32,
-            "interleave_cycle": 4,
-            "augment": True,
-            "hflip_prob": 0.5,
-            "rotation": 20.0,
-            "scale": (0.75, 1.25),
-            "shear": 10.0,
-            "translation": 0.1,
-            "affine_units": "pixels_degrees",
-            "frame_resample": "bilinear",
-            "antialias": False,
-            "jpeg_downscale": True,
-            "max_frame_skip": 1,
-        }
-    )
 
 
 def clip_length_range(epoch: int, data) -> tuple[int, int, bool]:

@@ -1,5 +1,8 @@
 """Configs: recipes, variants, locking/overrides, and the epoch schedules they drive."""
 
+import inspect
+import re
+
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -74,9 +77,25 @@ def test_s2s_pp_default_is_the_authors_recipe_and_skip_variants():
 
 def test_data_section_has_exactly_the_pipeline_keys():
     input_pipeline = pytest.importorskip("rnn_vos_jax.input_pipeline")
-    expected = set(input_pipeline.default_data_config())
+    from rnn_vos_jax import augment, input_pipeline_eval, input_pipeline_files  # TensorFlow too
+
+    expected = set(input_pipeline.DATA_KEYS)
+    assert len(expected) == len(input_pipeline.DATA_KEYS)
+    assert set(common.data_config(batch_size=1, curriculum="none")) == expected
     for module in FAMILIES.values():
-        assert set(module.get_config().data) == expected
+        for arg in (None, "demo"):
+            assert set(module.get_config(arg).data) == expected
+    # Every key the pipeline and the augmentation read is one of them, and is documented.
+    read = set()
+    for module in (input_pipeline, augment, input_pipeline_eval, input_pipeline_files):
+        source = inspect.getsource(module)
+        read |= set(re.findall(r"(?<![.\w])data\.(\w+)", source))  # not tf.data.X
+        read |= set(re.findall(r"(?<![.\w])data\.get\(\"(\w+)\"", source))
+    read -= {"get"}
+    assert "max_frame_skip" in read and "affine_units" in read  # the patterns do match
+    assert read <= expected, read - expected
+    for key in expected:
+        assert re.search(rf"^  (\w+, )*{key}\b", input_pipeline.__doc__, re.MULTILINE), key
 
 
 def test_bad_config_argument_is_named():

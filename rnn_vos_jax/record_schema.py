@@ -1,7 +1,8 @@
 """TFRecord schema of converted VOS datasets: one `tf.train.Example` per video (no TensorFlow here).
 
-Written by `data_prep/convert.py`, parsed by `rnn_vos_jax/input_pipeline.py`. For a video with N
-frames and K objects the example holds:
+Written by `data_prep/convert.py`; parsed by `rnn_vos_jax/input_pipeline.py` (training clips),
+`input_pipeline_eval.py` (evaluation videos) and `input_pipeline_files.py` (sample counts). For a
+video with N frames and K objects the example holds:
 
   VIDEO          bytes        video name
   HEIGHT, WIDTH  int64        original frame size in pixels

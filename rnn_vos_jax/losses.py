@@ -21,6 +21,8 @@ is computed in float32 whatever the input dtype, with stable log-sigmoid / log-s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax
 import jax.numpy as jnp
 
@@ -178,3 +180,26 @@ def sequence_loss(
     else:
         loss = seg_lambda * bce + (1.0 - seg_lambda) * dist
     return loss, {"bce": bce, "jaccard": jac, "distance": dist}
+
+
+def segmentation_loss(
+    outputs: Mapping[str, jax.Array | None], batch: Mapping[str, jax.Array], **loss_config
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`sequence_loss` of a model's outputs over the predicted frames 1..T-1 of a batch.
+
+    The loss of every family whose outputs are mask logits and optional distance logits (S2S,
+    S2S++, HS2S); other families add their own terms to it.
+
+    Args:
+      outputs: {'logits': float[B,T-1,H,W,1], 'distance': float[B,T-1,H,W,K] or None/absent}.
+      batch: masks float32[B,T,H,W,1], distance int32[B,T,H,W], valid bool[B,T].
+      **loss_config: keyword arguments of `sequence_loss` (kind and weights).
+
+    Returns:
+      (loss, {'bce', 'jaccard', 'distance'}) as `sequence_loss`.
+    """
+    dist = outputs.get("distance")
+    labels = batch["distance"][:, 1:] if dist is not None else None
+    return sequence_loss(
+        outputs["logits"], dist, batch["masks"][:, 1:], labels, batch["valid"][:, 1:], **loss_config
+    )

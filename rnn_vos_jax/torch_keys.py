@@ -35,6 +35,18 @@ class ConversionError(ValueError):
     mis-shaped entry."""
 
 
+_PARAM_LEAVES = {"kernel": "weight", "scale": "weight", "bias": "bias"}
+_STAT_LEAVES = {v: k for k, v in _STATS.items()}
+
+
+def torch_leaf(collection: str, leaf: str) -> str:
+    """The torch leaf name of a Flax leaf: kernel/scale -> weight, mean -> running_mean, ..."""
+    table = _PARAM_LEAVES if collection == "params" else _STAT_LEAVES
+    if leaf not in table:
+        raise ValueError(f"no torch name for Flax leaf {collection}/{leaf}")
+    return table[leaf]
+
+
 def flax_leaf(key: str, ndim: int) -> Path | None:
     """The Flax (collection, *modules, leaf) of torch key `key` whose tensor has `ndim` dims.
 
@@ -50,10 +62,15 @@ def flax_leaf(key: str, ndim: int) -> Path | None:
     return ("params", *mods, leaf)
 
 
+def canonical_modules(modules) -> str:
+    """Convention-free form of a module path: names joined by '_' (so a/b_3 == a/b/3)."""
+    return "_".join(modules)
+
+
 def canonical(path: Path) -> str:
-    """Convention-free form of a Flax path: modules joined by '_' (so a/b_3 == a/b/3)."""
+    """Convention-free form of a Flax path (see canonical_modules)."""
     collection, *mods, leaf = path
-    return f"{collection}:{'_'.join(mods)}:{leaf}"
+    return f"{collection}:{canonical_modules(mods)}:{leaf}"
 
 
 def to_flax_layout(value: np.ndarray) -> np.ndarray:

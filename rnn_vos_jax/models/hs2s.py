@@ -9,9 +9,13 @@ The step holds both encoders because the previous mask is one of their inputs. T
 `nn.scan` over one step function (parameters shared across steps); streaming inference calls the
 same step function with an explicit carry, so memory does not grow with the video length.
 
+Building blocks by config: `backbone` (models/backbones/, both encoders), `cell` (models/cells/,
+both memories), `fusion` (models/fusion/, the four matching blocks of the decoder).
+
 Variable tree (top-level names = the authors' torch modules, `module.` prefix stripped):
-  encoder_ref, encoder (resnet.EncoderExtra), memory, skip_memory (recurrent.ConvLSTMCell: conv),
-  decoder (decoder.DecoderRef). See resnet.py and decoder.py for the inner names.
+  encoder_ref, encoder (hs2s_encoder.HS2SEncoder: backbone + mask conv + reduction), memory,
+  skip_memory (the cells), decoder (decoders/hs2s.py DecoderRef). The PyTorch file layout is
+  {'model': DataParallel state dict, ...} (FAMILY.checkpoint).
 """
 
 from collections.abc import Sequence
@@ -21,12 +25,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnn_vos_jax.models.decoder import DecoderRef
+from rnn_vos_jax import losses
+from rnn_vos_jax.models import backbones, cells
+from rnn_vos_jax.models.decoders.hs2s import DecoderRef
+from rnn_vos_jax.models.family import Family
+from rnn_vos_jax.models.hs2s_encoder import HS2SEncoder
 from rnn_vos_jax.models.layers import normalize_frames
-from rnn_vos_jax.models.recurrent import ConvLSTMCell, scan_over_time
-from rnn_vos_jax.models.resnet import EncoderExtra
+from rnn_vos_jax.models.recurrent import scan_over_time
+from rnn_vos_jax.models.torch_layouts import StateDictLayout
 
-Carry = dict[str, jax.Array]
+Carry = dict[str, Any]
 
 
 def _coins(module: nn.Module, n: int, sample_prob: Any) -> jax.Array:
@@ -45,15 +53,18 @@ def _coins(module: nn.Module, n: int, sample_prob: Any) -> jax.Array:
 
 
 class HS2S(nn.Module):
-    """HS2S video object segmentation model (contract §4 of CONTRACTS.md).
+    """HS2S video object segmentation model (streaming; the family contract is models/family.py).
 
     Attributes:
-      backbone: 'resnet50' (authors' released weights) | 'resnet101'.
+      backbone: backbone of both encoders (models/backbones/); 'resnet50' = the authors'
+        released weights, 'resnet101' as paper B.
       num_ch: channels of the encoder output and of both ConvLSTM memories.
       num_classes: border-distance classes K.
       mem_kernel: kernel of the bottleneck ConvLSTM (at H/32 x W/32).
       sm_kernel: kernel of the skip-memory ConvLSTM (at H/16 x W/16).
-      cell: ConvLSTM activation, 'authors' (sigmoid g, ReLU c) | 'tanh'.
+      cell: cell of both memories (models/cells/): 'authors' (ConvLSTM with sigmoid g, ReLU c)
+        or 'tanh' (the standard ConvLSTM).
+      fusion: fusion block of the decoder's reference matching (models/fusion/), 'gc'.
       width_divisor: divides every channel count (tiny test/demo variants); 1 = authors'.
       blocks: optional override of the ResNet stage depths, e.g. (1, 1, 1, 1).
       dtype: compute dtype (params, BatchNorm statistics, memories and outputs stay float32).
@@ -72,6 +83,7 @@ class HS2S(nn.Module):
     mem_kernel: int = 3
     sm_kernel: int = 5
     cell: str = "authors"
+    fusion: str = "gc"
     width_divisor: int = 1
     blocks: Sequence[int] | None = None
     dtype: Any = jnp.float32
@@ -83,7 +95,7 @@ class HS2S(nn.Module):
         if self.width_divisor < 1 or 64 % self.width_divisor:
             raise ValueError(f"HS2S: width_divisor must divide 64, got {self.width_divisor}")
         # Argument 3 (self = 0) is `train`, a Python bool that selects the BatchNorm mode.
-        enc_cls = nn.remat(EncoderExtra, static_argnums=(3,)) if self.remat else EncoderExtra
+        enc_cls = nn.remat(HS2SEncoder, static_argnums=(3,)) if self.remat else HS2SEncoder
         enc = {
             "backbone": self.backbone,
             "out_ch": self.num_ch,
@@ -94,9 +106,11 @@ class HS2S(nn.Module):
         self.encoder_ref = enc_cls(**enc)
         self.encoder = enc_cls(**enc)
         ch = self.num_ch // self.width_divisor
-        self.memory = ConvLSTMCell(ch, self.mem_kernel, activation=self.cell, dtype=self.dtype)
-        self.skip_memory = ConvLSTMCell(ch, self.sm_kernel, activation=self.cell, dtype=self.dtype)
-        self.decoder = DecoderRef(ch, self.num_classes, self.width_divisor, dtype=self.dtype)
+        self.memory = cells.build(self.cell, ch, self.mem_kernel, dtype=self.dtype)
+        self.skip_memory = cells.build(self.cell, ch, self.sm_kernel, dtype=self.dtype)
+        self.decoder = DecoderRef(
+            ch, self.num_classes, self.width_divisor, fusion=self.fusion, dtype=self.dtype
+        )
 
     def _check(self, frames: jax.Array, masks: jax.Array, time_axis: bool) -> None:
         lead = 2 if time_axis else 1
@@ -118,16 +132,11 @@ class HS2S(nn.Module):
         ref = self.encoder_ref(x0, y0, train)
         n, h32, w32, _ = ref["e"].shape
         h16, w16 = ref["f16"].shape[1:3]
-        ch = self.num_ch // self.width_divisor
-        h, c = ConvLSTMCell.initialize_carry(n, h32, w32, ch)
-        h_sm, c_sm = ConvLSTMCell.initialize_carry(n, h16, w16, ch)
         return {
             "ref": ref["e"],
             "ref_mid": ref["f16"],
-            "h": h,
-            "c": c,
-            "h_sm": h_sm,
-            "c_sm": c_sm,
+            "memory": self.memory.initialize_carry(n, h32, w32),
+            "skip_memory": self.skip_memory.initialize_carry(n, h16, w16),
             "prev_frame": x0,
             "prev_pred": y0.astype(jnp.float32),
         }
@@ -138,13 +147,17 @@ class HS2S(nn.Module):
         """One step: segment normalised frame x given the mask `mask` of the previous frame."""
         prev = self.encoder_ref(carry["prev_frame"], mask, train)
         enc = self.encoder(x, mask, train)
-        (h, c), h_out = self.memory((carry["h"], carry["c"]), enc["e"])
-        (h_sm, c_sm), h_sm_out = self.skip_memory((carry["h_sm"], carry["c_sm"]), enc["f16"])
+        memory, h = self.memory(carry["memory"], enc["e"], train=train)
+        skip_memory, h_sm = self.skip_memory(carry["skip_memory"], enc["f16"], train=train)
         logits, dist = self.decoder(
-            carry["ref"], h_out, enc, prev["e"], h_sm_out, carry["ref_mid"], prev["f16"]
+            carry["ref"], h, enc, prev["e"], h_sm, carry["ref_mid"], prev["f16"], train
         )
         carry = dict(
-            carry, h=h, c=c, h_sm=h_sm, c_sm=c_sm, prev_frame=x, prev_pred=jax.nn.sigmoid(logits)
+            carry,
+            memory=memory,
+            skip_memory=skip_memory,
+            prev_frame=x,
+            prev_pred=jax.nn.sigmoid(logits),
         )
         return carry, (logits, dist)
 
@@ -199,6 +212,11 @@ class HS2S(nn.Module):
         if self.is_initializing():
             # BatchNorm statistics must exist before a scan carries them (DESIGN.md pitfalls).
             self._scan_body(carry, jax.tree.map(lambda v: v[0], xs), train)
+        logits, dist = self._scan(carry, xs, train)
+        return {"logits": jnp.swapaxes(logits, 0, 1), "distance": jnp.swapaxes(dist, 0, 1)}
+
+    def _scan(self, carry: Carry, xs: tuple, train: bool) -> tuple[jax.Array, jax.Array]:
+        """Time-major (logits, distance) of the steps over xs = (frames, GT prev masks, coins)."""
         scan = scan_over_time(
             type(self)._scan_body,
             train,
@@ -206,8 +224,30 @@ class HS2S(nn.Module):
             out_axes=0,
             unroll=self.scan_unroll,
         )
-        _, (logits, dist) = scan(self, carry, xs, train)
-        return {"logits": jnp.swapaxes(logits, 0, 1), "distance": jnp.swapaxes(dist, 0, 1)}
+        _, outs = scan(self, carry, xs, train)
+        return outs
+
+    def predict_clip(self, frames: jax.Array, mask0: jax.Array) -> jax.Array:
+        """Whole-clip inference (eval-mode BatchNorm): every step is fed the previous prediction.
+
+        Gives what init_carry and T-1 calls of step give, in one scanned call.
+
+        Args:
+          frames: uint8 or float in [0, 255], [N, T, H, W, 3], T >= 2.
+          mask0: float [N, H, W, 1] first masks (0/1).
+
+        Returns:
+          logits f32[N, T-1, H, W, 1] of frames 1..T-1.
+        """
+        if frames.ndim != 5 or frames.shape[1] < 2:
+            raise ValueError(f"HS2S: frames must be [N,T,H,W,3] with T >= 2, got {frames.shape}")
+        self._check(frames[:, 0], mask0, time_axis=False)
+        x = jnp.swapaxes(normalize_frames(frames, self.dtype), 0, 1)  # [T, N, H, W, 3]
+        n = x.shape[0] - 1
+        unused_gt = jnp.zeros((n, *mask0.shape), jnp.float32)
+        xs = (x[1:], unused_gt, jnp.ones((n,), bool))
+        logits, _ = self._scan(self._start(x[0], mask0, False), xs, False)
+        return jnp.swapaxes(logits, 0, 1)
 
     def init_carry(self, frame0: jax.Array, mask0: jax.Array) -> Carry:
         """Streaming start: encodes the reference frame once (eval-mode BatchNorm).
@@ -241,3 +281,21 @@ class HS2S(nn.Module):
         self._check(frame, mask, time_axis=False)
         carry, (logits, _) = self._step(carry, normalize_frames(frame, self.dtype), mask, False)
         return carry, logits
+
+
+def _init_backbones(state, flat, model_config, source) -> dict:
+    """torchvision weights into the backbones of both encoders (the authors' new layers stay)."""
+    name = model_config.get("backbone", HS2S.backbone)
+    targets = [("encoder_ref", name), ("encoder", name)]
+    return backbones.torchvision_init(state, flat, targets, source)
+
+
+FAMILY = Family(
+    name="hs2s",
+    model=HS2S,
+    loss=losses.segmentation_loss,
+    prediction="streaming",
+    checkpoint=StateDictLayout("hs2s", container="model", data_parallel=True),
+    init_backbones=_init_backbones,
+    tiny={"width_divisor": 16, "blocks": (1, 1, 1, 1)},
+)

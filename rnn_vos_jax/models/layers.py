@@ -208,38 +208,22 @@ def upsample2x(x: jax.Array, align_corners: bool) -> jax.Array:
     return resize_bilinear(x, (2 * x.shape[1], 2 * x.shape[2]), align_corners)
 
 
+def scaled(channels: int, width_divisor: int) -> int:
+    """channels // width_divisor, refusing divisors that do not divide it exactly."""
+    if width_divisor < 1 or channels % width_divisor:
+        raise ValueError(
+            f"width_divisor={width_divisor} must be a positive divisor of every channel count "
+            f"(here {channels}); use a power of two <= 64"
+        )
+    return channels // width_divisor
+
+
+def check_spatial(shape: tuple[int, ...], what: str) -> None:
+    """Raise if an [N,H,W,C] input's H or W is not a multiple of 32 (five stride-2 stages)."""
+    if len(shape) != 4 or shape[1] % 32 or shape[2] % 32:
+        raise ValueError(f"{what} must be [N,H,W,C] with H, W multiples of 32, got shape {shape}")
+
+
 def max_pool2x2(x: jax.Array) -> jax.Array:
     """nn.MaxPool2d(2, 2): [N, H, W, C] -> [N, H//2, W//2, C] (VALID, floor)."""
     return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-
-
-class GCBlock(nn.Module):
-    """Global convolution block (Peng et al. 2017) as HS2S uses it: (kx1 -> 1xk) + (1xk -> kx1).
-
-    No nonlinearity or normalisation inside; callers apply ReLU. Submodule names mirror the
-    torch keys conv_l1, conv_l2, conv_r1, conv_r2.
-
-    Attributes:
-      features: output channels.
-      mid: channels between the two convs of each branch (256 in the authors' code).
-      k: the long kernel side.
-      kernel_init, bias_init, dtype: as Conv.
-    """
-
-    features: int
-    mid: int = 256
-    k: int = 7
-    kernel_init: str = "he_fan_out"
-    bias_init: str = "zeros"
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x: [N, H, W, Cin] -> [N, H, W, features]."""
-        k, p = self.k, self.k // 2
-        kw = dict(kernel_init=self.kernel_init, bias_init=self.bias_init, dtype=self.dtype)
-        left = Conv(self.mid, (k, 1), padding=(p, 0), name="conv_l1", **kw)(x)
-        left = Conv(self.features, (1, k), padding=(0, p), name="conv_l2", **kw)(left)
-        right = Conv(self.mid, (1, k), padding=(0, p), name="conv_r1", **kw)(x)
-        right = Conv(self.features, (k, 1), padding=(p, 0), name="conv_r2", **kw)(right)
-        return left + right

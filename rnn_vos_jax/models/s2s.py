@@ -1,11 +1,11 @@
 """S2S (Xu et al. 2018, the baseline of paper A's Table II) and S2S++ (paper A; RS2S code).
 
     states_0 = Initializer(x_0, y_0)                  # all ConvLSTM states from frame 0 + mask
-    e_t, {b1..b5} = Encoder(x_t)                       # VGG16 + FC-as-conv head, t >= 1
+    e_t, {f2..f32} = Encoder(x_t)                      # VGG16 + FC-as-conv head, t >= 1
     h_t   = ConvLSTM 3x3 512 (e_t)           at H/32   'convlstm'
-    h2_t  = ConvLSTM 3x3 512 (b4_t)          at H/16   'convlstm_middle' (skip-memory 1)
-    h3_t  = ConvLSTM 5x5 256 (b3_t)          at H/8    'convlstm_3'      (skip-memory 2)
-    logit_t, dist_t = DecoderSkip(h_t, {b}, h2_t, h3_t)
+    h2_t  = ConvLSTM 3x3 512 (f16_t = b4_t)  at H/16   'convlstm_middle' (skip-memory 1)
+    h3_t  = ConvLSTM 5x5 256 (f8_t = b3_t)   at H/8    'convlstm_3'      (skip-memory 2)
+    logit_t, dist_t = DecoderSkip(h_t, {f}, h2_t, h3_t)
 
 S2S++ = 2 skip-memories + distance head (the released model); paper A's ablations are
 num_skip_memories in {0, 1, 2} with or without the distance head; S2S = 0 skip-memories, no
@@ -23,30 +23,41 @@ body, (b) without gradients only one frame's activations live at a time -- the a
 and recomputes each step's activations in the backward pass. The scan is a function of this
 module (not a submodule), so parameter paths stay those of the authors' checkpoint.
 
+The memories are cells of models/cells/ whose carry is a ConvLSTM's (h, c): the initializer
+makes those states.
+
 Parameter tree (torch checkpoint dict key -> flax top-level collection entry):
     initializer -> params/initializer   (see models/s2s_initializer.py)
-    encoder     -> params/encoder       (vgg_backbone/encoder_{b}_{i}, out_0, out_2; models/vgg.py)
+    encoder     -> params/encoder       (vgg_backbone/encoder_{b}_{i}, out_0, out_2;
+                                         models/s2s_encoder.py, models/backbones/vgg.py)
     convlstm, convlstm_middle, convlstm_3 -> params/<same>/conv/{kernel,bias}
-    decoder     -> params/decoder       (models/s2s_decoder.py)
+    decoder     -> params/decoder       (models/decoders/s2s.py)
 Rule for every key: ".<int>" -> "_<int>", weight (O,I,kh,kw) -> kernel (kh,kw,I,O), bias -> bias.
+The PyTorch file holds one state dict per module (models/s2s_weights.py).
 """
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnn_vos_jax.models.layers import normalize_frames
-from rnn_vos_jax.models.recurrent import CELL_ACTIVATIONS, ConvLSTMCell, scan_over_time
-from rnn_vos_jax.models.s2s_decoder import DecoderSkip
+from rnn_vos_jax import losses
+from rnn_vos_jax.models import cells
+from rnn_vos_jax.models.cells.convlstm import ConvLSTM
+from rnn_vos_jax.models.decoders.s2s import DecoderSkip
+from rnn_vos_jax.models.family import Family
+from rnn_vos_jax.models.layers import check_spatial, normalize_frames, scaled
+from rnn_vos_jax.models.recurrent import scan_over_time
+from rnn_vos_jax.models.s2s_encoder import ENCODER_HEADS, VGGEncoder
 from rnn_vos_jax.models.s2s_initializer import MEMORY_NAMES, Initializer
-from rnn_vos_jax.models.vgg import ENCODER_HEADS, VGGEncoder, check_spatial, scaled
+from rnn_vos_jax.models.s2s_weights import CHECKPOINT, init_backbones
 
 Carry = dict[str, tuple[jax.Array, jax.Array]]
 
-# (hidden width, kernel, encoder feature it reads) per ConvLSTM, in MEMORY_NAMES order.
-_MEMORY_PLAN = ((512, 3, None), (512, 3, "b4"), (256, 5, "b3"))
+# (hidden width, kernel) per ConvLSTM, in MEMORY_NAMES order.
+_MEMORY_PLAN = ((512, 3), (512, 3), (256, 5))
 
 
 class S2SPlusPlus(nn.Module):
@@ -57,7 +68,8 @@ class S2SPlusPlus(nn.Module):
       use_distance: whether the decoder has the border-distance head (multi-task loss).
       num_classes: distance classes K (2*border/bin + 2; 42 for border 20, bin 1).
       encoder_head: 'authors_1x1' (released code) or 'fcn_7x7' (see models/vgg.py).
-      cell: ConvLSTM activation, 'authors' (sigmoid g, ReLU c) or 'tanh'.
+      cell: cell of every memory (models/cells/; its carry must be a ConvLSTM's (h, c)):
+        'authors' (sigmoid g, ReLU c) or 'tanh'.
       width_divisor: divides every channel count incl. the 4096/200704 heads (tiny variants).
       dtype: compute dtype (params and ConvLSTM states stay float32; outputs are float32).
       remat: rematerialise each scanned step in the backward pass (saves activation memory).
@@ -82,18 +94,20 @@ class S2SPlusPlus(nn.Module):
             raise ValueError(
                 f"Unknown encoder_head {self.encoder_head!r}; expected one of {ENCODER_HEADS}"
             )
-        if self.cell not in CELL_ACTIVATIONS:
-            raise ValueError(f"Unknown cell {self.cell!r}; expected one of {CELL_ACTIVATIONS}")
+        if not issubclass(cells.REGISTRY[self.cell], ConvLSTM):
+            raise ValueError(  # noqa: TRY004 - a config value, not a caller's type error
+                f"S2S/S2S++: cell {self.cell!r} has no ConvLSTM (h, c) state for the initializer"
+            )
         if self.use_distance and self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 with use_distance, got {self.num_classes}")
         d, dt = self.width_divisor, self.dtype
         self.initializer = Initializer(self.num_skip_memories, width_divisor=d, dtype=dt)
         self.encoder = VGGEncoder(head=self.encoder_head, width_divisor=d, dtype=dt)
         self.memories = {
-            MEMORY_NAMES[i]: ConvLSTMCell(
-                scaled(width, d), kernel, activation=self.cell, dtype=dt, name=MEMORY_NAMES[i]
+            MEMORY_NAMES[i]: cells.build(
+                self.cell, scaled(width, d), kernel, dtype=dt, name=MEMORY_NAMES[i]
             )
-            for i, (width, kernel, _) in enumerate(_MEMORY_PLAN[: 1 + self.num_skip_memories])
+            for i, (width, kernel) in enumerate(_MEMORY_PLAN[: 1 + self.num_skip_memories])
         }
         self.decoder = DecoderSkip(
             self.num_classes if self.use_distance else None, width_divisor=d, dtype=dt
@@ -120,7 +134,7 @@ class S2SPlusPlus(nn.Module):
     def _advance(self, carry: Carry, frame: jax.Array):
         """One frame: (carry, frame [N,H,W,3]) -> (carry, (logits f32[N,H,W,1], dist|None))."""
         e, feats = self.encoder(normalize_frames(frame, self.dtype))
-        inputs = {"convlstm": e, "convlstm_middle": feats["b4"], "convlstm_3": feats["b3"]}
+        inputs = {"convlstm": e, "convlstm_middle": feats["f16"], "convlstm_3": feats["f8"]}
         new_carry, outs = {}, {}
         for name, cell in self.memories.items():
             new_carry[name], outs[name] = cell(carry[name], inputs[name])
@@ -187,3 +201,15 @@ class S2S(S2SPlusPlus):
 
     num_skip_memories: int = 0
     use_distance: bool = False
+
+
+S2SPP_FAMILY = Family(
+    name="s2s_pp",
+    model=S2SPlusPlus,
+    loss=losses.segmentation_loss,
+    prediction="streaming",
+    checkpoint=CHECKPOINT,
+    init_backbones=init_backbones,
+    tiny={"width_divisor": 32},
+)
+S2S_FAMILY = dataclasses.replace(S2SPP_FAMILY, name="s2s", model=S2S)

@@ -10,7 +10,7 @@ Follows the authors' RS2S `Initializer`: a VGG16 trunk whose conv1_1 takes cat[r
     memory 3 (32x56):  v = up2(u); v = ReLU(upsample_conv_2 3x3 512->256);
                        v = ReLU(cat_conv_2 1x1 cat[v, b3] 512->256); h_3, c_3 = ReLU(1x1 256->256)
 
-(b3, b4 are this trunk's own features of frame 0; sizes given for 256x448 frames.) With fewer
+(b3, b4 = f8, f16 are this trunk's own features of frame 0; sizes given for 256x448 frames.) With fewer
 skip-memories the unused branches are not built (the S2S baseline has only h_1, c_1).
 
 Inits as the authors: every new conv (h_*, c_*, reduce_conv, upsample_conv*, cat_conv*) Xavier-
@@ -30,8 +30,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnn_vos_jax.models.layers import Conv, upsample2x
-from rnn_vos_jax.models.vgg import VGG16Trunk, fc_as_conv, scaled
+from rnn_vos_jax.models import backbones
+from rnn_vos_jax.models.layers import Conv, scaled, upsample2x
+from rnn_vos_jax.models.s2s_encoder import fc_as_conv
 
 # ConvLSTM names (= keys of the authors' checkpoint dict) in skip-memory order.
 MEMORY_NAMES = ("convlstm", "convlstm_middle", "convlstm_3")
@@ -83,23 +84,25 @@ class Initializer(nn.Module):
         if self.num_skip_memories not in (0, 1, 2):
             raise ValueError(f"num_skip_memories must be 0, 1 or 2, got {self.num_skip_memories}")
         x = jnp.concatenate([image.astype(self.dtype), mask.astype(self.dtype)], axis=-1)
-        feats = VGG16Trunk(
+        trunk = backbones.build(
+            "vgg16",
             width_divisor=self.width_divisor,
             first_kernel_init="xavier",
             dtype=self.dtype,
             name="vgg_backbone",
-        )(x)
-        x = fc_as_conv(feats["b5"], ("mid_layer_0", "mid_layer_2"), self.width_divisor, self.dtype)
+        )
+        feats = trunk(x)
+        x = fc_as_conv(feats["f32"], ("mid_layer_0", "mid_layer_2"), self.width_divisor, self.dtype)
         states = {MEMORY_NAMES[0]: self._memory_state(x, 512, "1")}
         if self.num_skip_memories >= 1:
             x = nn.relu(self._conv(512, 1, "reduce_conv")(x))
             u = nn.relu(self._conv(512, 3, "upsample_conv")(upsample2x(x, align_corners=True)))
-            u = jnp.concatenate([u, feats["b4"]], axis=-1)
+            u = jnp.concatenate([u, feats["f16"]], axis=-1)
             u = nn.relu(self._conv(512, 1, "cat_conv")(u))
             states[MEMORY_NAMES[1]] = self._memory_state(u, 512, "2")
         if self.num_skip_memories >= 2:
             v = nn.relu(self._conv(256, 3, "upsample_conv_2")(upsample2x(u, align_corners=True)))
-            v = jnp.concatenate([v, feats["b3"]], axis=-1)
+            v = jnp.concatenate([v, feats["f8"]], axis=-1)
             v = nn.relu(self._conv(256, 1, "cat_conv_2")(v))
             states[MEMORY_NAMES[2]] = self._memory_state(v, 256, "3")
         return states

@@ -1,10 +1,13 @@
-"""HS2S decoder (`DecoderRef`): GC fusion with the reference frames, skip connections, two heads.
+"""HS2S decoder (`DecoderRef`): fusion with the reference frames, skip connections, two heads.
 
-Layout NHWC. Submodule names mirror the authors' torch keys (`decoder.<name>.weight` ->
-params/decoder/<name>/kernel; GC blocks hold conv_l1, conv_l2, conv_r1, conv_r2), so the
-converter only renames leaves. Every conv uses the authors' init N(0, sqrt(2 / (kh*kw*out))) and
-zero bias; every bilinear x2 upsampling uses align_corners=False (torch's default, which HS2S
-uses). Concatenations keep the authors' channel order (it fixes the kernels' input axis).
+The memory outputs meet the reference frames in four fusion blocks (models/fusion/; the authors'
+GC by default), named for the authors' modules: GC (h vs frame 0) and GC_p (h vs frame t-1) at
+1/32, GCmm0 and GCmm_1 (h_sm vs the f16 features of frame 0 and t-1) at 1/16; each pair is merged
+by a 1x1 conv (GCGC_p, mm). Layout NHWC. Submodule names mirror the authors' torch keys
+(`decoder.<name>.weight` -> params/decoder/<name>/kernel), so the converter only renames leaves.
+Every conv uses the authors' init N(0, sqrt(2 / (kh*kw*out))) and zero bias; every bilinear x2
+upsampling uses align_corners=False (torch's default, which HS2S uses). Concatenations keep the
+authors' channel order (it fixes the kernels' input axis).
 """
 
 from typing import Any
@@ -13,7 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnn_vos_jax.models.layers import Conv, GCBlock, upsample2x
+from rnn_vos_jax.models import fusion as fusion_blocks
+from rnn_vos_jax.models.layers import Conv, upsample2x
 
 # (1x1 name, its width, 5x5 name, its width) per decoder stage, at width_divisor 1.
 STAGES = (
@@ -23,7 +27,6 @@ STAGES = (
     ("conv_4", 128, "conv_44", 64),
     ("conv_5", 64, "conv_55", 64),
 )
-GC_MID = 256
 
 
 class DecoderRef(nn.Module):
@@ -32,13 +35,15 @@ class DecoderRef(nn.Module):
     Attributes:
       num_ch: channels of the encoder output `e` and of both memories (after width_divisor).
       num_classes: distance classes K of the distance branch.
-      width_divisor: divides the decoder's own widths (1x1/5x5 convs, GC mid width).
+      width_divisor: divides the decoder's own widths (1x1/5x5 convs, fusion inner widths).
+      fusion: fusion block name (models/fusion/), 'gc' = the authors'.
       dtype: compute dtype (params float32).
     """
 
     num_ch: int = 1024
     num_classes: int = 42
     width_divisor: int = 1
+    fusion: str = "gc"
     dtype: Any = jnp.float32
 
     def _conv(self, features: int, k: int, name: str, x: jax.Array) -> jax.Array:
@@ -46,10 +51,11 @@ class DecoderRef(nn.Module):
             features, k, kernel_init="he_fan_out", bias_init="zeros", dtype=self.dtype, name=name
         )(x)
 
-    def _gc(self, name: str, x: jax.Array) -> jax.Array:
-        return GCBlock(
-            self.num_ch // 2, mid=GC_MID // self.width_divisor, dtype=self.dtype, name=name
-        )(x)
+    def _fuse(self, name: str, query: jax.Array, reference: jax.Array, train: bool) -> jax.Array:
+        block = fusion_blocks.build(
+            self.fusion, self.num_ch // 2, self.width_divisor, dtype=self.dtype, name=name
+        )
+        return block(query, reference, train=train)
 
     @nn.compact
     def __call__(
@@ -61,6 +67,7 @@ class DecoderRef(nn.Module):
         h_sm: jax.Array,
         ref_mid: jax.Array,
         prev_ref_mid: jax.Array,
+        train: bool = False,
     ) -> tuple[jax.Array, jax.Array]:
         """One decoding step (torch `DecoderRef.forward`).
 
@@ -72,6 +79,7 @@ class DecoderRef(nn.Module):
           h_sm: skip-memory output, [N, h16, w16, num_ch].
           ref_mid: f16 of the reference encoder on (x0, y0), [N, h16, w16, C16].
           prev_ref_mid: f16 of the reference encoder on (x_{t-1}, m_{t-1}), [N, h16, w16, C16].
+          train: BatchNorm mode of fusion blocks that have BatchNorm.
 
         Returns:
           (logits f32[N, H, W, 1], distance logits f32[N, H, W, num_classes]), H = 32 * h32.
@@ -81,8 +89,8 @@ class DecoderRef(nn.Module):
         d = self.width_divisor
 
         # Bottleneck: match h against frame 0 (GC) and frame t-1 (GC_p), merge by GCGC_p.
-        a = relu(self._gc("GC", cat(ref, h)))
-        b = relu(self._gc("GC_p", cat(prev_ref, h)))
+        a = self._fuse("GC", h, ref, train)
+        b = self._fuse("GC_p", h, prev_ref, train)
         x = relu(self._conv(self.num_ch // 2, 1, "GCGC_p", cat(a, b)))
 
         (n1, w1, n11, w11), *rest = STAGES
@@ -90,8 +98,8 @@ class DecoderRef(nn.Module):
         x = relu(self._conv(w11 // d, 5, n11, upsample2x(x, align_corners=False)))
 
         # Skip memory: match h_sm against the f16 features of frame 0 and frame t-1.
-        u = relu(self._gc("GCmm0", cat(ref_mid, h_sm)))
-        v = relu(self._gc("GCmm_1", cat(prev_ref_mid, h_sm)))
+        u = self._fuse("GCmm0", h_sm, ref_mid, train)
+        v = self._fuse("GCmm_1", h_sm, prev_ref_mid, train)
         w = relu(self._conv(self.num_ch // 2, 1, "mm", cat(u, v)))
 
         extra = {"f16": (w,)}

@@ -3,11 +3,13 @@
 Five stages; stage k: cat[x, skip_k(, memory_k)] -> 1x1 conv + ReLU -> bilinear x2
 (align_corners=True) -> 5x5 conv (pad 2) + ReLU. Concatenation orders and widths (256x448 input):
 
-    stage 1: cat[h_1 512, b5 512]           conv_1   1x1 ->512, up 16x28,   conv_11 5x5 ->512
-    stage 2: cat[x 512, b4 512 (, h_2 512)] conv_2   1x1 ->512, up 32x56,   conv_22 5x5 ->256
-    stage 3: cat[x 256, b3 256 (, h_3 256)] conv_3_  1x1 ->256, up 64x112,  conv_33 5x5 ->128
-    stage 4: cat[x 128, b2 128]             conv_4   1x1 ->128, up 128x224, conv_44 5x5 ->64
-    stage 5: cat[x 64,  b1 64]              conv_5   1x1 ->64,  up 256x448, conv_55 5x5 ->64
+    stage 1: cat[h_1 512, f32 512]           conv_1   1x1 ->512, up 16x28,   conv_11 5x5 ->512
+    stage 2: cat[x 512, f16 512 (, h_2 512)] conv_2   1x1 ->512, up 32x56,   conv_22 5x5 ->256
+    stage 3: cat[x 256, f8 256 (, h_3 256)]  conv_3_  1x1 ->256, up 64x112,  conv_33 5x5 ->128
+    stage 4: cat[x 128, f4 128]              conv_4   1x1 ->128, up 128x224, conv_44 5x5 ->64
+    stage 5: cat[x 64,  f2 64]               conv_5   1x1 ->64,  up 256x448, conv_55 5x5 ->64
+
+(f2..f32 are the VGG16 block outputs b1..b5 of the papers, models/backbones/vgg.py.)
 
 The skip-memory outputs h_2 / h_3 enter only when those memories exist (num_skip_memories 1 / 2).
 
@@ -26,16 +28,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnn_vos_jax.models.layers import Conv, upsample2x
-from rnn_vos_jax.models.vgg import scaled
+from rnn_vos_jax.models.layers import Conv, scaled, upsample2x
 
 # (1x1 name, 1x1 width, 5x5 name, 5x5 width, skip feature) per stage.
 STAGES = (
-    ("conv_1", 512, "conv_11", 512, "b5"),
-    ("conv_2", 512, "conv_22", 256, "b4"),
-    ("conv_3_", 256, "conv_33", 128, "b3"),
-    ("conv_4", 128, "conv_44", 64, "b2"),
-    ("conv_5", 64, "conv_55", 64, "b1"),
+    ("conv_1", 512, "conv_11", 512, "f32"),
+    ("conv_2", 512, "conv_22", 256, "f16"),
+    ("conv_3_", 256, "conv_33", 128, "f8"),
+    ("conv_4", 128, "conv_44", 64, "f4"),
+    ("conv_5", 64, "conv_55", 64, "f2"),
 )
 
 
@@ -67,7 +68,7 @@ class DecoderSkip(nn.Module):
 
         Args:
           h: [N,H/32,W/32,512/d] bottleneck ConvLSTM output.
-          feats: encoder skips {'b1'..'b5'} of the current frame.
+          feats: encoder skips {'f2'..'f32'} of the current frame.
           h_middle: [N,H/16,W/16,512/d] first skip-memory output, or None.
           h_3: [N,H/8,W/8,256/d] second skip-memory output, or None.
 

@@ -1,0 +1,185 @@
+"""ResNet-50/101 (torchvision v1.5 bottlenecks) in the layout of the authors' HS2S encoder.
+
+Stem as the authors' `EncoderExtra`: conv1 7x7/2 (+ the optional mask conv, models/backbones/
+mask.py) -> bn -> ReLU -> added_conv 3x3 (bias) -> added_bn -> ReLU = f2, then a 2x2/2 max-pool
+(instead of torchvision's 3x3/2) and the four stages conv2..conv5 (= torchvision layer1..layer4)
+giving f4..f32. The stride sits on the 3x3 conv of each stage's first block (v1.5); every conv
+uses torch's explicit symmetric padding; BatchNorm has torch semantics (layers.BatchNorm).
+
+Variable names, each torch key component a Flax module name (e.g. torch
+`conv3.0.downsample.1.running_var` -> batch_stats/conv3/0/downsample/1/var):
+  conv1, [mask_conv], bn, added_conv, added_bn, conv2..conv5/<block>/{conv1..3, bn1..3,
+  downsample/0 (1x1 conv), downsample/1 (BN)}.
+torchvision keys map by renaming bn1 -> bn and layerK -> conv{K+1} (TORCHVISION); mask_conv,
+added_conv and added_bn are the authors' new layers and keep their fresh init
+(N(0, sqrt(2 / (kh*kw*out))) weights, zero biases, BN 1/0).
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rnn_vos_jax.models.backbones.mask import first_conv
+from rnn_vos_jax.models.layers import BatchNorm, Conv, max_pool2x2
+
+STAGE_PLANES = (64, 128, 256, 512)
+STAGE_NAMES = ("conv2", "conv3", "conv4", "conv5")
+EXPANSION = 4
+
+
+class Downsample(nn.Module):
+    """torchvision's `downsample` Sequential: 1x1 strided conv (no bias) then BN; names '0', '1'."""
+
+    features: int
+    strides: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        """x: [N, H, W, Cin] -> [N, H / strides, W / strides, features]."""
+        x = Conv(
+            self.features,
+            1,
+            strides=self.strides,
+            padding=0,
+            use_bias=False,
+            kernel_init="he_fan_out",
+            dtype=self.dtype,
+            name="0",
+        )(x)
+        return BatchNorm(dtype=self.dtype, name="1")(x, train)
+
+
+class Bottleneck(nn.Module):
+    """torchvision Bottleneck (v1.5: the stride is on conv2, the 3x3).
+
+    Attributes:
+      planes: width of the 1x1/3x3 convs; the output has planes * 4 channels.
+      strides: stride of conv2 and of the downsample branch.
+      downsample: whether the identity branch is a 1x1 conv + BN (torch `downsample`).
+      dtype: compute dtype.
+    """
+
+    planes: int
+    strides: int = 1
+    downsample: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        """x: [N, H, W, Cin] -> [N, H / strides, W / strides, planes * 4]."""
+        conv = {"use_bias": False, "kernel_init": "he_fan_out", "dtype": self.dtype}
+        y = Conv(self.planes, 1, padding=0, name="conv1", **conv)(x)
+        y = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(y, train))
+        y = Conv(self.planes, 3, strides=self.strides, padding=1, name="conv2", **conv)(y)
+        y = nn.relu(BatchNorm(dtype=self.dtype, name="bn2")(y, train))
+        y = Conv(self.planes * EXPANSION, 1, padding=0, name="conv3", **conv)(y)
+        y = BatchNorm(dtype=self.dtype, name="bn3")(y, train)
+        identity = x
+        if self.downsample:
+            identity = Downsample(
+                self.planes * EXPANSION, self.strides, dtype=self.dtype, name="downsample"
+            )(x, train)
+        return nn.relu(y + identity.astype(y.dtype))
+
+
+class ResStage(nn.Module):
+    """torchvision `layerK`: `depth` bottlenecks named '0', '1', ...
+
+    Attributes:
+      planes: bottleneck width (output planes * 4).
+      depth: number of blocks.
+      strides: stride of the first block.
+      dtype: compute dtype.
+    """
+
+    planes: int
+    depth: int
+    strides: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        """x: [N, H, W, Cin] -> [N, H / strides, W / strides, planes * 4]."""
+        for i in range(self.depth):
+            first = i == 0
+            needs_proj = first and (self.strides != 1 or x.shape[-1] != self.planes * EXPANSION)
+            x = Bottleneck(
+                self.planes,
+                strides=self.strides if first else 1,
+                downsample=needs_proj,
+                dtype=self.dtype,
+                name=str(i),
+            )(x, train)
+        return x
+
+
+class ResNet(nn.Module):
+    """ResNet trunk returning the feature pyramid (registry 'resnet50'; see ResNet101).
+
+    Attributes:
+      width_divisor: divides every channel count (tiny variants); 1 = torchvision.
+      depths: bottleneck blocks per stage.
+      dtype: compute dtype (params float32).
+    """
+
+    width_divisor: int = 1
+    depths: Sequence[int] = (3, 4, 6, 3)
+    dtype: Any = jnp.float32
+
+    # torchvision key prefix -> this module's prefix (backbones.torchvision_init).
+    TORCHVISION = (
+        ("conv1", "conv1"),
+        ("bn1", "bn"),
+        *((f"layer{k + 1}", name) for k, name in enumerate(STAGE_NAMES)),
+    )
+    TORCHVISION_IGNORED = ("fc.",)  # the ImageNet classifier
+    FIRST_CONV = "conv1"
+
+    def channels(self) -> dict[str, int]:
+        """Channels of f2..f32: {'f2': 64/d, 'f4': 256/d, 'f8': 512/d, 'f16': 1024/d, ...}."""
+        out = {"f2": 64 // self.width_divisor}
+        for name, planes in zip(("f4", "f8", "f16", "f32"), STAGE_PLANES):
+            out[name] = planes * EXPANSION // self.width_divisor
+        return out
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, train: bool = False, mask: jax.Array | None = None
+    ) -> dict[str, jax.Array]:
+        """Feature pyramid of a normalised image batch.
+
+        Args:
+          x: float [N, H, W, 3] (ImageNet-normalised), H and W multiples of 32.
+          train: BatchNorm mode (torch train/eval).
+          mask: optional [N, H, W, 1] mask added through the first conv (mask.first_conv).
+
+        Returns:
+          {'f2': [N,H/2,W/2,64/d], 'f4': [..,256/d], 'f8': [..,512/d], 'f16': [..,1024/d],
+           'f32': [N,H/32,W/32,2048/d]} in `dtype`, d = width_divisor.
+        """
+        depths = tuple(int(b) for b in self.depths)
+        if len(depths) != 4 or min(depths) < 1:
+            raise ValueError(f"ResNet needs 4 positive stage depths, got {self.depths!r}")
+        d = self.width_divisor
+        stem = 64 // d
+        new = {"kernel_init": "he_fan_out", "bias_init": "zeros", "dtype": self.dtype}
+        conv1 = Conv(stem, 7, strides=2, padding=3, use_bias=False, name="conv1", **new)
+        x = nn.relu(BatchNorm(dtype=self.dtype, name="bn")(first_conv(conv1, x, mask), train))
+        x = Conv(stem, 3, padding=1, name="added_conv", **new)(x)
+        f2 = nn.relu(BatchNorm(dtype=self.dtype, name="added_bn")(x, train))
+        x, feats = max_pool2x2(f2), {"f2": f2}
+        for k, (name, planes, depth) in enumerate(zip(STAGE_NAMES, STAGE_PLANES, depths)):
+            strides = 1 if k == 0 else 2
+            x = ResStage(planes // d, depth, strides=strides, dtype=self.dtype, name=name)(x, train)
+            feats[("f4", "f8", "f16", "f32")[k]] = x
+        return feats
+
+
+class ResNet101(ResNet):
+    """ResNet-101: 23 blocks in the third stage (registry 'resnet101')."""
+
+    depths: Sequence[int] = (3, 4, 23, 3)

@@ -1,0 +1,66 @@
+"""The HS2S encoder (the authors' `EncoderExtra`): a mask-conditioned backbone plus a reduction.
+
+    feats = backbone(x, mask)               f2..f32 (models/backbones/, mask via its first conv)
+    e = ReLU(reduce_bn(reduce_channel_(f32)))   1x1 conv (bias) C32 -> out_ch, BN
+
+The backbone shares this module's scope, so its variables sit beside reduce_channel_ and
+reduce_bn exactly as in the authors' checkpoint (encoder.conv1.weight, encoder.mask_conv.weight,
+encoder.reduce_bn.running_mean, ...). The reduction uses the authors' init for new layers:
+N(0, sqrt(2 / (kh*kw*out))) weights, zero bias, BN 1/0.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rnn_vos_jax.models import backbones
+from rnn_vos_jax.models.layers import BatchNorm, Conv
+
+
+class HS2SEncoder(nn.Module):
+    """Encodes a frame, optionally together with a mask.
+
+    Attributes:
+      backbone: backbone name (models/backbones/), 'resnet50' = the authors'.
+      out_ch: channels of `e` before width_divisor (HS2S num_ch).
+      blocks: optional override of the backbone's stage depths.
+      width_divisor: divides every channel count (including out_ch).
+      dtype: compute dtype (params float32).
+    """
+
+    backbone: str = "resnet50"
+    out_ch: int = 1024
+    blocks: Sequence[int] | None = None
+    width_divisor: int = 1
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.trunk = backbones.build(
+            self.backbone, blocks=self.blocks, width_divisor=self.width_divisor, dtype=self.dtype
+        )
+        nn.share_scope(self, self.trunk)
+        new = {"kernel_init": "he_fan_out", "bias_init": "zeros", "dtype": self.dtype}
+        self.reduce_channel_ = Conv(self.out_ch // self.width_divisor, 1, padding=0, **new)
+        self.reduce_bn = BatchNorm(dtype=self.dtype)
+
+    def __call__(
+        self, x: jax.Array, mask: jax.Array | None = None, train: bool = False
+    ) -> dict[str, jax.Array]:
+        """Encodes frames with their (previous) masks.
+
+        Args:
+          x: float [N, H, W, 3] ImageNet-normalised frames, H and W multiples of 32.
+          mask: float [N, H, W, 1] masks in [0, 1] (GT or sigmoid predictions; not normalised),
+            or None for an encoder without mask input.
+          train: BatchNorm mode (torch train/eval).
+
+        Returns:
+          {'e': [N,H/32,W/32,out_ch/d], 'f32', 'f16', 'f8', 'f4', 'f2'} in `dtype` (the
+          backbone's pyramid, e.g. 2048/d .. 64/d channels for ResNet-50).
+        """
+        feats = self.trunk(x, train, mask)
+        e = nn.relu(self.reduce_bn(self.reduce_channel_(feats["f32"]), train))
+        return {"e": e, **feats}

@@ -3,10 +3,12 @@ r"""Training-step time and streaming-inference speed of the full-size models (no
     python benchmarks/train_step.py [--configs=hs2s,s2s_pp,s2s] [--batch=1] [--frames=3] \
         [--objects=1] [--repeats=3] [--image_size=256,448] [--scan_unroll=0]
 
+`--configs` names files of configs/ (optionally with their argument, e.g. hs2s:resnet101).
 For each config's default (authors') model at 256x448: the jitted, donated train step
 (rnn_vos_jax.train_state.train_step: forward over `frames` frames, loss, backward, Adam update)
-on a batch of `batch` clips, and the jitted streaming inference step (method 'step': one frame for
-`objects` objects with the carry) as frames per second per object. Compile time is reported
+on a batch of `batch` clips, and the jitted inference of the family's predictor as frames per
+second per object: the streaming step (method 'step': one frame for `objects` objects with the
+carry), or for whole-clip families `predict_clip` over the clip, per predicted frame. Compile time is reported
 separately; times are medians over `repeats` runs after one warm-up. `scan_unroll` sets
 model.scan_unroll (0 = the clip length: XLA:CPU runs looped convolutions several times slower).
 Parameters are random (speed does not depend on their values). Prints one line per config and
@@ -21,14 +23,13 @@ import time
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import hs2s, s2s, s2s_pp
 from rnn_vos_jax import models, schedules, sharding, train_state
-
-CONFIGS = {"hs2s": hs2s, "s2s_pp": s2s_pp, "s2s": s2s}
 
 
 def _median_time(fn, repeats):
@@ -40,9 +41,24 @@ def _median_time(fn, repeats):
     return float(np.median(times))
 
 
+def _inference(model, variables, host, objects):
+    """(a call running the family's predictor on one clip, frames it predicts): the streaming
+    step for one frame, or the whole-clip prediction of frames 1..T-1 for offline families."""
+    frames = jnp.asarray(host["frames"][:1].repeat(objects, 0))  # [K, T, H, W, 3]
+    mask = jnp.asarray(host["masks"][:1, 0].repeat(objects, 0))
+    if models.family_of(model).prediction == "clip":
+        clip = jax.jit(lambda v, f, m: model.apply(v, f, m, method="predict_clip"))
+        return (lambda: clip(variables, frames, mask)), frames.shape[1] - 1
+    init_carry = jax.jit(lambda v, f, m: model.apply(v, f, m, method="init_carry"))
+    step = jax.jit(lambda v, c, f: model.apply(v, c, f, method="step"))
+    carry = init_carry(variables, frames[:, 0], mask)
+    return (lambda: step(variables, carry, frames[:, 1])[1]), 1
+
+
 def bench(name, batch, frames, objects, repeats, image_size, scan_unroll=1):
-    """Returns a dict of timings for configs/<name>.py at `image_size`."""
-    config = CONFIGS[name].get_config()
+    """Returns a dict of timings for configs/<name>.py[:arg] at `image_size`."""
+    module, _, arg = name.partition(":")
+    config = importlib.import_module(f"configs.{module}").get_config(arg or None)
     config.unlock()
     config.model.scan_unroll = scan_unroll
     model = models.build(config.model)
@@ -80,15 +96,11 @@ def bench(name, batch, frames, objects, repeats, image_size, scan_unroll=1):
     step_s = _median_time(one_step, repeats)
 
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    frame = jnp.asarray(host["frames"][0, :1].repeat(objects, 0))
-    mask = jnp.asarray(host["masks"][0, :1].repeat(objects, 0))
-    init_carry = jax.jit(lambda v, f, m: model.apply(v, f, m, method="init_carry"))
-    infer = jax.jit(lambda v, c, f: model.apply(v, c, f, method="step"))
-    carry = init_carry(variables, frame, mask)
+    infer, frames_per_call = _inference(model, variables, host, objects)
     t0 = time.perf_counter()
-    jax.block_until_ready(infer(variables, carry, frame))
+    jax.block_until_ready(infer())
     infer_compile_s = time.perf_counter() - t0
-    infer_s = _median_time(lambda: infer(variables, carry, frame)[1], repeats)
+    infer_s = _median_time(infer, repeats) / frames_per_call
     return {
         "params_M": n_params / 1e6,
         "init_s": init_s,

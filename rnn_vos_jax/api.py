@@ -10,7 +10,8 @@
 Checkpoints: an orbax directory (`checkpoints.save_variables` output, a training workdir or one
 of its step folders) or an authors'-format PyTorch .pth (converted in memory; needs torch).
 Frames are resized to `config.data.image_size` for the model and the probabilities back to the
-input size; the streaming per-video predictor is `inference.VideoPredictor`.
+input size; the per-video predictor is the one the model's family asks for
+(`inference.predictor_for`: streaming, or whole-clip for offline models).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Segmenter:
     """A model with its weights, segmenting one video at a time.
 
     Args:
-      model: Flax module with `init_carry` / `step` (see CONTRACTS.md §4).
+      model: the Flax model of a registered family (models/family.py).
       variables: its {'params'[, 'batch_stats']}.
       image_size: (H, W) the model runs at (multiples of 32).
     """
@@ -83,7 +84,7 @@ class Segmenter:
         self.model = model
         self.variables = jax.device_put({k: v for k, v in variables.items() if v})
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.predictor = inference.VideoPredictor(model, self.variables, self.image_size)
+        self.predictor = inference.predictor_for(model, self.variables, self.image_size)
 
     @classmethod
     def from_checkpoint(cls, path: str, config: Any) -> Segmenter:

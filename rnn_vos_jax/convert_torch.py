@@ -8,12 +8,12 @@ r"""Converts the authors' PyTorch checkpoints (HS2S, S2S++) into Flax variables.
 The output is a `checkpoints.save_variables` directory, accepted by `--mode=eval` (as the workdir's
 weights via `--config.init_from`) and by `api.Segmenter.from_checkpoint`.
 
-Checkpoint layouts (detected from the file):
-  'hs2s':   {'model': ModelMatch state dict, 'optimizer': ...}; keys carry DataParallel's
-            'module.' prefix (stripped). A bare ModelMatch state dict is accepted too.
-  's2s_pp': {'initializer': sd, 'encoder': sd, 'decoder': sd, 'convlstm': sd,
-             'convlstm_middle': sd, 'convlstm_3': sd, 'optimizer': ...}, one state dict per module
-            (the S2S baseline has no convlstm_middle / convlstm_3).
+Each family names the layout of its authors' files (Family.checkpoint, models/torch_layouts.py):
+HS2S {'model': ModelMatch state dict with DataParallel's 'module.' prefix, 'optimizer': ...} (a
+bare state dict is accepted too); S2S / S2S++ one state dict per module {'initializer', 'encoder',
+'decoder', 'convlstm'[, 'convlstm_middle', 'convlstm_3']}. A file of another family's layout is
+named as such. `export_state` writes our variables back into the family's layout (numpy arrays;
+`torch.save` them after turning them into tensors).
 
 The expected Flax tree comes from `jax.eval_shape` of the configured model's init, so the widths
 follow the config (e.g. a tiny `width_divisor` variant). Every tensor must land on exactly one
@@ -33,17 +33,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_vos_jax import models
-from rnn_vos_jax.torch_keys import ConversionError, KeyIndex, flatten_variables, unflatten_variables
+from rnn_vos_jax.torch_keys import (
+    ConversionError,
+    KeyIndex,
+    flatten_variables,
+    to_torch_layout,
+    unflatten_variables,
+)
 
-S2SPP_MODULES = ("initializer", "encoder", "decoder", "convlstm", "convlstm_middle", "convlstm_3")
-S2SPP_REQUIRED = ("initializer", "encoder", "decoder", "convlstm")
-# Which model families each checkpoint layout can hold.
-LAYOUT_MODELS = {"hs2s": ("hs2s",), "s2s_pp": ("s2s_pp", "s2s")}
-DATA_PARALLEL_PREFIX = "module."
 # Parameters do not depend on the frame size; any multiple of 32 gives the same tree.
 _ABSTRACT_SIZE = (64, 64)
+_BN_COUNTER = "num_batches_tracked"
 
-__all__ = ["ConversionError", "convert_checkpoint", "expected_variables", "read_torch_file"]
+__all__ = [
+    "ConversionError",
+    "convert_checkpoint",
+    "expected_variables",
+    "export_state",
+    "read_torch_file",
+]
 
 
 def import_torch():
@@ -88,45 +96,46 @@ def read_torch_file(path: str) -> dict[str, Any]:
     return _to_numpy(obj, torch)
 
 
-def _is_state_dict(obj: Any) -> bool:
-    return (
-        isinstance(obj, Mapping)
-        and len(obj) > 0
-        and all(isinstance(v, np.ndarray) for v in obj.values())
-    )
+def _layout(model_config: Any):
+    fam = models.family(model_config["name"])
+    if fam.checkpoint is None:
+        raise ValueError(f"model family {fam.name!r} has no PyTorch checkpoint layout")
+    return fam.checkpoint
 
 
-def flatten_checkpoint(ckpt: Mapping[str, Any], source: str) -> tuple[str, dict[str, np.ndarray]]:
-    """Detects the layout of an authors' checkpoint and flattens it to one state dict.
+def flatten_checkpoint(
+    ckpt: Mapping[str, Any], model_config: Any, source: str
+) -> dict[str, np.ndarray]:
+    """Checks that a loaded file has the layout of config.model's family and flattens it.
 
     Args:
       ckpt: the loaded file (nested dicts of numpy arrays).
+      model_config: config.model.
       source: file name for messages.
 
     Returns:
-      (layout, {model-level torch key: array}); layout is 'hs2s' or 's2s_pp'. HS2S keys lose the
-      'module.' prefix; S2S++ keys are prefixed with their module name ('encoder.out.0.weight').
+      {model-level torch key: array} (e.g. 'encoder.conv1.weight', 'decoder.conv_1.bias').
 
     Raises:
-      ValueError: unknown layout (naming the top-level keys found).
+      ValueError: the file has another family's layout, or no known layout (naming the
+        top-level keys found).
     """
-    if all(k in ckpt for k in S2SPP_REQUIRED):
-        flat = {}
-        for name in S2SPP_MODULES:
-            if name in ckpt:
-                if not _is_state_dict(ckpt[name]):
-                    raise ValueError(f"{source}: entry {name!r} is not a state dict of tensors")
-                flat.update({f"{name}.{k}": v for k, v in ckpt[name].items()})
-        return "s2s_pp", flat
-    state = ckpt.get("model") if isinstance(ckpt.get("model"), Mapping) else ckpt
-    if _is_state_dict(state):
-        if all(k.startswith(DATA_PARALLEL_PREFIX) for k in state):
-            state = {k[len(DATA_PARALLEL_PREFIX) :]: v for k, v in state.items()}
-        return "hs2s", dict(state)
-    raise ValueError(
-        f"{source}: unknown checkpoint layout with top-level keys {sorted(map(str, ckpt))}; "
-        f"expected HS2S {{'model': state_dict, ...}} or S2S++ {{{', '.join(S2SPP_MODULES)}}}"
-    )
+    name = model_config["name"]
+    layout = _layout(model_config)
+    if not layout.detect(ckpt):
+        fits = [f for f in models.families() if f.checkpoint and f.checkpoint.detect(ckpt)]
+        if fits:
+            kind = fits[0].checkpoint.name
+            owners = tuple(f.name for f in fits if f.checkpoint.name == kind)
+            raise ValueError(
+                f"{source} is a {kind!r} checkpoint but config.model.name is {name!r} "
+                f"(expected one of {owners}); pass the matching config"
+            )
+        raise ValueError(
+            f"{source}: unknown checkpoint layout with top-level keys {sorted(map(str, ckpt))}; "
+            f"expected {layout.describe()} for {name!r}"
+        )
+    return layout.flatten(ckpt, source)
 
 
 def expected_variables(model_config: Any) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
@@ -161,13 +170,8 @@ def convert_state(
       ConversionError: missing, unexpected or mis-shaped tensors (all listed).
       ValueError: unknown layout, or a layout that does not fit config.model.name.
     """
-    layout, state = flatten_checkpoint(ckpt, source)
+    state = flatten_checkpoint(ckpt, model_config, source)
     name = model_config["name"]
-    if name not in LAYOUT_MODELS[layout]:
-        raise ValueError(
-            f"{source} is a {layout!r} checkpoint but config.model.name is {name!r} "
-            f"(expected one of {LAYOUT_MODELS[layout]}); pass the matching config"
-        )
     index = KeyIndex(expected_variables(model_config))
     if not any(index.resolve(k, np.ndim(v)) for k, v in state.items()):
         raise ValueError(
@@ -183,6 +187,28 @@ def convert_checkpoint(path: str, model_config: Any) -> dict[str, Any]:
     See `convert_state`; raises FileNotFoundError / ValueError / ConversionError with the file name.
     """
     return convert_state(read_torch_file(path), model_config, source=path)
+
+
+def export_state(variables: Mapping[str, Any], model_config: Any) -> dict[str, Any]:
+    """Our variables in the authors' file layout of config.model's family (inverse of convert).
+
+    Args:
+      variables: {'params', 'batch_stats'} of the configured model (arrays).
+      model_config: config.model.
+
+    Returns:
+      The file's nested dict of numpy arrays in torch layout (OIHW kernels), with every
+      BatchNorm's `num_batches_tracked` (0), as the authors' torch modules' state dicts hold.
+      `convert_state` of it gives `variables` back.
+    """
+    layout = _layout(model_config)
+    state = {}
+    for path, value in flatten_variables(variables).items():
+        key = layout.torch_key(path)
+        state[key] = to_torch_layout(np.asarray(value, np.float32))
+        if path[0] == "batch_stats" and path[-1] == "mean":
+            state[key.rsplit(".", 1)[0] + "." + _BN_COUNTER] = np.zeros((), np.int64)
+    return layout.unflatten(state)
 
 
 def count_parameters(variables: Mapping[str, Any]) -> int:

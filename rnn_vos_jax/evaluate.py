@@ -1,4 +1,4 @@
-"""Checkpoint evaluation: streaming inference per video -> palette PNGs -> J, F, J&F.
+"""Checkpoint evaluation: per-video inference -> palette PNGs -> J, F, J&F.
 
     python -m rnn_vos_jax.main --config=configs/hs2s.py --workdir=DIR --mode=eval \
         [--config.data.eval_dir=RAW_FOLDER | --config.data.eval_records=TFRECORDS] \
@@ -11,9 +11,11 @@ original frame size on a background thread, then WORKDIR/eval/<split>/metrics.js
 ``metrics.summarize``, with a copy-the-first-mask baseline under "baseline"). Each finished video
 leaves a marker WORKDIR/eval/<split>/done/VIDEO.json (written atomically after its last PNG, with
 its scores), so an interrupted evaluation resumes where it stopped. Videos without ground truth on
-every frame (real YouTube-VOS valid) get PNGs but no scores. With config.eval.watch it evaluates
-every new checkpoint until the final training step's (or config.eval.watch_timeout_s without a new
-one). Only process 0 evaluates in multi-process runs.
+every frame (real YouTube-VOS valid) get PNGs but no scores. Inference uses the predictor the
+model's family asks for (inference.predictor_for: streaming, or whole-clip for offline models).
+With config.eval.watch it evaluates every new checkpoint until the final training step's (which
+training records in WORKDIR/run.json, see run_info), or until config.eval.watch_timeout_s pass
+without a new one. Only process 0 evaluates in multi-process runs.
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from rnn_vos_jax import checkpoints, eval_data, inference, metrics, models, png_writer, score
+from rnn_vos_jax import (
+    checkpoints,
+    eval_data,
+    inference,
+    metrics,
+    models,
+    png_writer,
+    run_info,
+    score,
+)
 from rnn_vos_jax.eval_video import EvalVideo
 
 EVAL_DIR = "eval"
@@ -130,7 +141,7 @@ def evaluate_checkpoint(
     workdir: str,
     step: int | None = None,
     *,
-    predictor: inference.VideoPredictor | None = None,
+    predictor: inference.StreamingPredictor | inference.ClipPredictor | None = None,
 ) -> dict:
     """Evaluates one checkpoint (default: latest; none in the workdir: config.init_from).
 
@@ -150,7 +161,7 @@ def evaluate_checkpoint(
             "config.init_from to evaluate"
         )
     if predictor is None:
-        predictor = inference.VideoPredictor(
+        predictor = inference.predictor_for(
             models.build(config.model), variables, config.data.image_size
         )
     else:
@@ -229,12 +240,10 @@ def _summarize(marker: _Marker, names: list[str], seen: set[str] | None) -> dict
 def watch(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Evaluates each new checkpoint as training writes it; returns the last metrics.
 
-    Stops after evaluating the final training step's checkpoint, or when no new checkpoint has
-    appeared for config.eval.watch_timeout_s seconds (default 3600).
+    Stops after evaluating the final training step's checkpoint (WORKDIR/run.json, written by
+    training when it starts; until it exists the final step is unknown), or when no new
+    checkpoint has appeared for config.eval.watch_timeout_s seconds (default 3600).
     """
-    from rnn_vos_jax import train  # no TensorFlow at import
-
-    final = train.total_steps(config, train.resolve_steps_per_epoch(config))
     timeout = float(config.eval.get("watch_timeout_s", 3600.0))
     poll = float(config.eval.get("watch_poll_s", 10.0))
     done, result, predictor = set(), {}, None
@@ -246,7 +255,7 @@ def watch(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if len(pending) > 1:
                 logging.info("watch: skipping older checkpoints %s", pending[:-1])
             if predictor is None:  # one predictor: compiled steps are reused across checkpoints
-                predictor = inference.VideoPredictor(
+                predictor = inference.predictor_for(
                     models.build(config.model), None, config.data.image_size
                 )
             try:
@@ -261,7 +270,8 @@ def watch(config: ml_collections.ConfigDict, workdir: str) -> dict:
             _append_history(workdir, result, step)
             done.update(pending)
             last_new = time.time()
-            if step >= final:
+            info = run_info.read(workdir)
+            if info is not None and step >= int(info["num_steps"]):
                 logging.info("watch: evaluated the final step %d", step)
                 return result
         elif time.time() - last_new > timeout:

@@ -1,10 +1,18 @@
-"""Streaming per-video inference: all objects of a video in one batch, one jitted step per frame.
+"""Per-video inference: all objects of a video in one batch, probabilities at the original size.
+
+Two predictors share one interface (`predict(frames, first_masks)` yielding per-frame
+probabilities, `set_variables`), chosen by the model family's `prediction` (`predictor_for`):
+
+  StreamingPredictor  one jitted `step` per frame with an explicit carry (`init_carry` at each
+                      object's first frame); memory does not grow with the video length.
+  ClipPredictor       one jitted `predict_clip` over the whole clip from each object's first
+                      frame (offline models, e.g. bidirectional ones); it holds every frame of
+                      the video at the model size, so memory grows with its length.
 
 Frames are resized to the model's input size (bilinear, PIL, as the authors' torchvision
-``Resize``), first masks with nearest neighbour. Each object starts its recurrent carry at its own
-first frame (``model.init_carry``) and is advanced by ``model.step`` on every later frame; the
-sigmoid probabilities are resized bilinearly back to the original frame size on device. Memory does
-not grow with video length: only the carry lives across frames.
+``Resize``), first masks with nearest neighbour; the sigmoid probabilities are resized bilinearly
+back to the original frame size on device. Objects are padded to a power of two so videos with 3
+or 4 objects share one compilation.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+
+from rnn_vos_jax import models
 
 BACKGROUND_SCORE = 0.5
 
@@ -99,12 +109,31 @@ def _probabilities(logits, size):
     return jnp.clip(jax.image.resize(probs, (probs.shape[0], *size), "bilinear"), 0.0, 1.0)
 
 
-class VideoPredictor:
+def _check_frame(t: int, frame) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+        raise ValueError(f"frame {t}: expected uint8[H, W, 3], got {frame.dtype}{frame.shape}")
+    return frame
+
+
+def _first_mask(object_id: int, t: int, mask, size, image_size) -> tuple[np.ndarray, np.ndarray]:
+    """(the given bool[H0, W0] mask, float32[H, W] at the model size); raises on bad masks."""
+    mask = np.asarray(mask, bool)
+    if mask.shape != tuple(size):
+        raise ValueError(
+            f"object {object_id}: first mask {mask.shape} does not match frame {t} of size {size}"
+        )
+    if not mask.any():
+        raise ValueError(f"object {object_id}: first mask on frame {t} is empty")
+    return mask, resize_mask(mask, image_size).astype(np.float32)
+
+
+class StreamingPredictor:
     """Runs a model with ``init_carry``/``step`` methods over videos, frame by frame.
 
     Attributes:
-      model: Flax module (contract: ``init_carry(frame0 [N,H,W,3], mask0 [N,H,W,1]) -> carry``,
-        ``step(carry, frame [N,H,W,3]) -> (carry, logits f32[N,H,W,1])``).
+      model: Flax module (``init_carry(frame0 [N,H,W,3], mask0 [N,H,W,1]) -> carry``,
+        ``step(carry, frame [N,H,W,3]) -> (carry, logits f32[N,H,W,1])``; models/family.py).
       variables: its variables ({'params', 'batch_stats'}), placed on device.
       image_size: (H, W) model input size.
     """
@@ -141,11 +170,7 @@ class VideoPredictor:
         k, kp = len(object_ids), _bucket(len(object_ids))
         carry = None
         for t, frame in enumerate(frames):
-            frame = np.asarray(frame)
-            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
-                raise ValueError(
-                    f"frame {t}: expected uint8[H, W, 3], got {frame.dtype}{frame.shape}"
-                )
+            frame = _check_frame(t, frame)
             size = frame.shape[:2]
             small = jnp.asarray(resize_frame(frame, self.image_size))
             out = np.zeros((k, *size), np.float32)
@@ -158,18 +183,8 @@ class VideoPredictor:
                 masks = np.zeros((kp, *self.image_size), np.float32)
                 start = np.zeros((kp,), bool)
                 for i in starting:
-                    mask = np.asarray(first_masks[object_ids[i]][1], bool)
-                    if mask.shape != size:
-                        raise ValueError(
-                            f"object {object_ids[i]}: first mask {mask.shape} does not match "
-                            f"frame {t} of size {size}"
-                        )
-                    if not mask.any():
-                        raise ValueError(
-                            f"object {object_ids[i]}: first mask on frame {t} is empty"
-                        )
-                    masks[i] = resize_mask(mask, self.image_size)
-                    out[i] = mask
+                    o = object_ids[i]
+                    out[i], masks[i] = _first_mask(o, t, first_masks[o][1], size, self.image_size)
                     start[i] = True
                 if carry is None:
                     carry = self._empty_carry(self.variables, small, kp)
@@ -177,3 +192,91 @@ class VideoPredictor:
             yield out
         if carry is None and len(starts):
             raise ValueError(f"no object starts within the video (first frames {starts.tolist()})")
+
+
+VideoPredictor = StreamingPredictor  # the name before whole-clip prediction existed
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_clip(model):
+    """Jitted predict_clip: (variables, frames [K,T,H,W,3], masks [K,H,W,1]) -> logits."""
+
+    def run(variables, frames, masks):
+        return model.apply(variables, frames, masks, method="predict_clip")
+
+    return jax.jit(run)
+
+
+class ClipPredictor:
+    """Runs a model with a ``predict_clip`` method over whole videos (offline prediction).
+
+    Objects that start on the same frame run together, on the clip from that frame to the end.
+    Every frame of the video is held at the model size (memory grows with its length); one
+    compilation per clip length and object bucket.
+
+    Attributes:
+      model: Flax module (``predict_clip(frames [N,T,H,W,3], mask0 [N,H,W,1]) -> logits
+        f32[N,T-1,H,W,1]``; models/family.py).
+      variables: its variables, placed on device.
+      image_size: (H, W) model input size.
+    """
+
+    def __init__(self, model, variables, image_size: Sequence[int]):
+        self.model = model
+        self.set_variables(variables)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self._run = _compiled_clip(model)
+
+    def set_variables(self, variables) -> None:
+        """Swaps in new variables (same structure: no recompilation), placed on device once."""
+        self.variables = jax.device_put(variables)
+
+    def predict(
+        self,
+        frames: np.ndarray | Iterable[np.ndarray],
+        first_masks: Mapping[int, tuple[int, np.ndarray]],
+    ) -> Iterator[np.ndarray]:
+        """Segments one video; same arguments and per-frame outputs as StreamingPredictor."""
+        object_ids = sorted(first_masks)
+        if not object_ids:
+            raise ValueError("first_masks is empty: nothing to segment")
+        sizes, small = [], []
+        for t, frame in enumerate(frames):
+            frame = _check_frame(t, frame)
+            sizes.append(frame.shape[:2])
+            small.append(resize_frame(frame, self.image_size))
+        starts = {o: int(first_masks[o][0]) for o in object_ids}
+        late = {o: s for o, s in starts.items() if not 0 <= s < len(small)}
+        if late:
+            raise ValueError(f"objects start outside the video of {len(small)} frames: {late}")
+        given, logits = {}, {}  # object -> given mask / device logits [T - start - 1, H, W, 1]
+        for s in sorted(set(starts.values())):
+            group = [o for o in object_ids if starts[o] == s]
+            masks = np.zeros((_bucket(len(group)), *self.image_size, 1), np.float32)
+            for i, o in enumerate(group):
+                given[o], masks[i, ..., 0] = _first_mask(
+                    o, s, first_masks[o][1], sizes[s], self.image_size
+                )
+            if s + 1 == len(small):
+                continue  # the object's only frame is its given mask
+            clip = jnp.asarray(np.stack(small[s:]))
+            clip = jnp.broadcast_to(clip[None], (len(masks), *clip.shape))
+            out = self._run(self.variables, clip, jnp.asarray(masks))
+            logits.update({o: out[i] for i, o in enumerate(group)})
+        for t, size in enumerate(sizes):
+            out = np.zeros((len(object_ids), *size), np.float32)
+            for i, o in enumerate(object_ids):
+                if t == starts[o]:
+                    out[i] = given[o]
+                elif t > starts[o]:
+                    z = logits[o][t - starts[o] - 1]
+                    out[i] = np.asarray(_probabilities(z[None], size))[0]
+            yield out
+
+
+PREDICTORS = {"streaming": StreamingPredictor, "clip": ClipPredictor}
+
+
+def predictor_for(model, variables, image_size: Sequence[int]):
+    """The predictor the model's family asks for (Family.prediction), ready to `predict`."""
+    return PREDICTORS[models.family_of(model).prediction](model, variables, image_size)

@@ -3,9 +3,9 @@
 No torch import: tensors arrive as numpy arrays (see convert_torch.read_torch_file), so this
 module also serves backbone initialisation from .npz files.
 
-Naming rule shared by every model of the package (see models/resnet.py, models/vgg.py): a torch
-key `a.b.3.conv_1.weight` names the Flax module path a/b/3/conv_1 (models/resnet.py keeps the
-integer as its own module name) or a/b_3/conv_1 (models/vgg.py joins it to its parent). Both
+Naming rule shared by every model of the package (see models/backbones/resnet.py and vgg.py): a
+torch key `a.b.3.conv_1.weight` names the Flax module path a/b/3/conv_1 (the ResNet keeps the
+integer as its own module name) or a/b_3/conv_1 (VGG16 joins it to its parent). Both
 sides are therefore compared in a canonical form in which every path separator is '_', after the
 leaf has been renamed:
 

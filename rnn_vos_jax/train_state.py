@@ -3,7 +3,8 @@
 `train_step` is a top-level pure function (state, batch, sample_prob) -> (state, metrics). It is
 jitted once per BatchNorm mode with the state replicated and donated and the batch sharded over the
 mesh's 'data' axis; because the batch is one global array, BatchNorm statistics and the loss are
-computed over the global batch exactly as on a single device.
+computed over the global batch exactly as on a single device. The loss is the model family's
+(Family.loss), so any outputs a family adds get their loss there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh
 
-from rnn_vos_jax import losses, sharding
+from rnn_vos_jax import models, sharding
 
 
 @struct.dataclass(kw_only=True)
@@ -147,6 +148,7 @@ def train_step(
     sample_prob: jax.Array,
     *,
     model: nn.Module,
+    loss_fn: Callable,
     tx: optax.GradientTransformation,
     loss_config: Mapping[str, Any],
     schedule: Callable,
@@ -160,18 +162,19 @@ def train_step(
         valid bool[B,T] (frame 0 is the given first frame; frames 1..T-1 are predicted).
       sample_prob: float32 scalar, scheduled-sampling probability.
       model: Flax model (static).
+      loss_fn: the family's loss(outputs, batch, **loss_config) -> (loss, parts) (static).
       tx: optimizer (static).
-      loss_config: keyword arguments of `losses.sequence_loss` (kind and weights).
+      loss_config: keyword arguments of `loss_fn` (config.train.loss).
       schedule: learning-rate schedule (only logged here; tx holds its own).
       bn_train: BatchNorm uses batch statistics (True) or its frozen running statistics.
 
     Returns:
-      (new state, metrics) with float32 scalars: loss, bce, jaccard, distance, grad_norm,
-      learning_rate, sample_prob.
+      (new state, metrics) with float32 scalars: loss, the loss's parts (e.g. bce, jaccard,
+      distance), grad_norm, learning_rate, sample_prob.
     """
     rng, k_sample = jax.random.split(state.rng)
 
-    def loss_fn(params):
+    def objective(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
         out, updates = model.apply(
             variables,
@@ -182,18 +185,10 @@ def train_step(
             rngs={"sample": k_sample},
             mutable=["batch_stats"],
         )
-        distance_labels = batch["distance"][:, 1:] if out.get("distance") is not None else None
-        loss, parts = losses.sequence_loss(
-            out["logits"],
-            out.get("distance"),
-            batch["masks"][:, 1:],
-            distance_labels,
-            batch["valid"][:, 1:],
-            **loss_config,
-        )
+        loss, parts = loss_fn(out, batch, **loss_config)
         return loss, (parts, updates.get("batch_stats", state.batch_stats))
 
-    (loss, (parts, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (parts, new_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     if not bn_train:
@@ -219,12 +214,18 @@ def jit_train_step(
     schedule: Callable,
     mesh: Mesh,
     bn_train: bool,
+    *,
+    loss_fn: Callable | None = None,
 ) -> Callable:
-    """`train_step` jitted for `mesh`: state replicated and donated, batch sharded on 'data'."""
+    """`train_step` jitted for `mesh`: state replicated and donated, batch sharded on 'data'.
+
+    `loss_fn` defaults to the loss of the model's family (models.family_of(model).loss).
+    """
     rep = sharding.replicated(mesh)
     step = functools.partial(
         train_step,
         model=model,
+        loss_fn=loss_fn or models.family_of(model).loss,
         tx=tx,
         loss_config=dict(loss_config),
         schedule=schedule,

@@ -67,7 +67,7 @@ class S2SPlusPlus(nn.Module):
       num_skip_memories: 0, 1 or 2 skip-memory ConvLSTMs (at H/16, then also H/8).
       use_distance: whether the decoder has the border-distance head (multi-task loss).
       num_classes: distance classes K (2*border/bin + 2; 42 for border 20, bin 1).
-      encoder_head: 'authors_1x1' (released code) or 'fcn_7x7' (see models/vgg.py).
+      encoder_head: 'authors_1x1' (released code) or 'fcn_7x7' (see models/s2s_encoder.py).
       cell: cell of every memory (models/cells/; its carry must be a ConvLSTM's (h, c)):
         'authors' (sigmoid g, ReLU c) or 'tanh'.
       width_divisor: divides every channel count incl. the 4096/200704 heads (tiny variants).

@@ -83,6 +83,15 @@ def data_config(*, batch_size: int, curriculum: str) -> ml_collections.ConfigDic
     return c
 
 
+def distance_classes(data: ml_collections.ConfigDict):
+    """config.model.num_classes derived from config.data: K = 2 * (border // bin_size) + 2.
+
+    A reference, not a value: overriding --config.data.border or bin_size changes it too
+    (training checks that an explicit override still agrees with the data).
+    """
+    return 2 * (data.get_ref("border") // data.get_ref("bin_size")) + 2
+
+
 def train_config(
     *,
     learning_rate: float,

@@ -29,16 +29,17 @@ except ImportError:  # loaded by file path from outside the repository root
     from configs import common
 
 
-def model_config(arg) -> ml_collections.ConfigDict:
+def model_config(arg, data) -> ml_collections.ConfigDict:
     """config.model for HS2S; every key but name/backbone_init is a field of models.hs2s.HS2S."""
     m = ml_collections.ConfigDict()
     m.name = "hs2s"
-    m.backbone = "resnet101" if arg.resnet101 else "resnet50"
+    m.backbone = "resnet101" if arg.resnet101 else "resnet50"  # models/backbones/
     m.num_ch = 1024
-    m.num_classes = 42  # 2 * (data.border // data.bin_size) + 2
+    m.num_classes = common.distance_classes(data)  # 42 = 2 * (data.border // data.bin_size) + 2
     m.mem_kernel = 3
     m.sm_kernel = 5
-    m.cell = "authors"  # ConvLSTM with sigmoid g / ReLU c ('tanh': the standard cell)
+    m.cell = "authors"  # models/cells/: ConvLSTM with sigmoid g / ReLU c ('tanh': standard)
+    m.fusion = "gc"  # models/fusion/: the authors' global-convolution matching
     m.width_divisor = 1  # > 1: thinner tiny variants (tests, demo)
     m.blocks = config_dict.placeholder(tuple)  # ResNet stage depths; None = the backbone's
     m.dtype = "bfloat16" if arg.bf16 else "float32"
@@ -71,8 +72,7 @@ def demo(c) -> None:
     c.model.sm_kernel = 3
     c.model.mask_jitter = 4
     c.data.border = 10
-    c.data.bin_size = 5
-    c.model.num_classes = 6
+    c.data.bin_size = 5  # model.num_classes follows: 6
     c.data.frame_resample = "bilinear"
     c.data.antialias = False
     c.data.min_clip_len = 4
@@ -96,8 +96,8 @@ def demo(c) -> None:
 def get_config(arg=None):
     arg = common.parse_arg(arg, demo=False, resnet101=False, bf16=False)
     c = common.base_config()
-    c.model = model_config(arg)
     c.data = common.data_config(batch_size=15, curriculum="uniform")
+    c.model = model_config(arg, c.data)
     c.train = common.train_config(
         learning_rate=1e-4,
         num_epochs=750,

@@ -29,7 +29,7 @@ except ImportError:  # loaded by file path from outside the repository root
     from configs import common
 
 
-def model_config(arg) -> ml_collections.ConfigDict:
+def model_config(arg, data) -> ml_collections.ConfigDict:
     """config.model for S2S++; every key but name/backbone_init is a field of the model."""
     if arg.skip not in (0, 1, 2):
         raise ValueError(f"config argument skip={arg.skip}; S2S++ has 0, 1 or 2 skip-memories")
@@ -37,7 +37,7 @@ def model_config(arg) -> ml_collections.ConfigDict:
     m.name = "s2s_pp"
     m.num_skip_memories = arg.skip
     m.use_distance = True
-    m.num_classes = 42  # 2 * (data.border // data.bin_size) + 2
+    m.num_classes = common.distance_classes(data)  # 42 = 2 * (data.border // data.bin_size) + 2
     m.encoder_head = "fcn_7x7" if arg.fcn else "authors_1x1"
     m.cell = "authors"  # ConvLSTM with sigmoid g / ReLU c ('tanh': the standard cell)
     m.width_divisor = 1
@@ -65,8 +65,8 @@ def recipe(c: ml_collections.ConfigDict) -> None:
 def get_config(arg=None):
     arg = common.parse_arg(arg, skip=2, demo=False, bf16=False, fcn=False)
     c = common.base_config()
-    c.model = model_config(arg)
     recipe(c)
+    c.model = model_config(arg, c.data)
     if arg.demo:
         common.shrink_for_demo(c)
         c.model.width_divisor = 16

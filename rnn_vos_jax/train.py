@@ -3,7 +3,8 @@
 Resume order (first that exists wins):
   1. WORKDIR/checkpoints/<latest>  -> continues the same run: step, params, BatchNorm statistics,
      optimizer, rng, and the data position (the pipeline restarts at batch `step`);
-  2. config.init_from              -> params + batch_stats only (contract section 6), fresh optimizer;
+  2. config.init_from              -> params + batch_stats only (an orbax variables directory, e.g.
+                                      from convert_torch, or another workdir), fresh optimizer;
   3. scratch, with config.model.backbone_init (torchvision ImageNet weights) loaded into the
      backbones when set.
 
@@ -23,7 +24,16 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from rnn_vos_jax import checkpoints, metric_writer, models, schedules, sharding, train_state
+from rnn_vos_jax import (
+    checkpoints,
+    distance,
+    metric_writer,
+    models,
+    run_info,
+    schedules,
+    sharding,
+    train_state,
+)
 
 
 def resolve_steps_per_epoch(config: ml_collections.ConfigDict) -> float:
@@ -45,6 +55,21 @@ def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: float) -> in
     if config.train.num_steps > 0:
         return int(config.train.num_steps)
     return math.ceil(int(config.train.num_epochs) * steps_per_epoch - 1e-6)
+
+
+def check_distance_classes(config: ml_collections.ConfigDict) -> None:
+    """Raises unless config.model.num_classes (when the model has one) is the number of distance
+    classes that config.data.border / bin_size give the labels (the configs derive it)."""
+    k = config.model.get("num_classes")
+    if k is None:
+        return
+    want = distance.num_distance_classes(int(config.data.border), int(config.data.bin_size))
+    if int(k) != want:
+        raise ValueError(
+            f"config.model.num_classes={k}, but config.data.border={config.data.border} and "
+            f"config.data.bin_size={config.data.bin_size} label {want} distance classes; set "
+            "the data keys (num_classes follows them) or make them agree"
+        )
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -148,6 +173,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainSta
       The final TrainState (replicated on the mesh).
     """
     log = logging.info
+    check_distance_classes(config)
     mesh = sharding.make_mesh(config.mesh.num_devices)
     model = models.build(config.model)
     steps_per_epoch = resolve_steps_per_epoch(config)
@@ -157,6 +183,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainSta
     schedule = schedules.learning_rate_fn(config.train, steps_per_epoch)
     tx = train_state.make_optimizer(config.train, schedule)
     save_config(config, workdir)
+    if jax.process_index() == 0:
+        run_info.write(workdir, num_steps=num_steps, steps_per_epoch=steps_per_epoch)
 
     ckpt_cfg = config.train.checkpoint
     ckpt = checkpoints.TrainCheckpointer(
@@ -209,9 +237,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainSta
     return state
 
 
+_NOT_LOSS_PARTS = {
+    "loss",
+    "epoch",
+    "grad_norm",
+    "learning_rate",
+    "sample_prob",
+    "steps_per_sec",
+    "clips_per_sec",
+    "eta_min",
+}
+
+
 def _progress_line(step: int, total: int, m: dict[str, float]) -> str:
     parts = [f"step {step}/{total}", f"epoch {m['epoch']:.2f}", f"loss {m['loss']:.4f}"]
-    parts += [f"{k} {m[k]:.4f}" for k in ("bce", "jaccard", "distance") if k in m]
+    # The loss's own parts (the family's), then the optimizer's.
+    parts += [f"{k} {v:.4f}" for k, v in m.items() if k not in _NOT_LOSS_PARTS]
     parts.append(f"lr {m['learning_rate']:.2e}")
     if m.get("sample_prob", 0) > 0:
         parts.append(f"sample_prob {m['sample_prob']:.3f}")

@@ -17,7 +17,9 @@ torch = pytest.importorskip("torch")
 import torch_reference as tr
 
 from rnn_vos_jax import backbone_init, convert_torch, torch_keys
-from rnn_vos_jax.models import layers, resnet, vgg
+from rnn_vos_jax.models import layers
+from rnn_vos_jax.models.backbones import vgg
+from rnn_vos_jax.models.hs2s_encoder import HS2SEncoder
 
 DIV = 16
 TOL = 1e-4
@@ -82,7 +84,7 @@ def test_resnet_into_both_hs2s_encoders_reproduces_torch(tv_resnet, tmp_path):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 64, 96, 3)).astype(np.float32)
     mask = (rng.uniform(size=(2, 64, 96, 1)) > 0.5).astype(np.float32)
-    enc = resnet.EncoderExtra(out_ch=1024, blocks=(1, 1, 1, 1), width_divisor=DIV)
+    enc = HS2SEncoder(out_ch=1024, blocks=(1, 1, 1, 1), width_divisor=DIV)
     for name in ("encoder_ref", "encoder"):
         # The authors' construction: torchvision trunk + freshly initialised new layers.
         ref = tr.EncoderExtra(copy.deepcopy(tv_resnet), 1024 // DIV).eval()
@@ -110,8 +112,8 @@ def test_resnet_wrong_depth_missing_and_misshaped_listed(tmp_path):
     assert "encoder.conv4.1.conv1.weight" in msg  # the extra block, unexpected
     assert "batch_stats/encoder_ref/conv5/0/bn3/var" in msg  # missing
     assert "encoder.bn.weight: torch shape (7,)" in msg  # mis-shaped
-    with pytest.raises(ValueError, match="no ImageNet backbone mapping"):
-        backbone_init.apply({}, pth, {"name": "bi_hs2s"})
+    with pytest.raises(ValueError, match="config.model.name 'nope'; known"):
+        backbone_init.apply({}, pth, {"name": "nope"})
     assert backbone_init.apply({"params": {}}, "", cfg) == {"params": {}}
 
 
@@ -149,17 +151,17 @@ def test_vgg_into_s2spp_initializer_and_encoder(tv_vgg, tmp_path):
 
     x = np.random.default_rng(2).normal(size=(1, 224, 224, 3)).astype(np.float32)
     want = _vgg_blocks(tv_vgg, x)
-    trunk = vgg.VGG16Trunk(width_divisor=DIV)
+    trunk = vgg.VGG16(width_divisor=DIV)
     got = trunk.apply({"params": p1["encoder"]["vgg_backbone"]}, x)
     for i, w in enumerate(want):
-        np.testing.assert_allclose(got[f"b{i + 1}"], w, atol=TOL, rtol=1e-4)
+        np.testing.assert_allclose(got[vgg.FEATURE_NAMES[i]], w, atol=TOL, rtol=1e-4)
     # Initializer conv1_1: RGB input slice and bias from ImageNet, mask slice keeps its own init.
     k0 = p0["initializer"]["vgg_backbone"]["encoder_0_0"]["kernel"]
     k1 = p1["initializer"]["vgg_backbone"]["encoder_0_0"]["kernel"]
     np.testing.assert_array_equal(k1[:, :, 3], k0[:, :, 3])
     x4 = np.concatenate([x, np.zeros_like(x[..., :1])], axis=-1)
     got4 = trunk.apply({"params": p1["initializer"]["vgg_backbone"]}, x4)
-    np.testing.assert_allclose(got4["b5"], want[4], atol=TOL, rtol=1e-4)
+    np.testing.assert_allclose(got4["f32"], want[4], atol=TOL, rtol=1e-4)
 
     # fc6 as a 7x7 conv (pad 3) at the centre of a 7x7 map == the torchvision Linear; fc7 1x1.
     with torch.no_grad():

@@ -133,6 +133,26 @@ def test_command_line_overrides_and_misspelled_key():
         config.train.num_epoch = 3
 
 
+@pytest.mark.parametrize("name", ["hs2s", "s2s_pp"])
+def test_num_classes_follows_the_distance_data_keys(name):
+    from rnn_vos_jax import train  # TensorFlow-free at import
+
+    config = _parse(
+        [
+            "main",
+            f"--config=configs/{name}.py",
+            "--config.data.border=10",
+            "--config.data.bin_size=5",
+        ]
+    )
+    assert config.model.num_classes == 6 == distance.num_distance_classes(10, 5)
+    assert hs2s.get_config("demo").model.num_classes == 6  # the demo sets border 10 / bin 5
+    train.check_distance_classes(config)
+    config = _parse(["main", f"--config=configs/{name}.py", "--config.model.num_classes=6"])
+    with pytest.raises(ValueError, match="num_classes=6.*border=20.*bin_size=1.*42"):
+        train.check_distance_classes(config)
+
+
 def test_hs2s_schedules_follow_the_authors_epochs():
     t = hs2s.get_config().train
     spe = 2.5  # steps per epoch (pairs / batch) need not be an integer

@@ -152,6 +152,15 @@ def test_every_variable_covered_exactly_once(family, hs2s_torch, s2spp_torch):
     if family == "hs2s":
         bn = variables["batch_stats"]["encoder"]["conv2"]["0"]["bn3"]["var"]
         np.testing.assert_array_equal(bn, state["encoder.conv2.0.bn3.running_var"].numpy())
+    # Exporting gives the authors' file back: same structure, same keys, same tensors.
+    exported = convert_torch.export_state(variables, cfg.model)
+    want = {k: v for k, v in numpy_ckpt.items() if k != "optimizer"}
+    assert set(exported) == set(want)
+    for part, sd in want.items():
+        assert set(exported[part]) == set(sd), part
+        for k, v in sd.items():
+            if not k.endswith("num_batches_tracked"):
+                np.testing.assert_array_equal(exported[part][k], v, err_msg=k)
 
 
 def test_hs2s_bare_state_dict_and_layout_errors(hs2s_torch):

@@ -20,6 +20,7 @@ from rnn_vos_jax import (
     inference,
     models,
     png_writer,
+    run_info,
     score,
     vos_reader,
 )
@@ -129,6 +130,24 @@ def test_predict_late_objects_and_batching_equivalence(tiny):
     )
     with pytest.raises(ValueError, match="video vid7: object 3 has an empty mask .* 00005"):
         next(evaluate._probabilities(predictor, video, 0))
+
+
+def test_clip_predictor_equals_streaming_predictor(tiny):
+    """Whole-clip prediction (offline families' path) gives the streaming probabilities, with
+    objects starting late and one starting on the last frame."""
+    model, variables = tiny
+    frames, first = _video(np.random.default_rng(0))
+    streaming = inference.StreamingPredictor(model, variables, IMAGE_SIZE)
+    clip = inference.ClipPredictor(model, variables, IMAGE_SIZE)
+    want = np.stack(list(streaming.predict(frames, first)))
+    got = np.stack(list(clip.predict(iter(list(frames)), first)))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert isinstance(inference.predictor_for(model, variables, IMAGE_SIZE), type(streaming))
+    with pytest.raises(ValueError, match="object 4: first mask on frame 2 is empty"):
+        list(clip.predict(frames, {4: (2, np.zeros(frames.shape[1:3], bool))}))
+    with pytest.raises(ValueError, match="start outside the video"):
+        list(clip.predict(frames, {4: (6, first[4][1])}))
 
 
 def test_predict_with_tiny_s2s_pp():
@@ -263,8 +282,9 @@ def test_watch_follows_checkpoints_until_the_final_step(tiny, dataset, tmp_path)
     workdir = str(tmp_path / "work")
     _save_checkpoint(workdir, 3, variables)
     config = _config(dataset, watch=True, watch_timeout_s=0.3, watch_poll_s=0.05)
-    config.train = {"num_steps": 7, "steps_per_epoch": 1, "num_epochs": 1}
     first = evaluate.run(config, workdir)  # step 3, then no new checkpoint: timeout
+    # What training records in the workdir tells evaluation its final step (no record counting).
+    run_info.write(workdir, num_steps=7, steps_per_epoch=1.0)
     assert first["checkpoint"] == "step 3" and first["scored"]
     _save_checkpoint(workdir, 5, variables)
     _save_checkpoint(workdir, 7, variables)

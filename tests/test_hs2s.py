@@ -1,4 +1,6 @@
-"""HS2S: shapes, parameter counts, scan == streaming, scheduled sampling, BN modes, grads, bf16."""
+"""HS2S-specific checks: the authors' inits and parameter counts, teacher forcing vs scheduled
+sampling, BatchNorm modes with remat, whole-clip prediction. The generic checks (scan ==
+streaming, gradients, bfloat16, unrolled scan, conversion round trip) are in test_contract.py."""
 
 import importlib.util
 import math
@@ -6,38 +8,23 @@ import os
 
 import jax
 import jax.numpy as jnp
+import model_testing as mt
 import numpy as np
 import pytest
 
 from rnn_vos_jax import models
-from rnn_vos_jax.models.hs2s import HS2S
+from rnn_vos_jax.models.hs2s import FAMILY, HS2S
 
 BENCH = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "param_counts.py")
 B, T, H, W = 2, 3, 64, 64
-TINY = {"width_divisor": 16, "blocks": (1, 1, 1, 1)}
-# XLA's CPU backend optimisations cost most of these tests' time and buy nothing at tiny sizes.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def _jit(fn):
-    return jax.jit(fn, compiler_options=FAST_COMPILE)
-
-
-def _clip(seed=0):
-    rng = np.random.default_rng(seed)
-    frames = rng.integers(0, 256, (B, T, H, W, 3)).astype(np.uint8)
-    masks = np.zeros((B, T, H, W, 1), np.float32)
-    for b in range(B):
-        for t in range(T):
-            y, x = rng.integers(4, 40, 2)
-            masks[b, t, y : y + 20, x : x + 16] = 1.0
-    return jnp.asarray(frames), jnp.asarray(masks)
+TINY = dict(FAMILY.tiny)
+_jit = mt.jit
 
 
 @pytest.fixture(scope="module")
 def tiny():
     model = HS2S(**TINY)
-    frames, masks = _clip()
+    frames, masks = mt.clip(B, T, H, W)
     # rbg keys: threefry's per-parameter random streams dominate the init compile time on CPU.
     init = _jit(lambda k: model.init({"params": k}, frames, masks, sample_prob=0.0))
     variables = init(jax.random.key(0, impl="rbg"))
@@ -82,8 +69,7 @@ def _stream(model, variables, frames, masks, feed_gt):
 
 def _assert_close(logits, expected):
     """Equal up to float32 reassociation: 1e-5 of the logits' scale, 1e-5 in probability."""
-    scale = max(1.0, float(np.abs(expected).max()))
-    np.testing.assert_allclose(logits, expected, atol=1e-5 * scale, rtol=0)
+    mt.assert_close(logits, expected)
     np.testing.assert_allclose(jax.nn.sigmoid(logits), jax.nn.sigmoid(expected), atol=1e-5)
 
 
@@ -152,9 +138,10 @@ def test_real_config_shapes_and_authors_param_count():
     carry = jax.eval_shape(
         lambda v, f, m: model.apply(v, f, m, method="init_carry"), variables, frame, mask
     )
-    shapes = {k: v.shape for k, v in carry.items()}
-    assert shapes["h"] == shapes["c"] == shapes["ref"] == (1, 8, 14, 1024)
-    assert shapes["h_sm"] == shapes["c_sm"] == shapes["ref_mid"] == (1, 16, 28, 1024)
+    shapes = jax.tree.map(lambda x: x.shape, carry)
+    assert shapes["memory"] == ((1, 8, 14, 1024),) * 2 and shapes["ref"] == (1, 8, 14, 1024)
+    assert shapes["skip_memory"] == ((1, 16, 28, 1024),) * 2
+    assert shapes["ref_mid"] == (1, 16, 28, 1024)
     assert shapes["prev_frame"] == (1, 256, 448, 3) and shapes["prev_pred"] == (1, 256, 448, 1)
     new_carry, logits = jax.eval_shape(
         lambda v, c, f: model.apply(v, c, f, method="step"), variables, carry, frame
@@ -163,24 +150,6 @@ def test_real_config_shapes_and_authors_param_count():
     assert jax.tree.map(lambda x: (x.shape, x.dtype), new_carry) == jax.tree.map(
         lambda x: (x.shape, x.dtype), carry
     )
-
-
-def test_scan_equals_streaming_loop_feeding_predictions(tiny, scanned_eval):
-    model, variables, frames, masks = tiny
-    out, upd = scanned_eval[1.0]
-    assert out["logits"].shape == (B, T - 1, H, W, 1) and out["logits"].dtype == jnp.float32
-    assert out["distance"].shape == (B, T - 1, H, W, 42)
-    # Eval mode: running statistics are read, never written.
-    jax.tree.map(np.testing.assert_array_equal, upd["batch_stats"], variables["batch_stats"])
-
-    logits, carries = _stream(model, variables, frames, masks, feed_gt=False)
-    _assert_close(logits, out["logits"])
-    # The carry has a leading object axis and does not grow with the video length.
-    first = jax.tree.map(lambda x: (x.shape, x.dtype), carries[0])
-    for c in carries[1:]:
-        assert jax.tree.map(lambda x: (x.shape, x.dtype), c) == first
-    assert all(x.shape[0] == B for x in jax.tree.leaves(carries[0]))
-    np.testing.assert_allclose(carries[1]["prev_pred"], jax.nn.sigmoid(logits[:, 0]), atol=1e-6)
 
 
 def test_teacher_forcing_equals_gt_loop_and_differs_from_sampling(tiny, scanned_eval):
@@ -227,20 +196,6 @@ def test_train_mode_gradients_and_running_stats(tiny):
         assert np.abs(np.asarray(new) - np.asarray(old)).max() > 0, path
 
 
-def test_bfloat16_forward_close_to_float32(tiny, scanned_eval):
-    _, variables, frames, masks = tiny
-    model = HS2S(dtype=jnp.bfloat16, **TINY)
-    out = _jit(lambda v: model.apply(v, frames, masks, sample_prob=0.0))(variables)
-    ref = scanned_eval[0.0][0]
-    assert out["logits"].dtype == jnp.float32 and out["distance"].dtype == jnp.float32
-    for key in ("logits", "distance"):
-        scale = float(np.abs(ref[key]).max())
-        err = float(np.abs(out[key] - ref[key]).max())
-        assert err < 0.05 * scale + 1e-3, (key, err, scale)
-    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, frames, masks))
-    assert {x.dtype for x in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
-
-
 def test_build_and_bad_inputs(tiny):
     _, variables, frames, masks = tiny
     model = models.build({"name": "hs2s", "width_divisor": 16, "blocks": [1, 1, 1, 1]})
@@ -257,33 +212,16 @@ def test_build_and_bad_inputs(tiny):
         shape_of(frames, masks[..., 0])
     with pytest.raises(ValueError, match="at least 2 frames"):
         shape_of(frames[:, :1], masks[:, :1])
-    with pytest.raises(ValueError, match="Unknown backbone"):
-        jax.eval_shape(lambda: HS2S(backbone="resnet18").init(jax.random.key(0), frames, masks))
-
-
-def test_unrolled_scan_equals_rolled_scan_in_training(tiny):
-    """scan_unroll changes only how XLA loops: same logits, coins and BatchNorm updates."""
-    _, variables, frames, masks = tiny
-    frames4 = jnp.concatenate([frames, frames[:, ::-1]], 1)[:, :4]
-    masks4 = jnp.concatenate([masks, masks[:, ::-1]], 1)[:, :4]
-
-    def run(unroll):
-        model = HS2S(scan_unroll=unroll, mask_jitter=2, **TINY)
-        return _jit(
-            lambda v: model.apply(
-                v,
-                frames4,
-                masks4,
-                sample_prob=jnp.float32(0.5),
-                train=True,
-                rngs={"sample": jax.random.key(7)},
-                mutable=["batch_stats"],
+    for field, value in (("backbone", "resnet18"), ("cell", "gru"), ("fusion", "dot")):
+        with pytest.raises(ValueError, match=f"config.model.{field} '{value}'; known"):
+            jax.eval_shape(
+                lambda: HS2S(**{field: value}).init(jax.random.key(0), frames, masks)  # noqa: B023
             )
-        )(variables)
 
-    rolled, stats_rolled = run(1)
-    for unroll in (2, 3):
-        out, stats = run(unroll)
-        _assert_close(out["logits"], rolled["logits"])
-        for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(stats_rolled)):
-            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+def test_predict_clip_equals_feeding_back_predictions(tiny, scanned_eval):
+    model, variables, frames, masks = tiny
+    got = _jit(lambda v, f, m: model.apply(v, f, m, method="predict_clip"))(
+        variables, frames, masks[:, 0]
+    )
+    _assert_close(got, scanned_eval[1.0][0]["logits"])

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_vos_jax.models import layers, recurrent
+from rnn_vos_jax.models import cells, fusion, layers, recurrent
 
 
 def test_upsample_align_corners_true_known_answer():
@@ -81,7 +81,7 @@ def _np_sigmoid(z):
 @pytest.mark.parametrize("activation", ["authors", "tanh"])
 def test_convlstm_known_answer(activation):
     n, h, w, cin, f = 2, 4, 5, 3, 2
-    cell = recurrent.ConvLSTMCell(f, kernel_size=1, activation=activation)
+    cell = cells.build(activation, f, kernel_size=1)
     x = jax.random.normal(jax.random.PRNGKey(5), (n, h, w, cin))
     carry = (
         jax.random.normal(jax.random.PRNGKey(6), (n, h, w, f)),
@@ -124,23 +124,28 @@ def test_scan_over_time_equals_python_loop_and_carries_batch_stats():
     np.testing.assert_allclose(upd["batch_stats"]["bn"]["var"], stats["bn"]["var"], atol=1e-5)
 
 
-def test_gc_block_shapes_and_branch_sum():
-    x = jax.random.normal(jax.random.PRNGKey(10), (1, 8, 14, 6))
-    gc = layers.GCBlock(features=5, mid=4)
-    v = gc.init(jax.random.PRNGKey(0), x)
-    y = gc.apply(v, x)
-    assert y.shape == (1, 8, 14, 5)
+def test_gc_fusion_is_relu_of_two_branches_over_reference_then_query():
+    query = jax.random.normal(jax.random.PRNGKey(10), (1, 8, 14, 2))
+    reference = jax.random.normal(jax.random.PRNGKey(11), (1, 8, 14, 4))
+    gc = fusion.build("gc", features=5, width_divisor=64)  # middle width 256 / 64 = 4
+    v = gc.init(jax.random.PRNGKey(0), query, reference)
+    y = gc.apply(v, query, reference)
+    assert y.shape == (1, 8, 14, 5) and float(y.min()) >= 0
     p = v["params"]
-    assert p["conv_l1"]["kernel"].shape == (7, 1, 6, 4) and p["conv_r1"]["kernel"].shape == (
-        1,
-        7,
-        6,
-        4,
-    )
-    # Zeroing the right branch leaves the left one alone: out = left + right.
-    zero_r = jax.tree.map(jnp.zeros_like, p["conv_r2"])
-    y_left = gc.apply({"params": {**p, "conv_r2": zero_r}}, x)
-    assert not np.allclose(y, y_left)
+    assert p["conv_l1"]["kernel"].shape == (7, 1, 6, 4)
+    assert p["conv_r1"]["kernel"].shape == (1, 7, 6, 4)
+    # Known answer: relu(left + right) of x = cat[reference, query], convs with torch padding.
+    x = jnp.concatenate([reference, query], axis=-1)
+
+    def conv(params, x, pad):
+        out = jax.lax.conv_general_dilated(
+            x, params["kernel"], (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return out + params["bias"]
+
+    left = conv(p["conv_l2"], conv(p["conv_l1"], x, ((3, 3), (0, 0))), ((0, 0), (3, 3)))
+    right = conv(p["conv_r2"], conv(p["conv_r1"], x, ((0, 0), (3, 3))), ((3, 3), (0, 0)))
+    np.testing.assert_allclose(y, jax.nn.relu(left + right), atol=1e-5)
 
 
 def test_resize_and_conv_match_torch():

@@ -1,11 +1,12 @@
-"""ResNet / EncoderExtra: torch key layout, parameter counts, shapes, parity with a torch replica."""
+"""ResNet backbone / HS2S encoder: torch key layout, counts, shapes, parity with a torch replica."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_vos_jax.models.resnet import EncoderExtra, ResNet, feature_channels
+from rnn_vos_jax.models import backbones
+from rnn_vos_jax.models.hs2s_encoder import HS2SEncoder
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 LEAF_TO_TORCH = {
@@ -50,21 +51,29 @@ def _shapes(module, *inputs):
     "backbone,depths,count",
     [("resnet50", (3, 4, 6, 3), 23_508_032), ("resnet101", (3, 4, 23, 3), 42_500_160)],
 )
-def test_plain_resnet_matches_torchvision_layout(backbone, depths, count):
+def test_backbone_maps_onto_exactly_torchvision_keys(backbone, depths, count):
+    net = backbones.build(backbone)
     x = jnp.zeros((1, 64, 64, 3))
-    keys = torch_keys(_shapes(ResNet(backbone), x))
+    shapes = _shapes(net, x)
+    zeros = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), shapes)
+    keys = {k: v.shape for k, v in backbones.torchvision_state(zeros, backbone).items()}
     assert set(keys) == expected_torchvision_keys(depths, [f"layer{i}" for i in (1, 2, 3, 4)])
     # torchvision's resnet parameter count minus fc (2048 * 1000 + 1000).
     n = sum(np.prod(s) for k, s in keys.items() if not k.endswith(("running_mean", "running_var")))
     assert n == count
-    assert keys["layer1.0.conv2.weight"] == (3, 3, 64, 64)  # torch (64, 64, 3, 3)
-    assert keys["layer2.0.downsample.0.weight"] == (1, 1, 256, 512)
+    assert keys["layer1.0.conv2.weight"] == (64, 64, 3, 3)
+    assert keys["layer2.0.downsample.0.weight"] == (512, 256, 1, 1)
+    # Besides the torchvision trunk, only the authors' added stem layers.
+    assert set(shapes["params"]) - {"conv1", "bn", "conv2", "conv3", "conv4", "conv5"} == {
+        "added_conv",
+        "added_bn",
+    }
 
 
 def test_encoder_extra_layout_count_and_shapes():
     x = jax.ShapeDtypeStruct((1, 256, 448, 3), jnp.float32)
     m = jax.ShapeDtypeStruct((1, 256, 448, 1), jnp.float32)
-    enc = EncoderExtra("resnet50")
+    enc = HS2SEncoder("resnet50")
     out, variables = jax.eval_shape(
         lambda a, b: enc.init_with_output(jax.random.key(0), a, b), x, m
     )
@@ -88,18 +97,19 @@ def test_encoder_extra_layout_count_and_shapes():
         "f4": (1, 64, 112, 256),
         "f2": (1, 128, 224, 64),
     }
-    r101 = _shapes(EncoderExtra("resnet101"), x, m)
+    r101 = _shapes(HS2SEncoder("resnet101"), x, m)
     assert sum(x.size for x in jax.tree.leaves(r101["params"])) == 44_640_576
-    assert feature_channels(16) == {"f2": 4, "f4": 16, "f8": 32, "f16": 64, "f32": 128}
+    channels = backbones.build("resnet50", width_divisor=16).channels()
+    assert channels == {"f2": 4, "f4": 16, "f8": 32, "f16": 64, "f32": 128}
     with pytest.raises(ValueError, match="4 positive stage depths"):
-        _shapes(EncoderExtra(blocks=(1, 1)), x, m)
+        _shapes(HS2SEncoder(blocks=(1, 1)), x, m)
 
 
 # ----------------------------------------------------------------------------------------------
 # Parity with a torch replica (written from torchvision's and the HS2S paper's layout).
 
 
-def _torch_encoder(hs2s: bool, width: int, depths):
+def _torch_encoder(width: int, depths):
     torch = pytest.importorskip("torch")
     nn = torch.nn
     F = torch.nn.functional
@@ -130,18 +140,13 @@ def _torch_encoder(hs2s: bool, width: int, depths):
             super().__init__()
             stem = 64 // width
             self.conv1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False)
-            names = (
-                ["conv2", "conv3", "conv4", "conv5"] if hs2s else [f"layer{i}" for i in range(1, 5)]
-            )
-            if hs2s:
-                self.bn = nn.BatchNorm2d(stem)
-                self.mask_conv = nn.Conv2d(1, stem, 7, 2, 3, bias=False)
-                self.added_conv = nn.Conv2d(stem, stem, 3, padding=1)
-                self.added_bn = nn.BatchNorm2d(stem)
-                self.reduce_channel_ = nn.Conv2d(2048 // width, 1024 // width, 1)
-                self.reduce_bn = nn.BatchNorm2d(1024 // width)
-            else:
-                self.bn1 = nn.BatchNorm2d(stem)
+            names = ["conv2", "conv3", "conv4", "conv5"]
+            self.bn = nn.BatchNorm2d(stem)
+            self.mask_conv = nn.Conv2d(1, stem, 7, 2, 3, bias=False)
+            self.added_conv = nn.Conv2d(stem, stem, 3, padding=1)
+            self.added_bn = nn.BatchNorm2d(stem)
+            self.reduce_channel_ = nn.Conv2d(2048 // width, 1024 // width, 1)
+            self.reduce_bn = nn.BatchNorm2d(1024 // width)
             cin = stem
             for k, (name, depth) in enumerate(zip(names, depths)):
                 planes = (64 << k) // width
@@ -152,19 +157,14 @@ def _torch_encoder(hs2s: bool, width: int, depths):
                 cin = planes * 4
             self.names = names
 
-        def forward(self, x, mask=None):
+        def forward(self, x, mask):
             feats = {}
-            if hs2s:
-                x = F.relu(self.bn(self.conv1(x) + self.mask_conv(mask)))
-                x = feats["f2"] = F.relu(self.added_bn(self.added_conv(x)))
-                x = F.max_pool2d(x, 2, 2)
-            else:
-                x = feats["f2"] = F.relu(self.bn1(self.conv1(x)))
-                x = F.max_pool2d(x, 3, 2, 1)
+            x = F.relu(self.bn(self.conv1(x) + self.mask_conv(mask)))
+            x = feats["f2"] = F.relu(self.added_bn(self.added_conv(x)))
+            x = F.max_pool2d(x, 2, 2)
             for name, f in zip(self.names, ("f4", "f8", "f16", "f32")):
                 x = feats[f] = getattr(self, name)(x)
-            if hs2s:
-                feats["e"] = F.relu(self.reduce_bn(self.reduce_channel_(x)))
+            feats["e"] = F.relu(self.reduce_bn(self.reduce_channel_(x)))
             return feats
 
     torch.manual_seed(0)
@@ -198,19 +198,14 @@ def _to_flax(state_dict, template):
     return {"params": pick("params"), "batch_stats": pick("batch_stats")}
 
 
-@pytest.mark.parametrize("hs2s", [False, True])
-def test_parity_with_torch_eval_and_train_mode(hs2s):
+def test_parity_with_torch_eval_and_train_mode():
     width, depths, blocks = 8, (1, 2, 1, 1), (1, 2, 1, 1)
-    torch, tmodel = _torch_encoder(hs2s, width, depths)
+    torch, tmodel = _torch_encoder(width, depths)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 64, 96, 3)).astype(np.float32)
     m = (rng.random((2, 64, 96, 1)) > 0.5).astype(np.float32)
-    fmodel = (
-        EncoderExtra(blocks=blocks, width_divisor=width)
-        if hs2s
-        else ResNet(blocks=blocks, width_divisor=width)
-    )
-    inputs = (x, m) if hs2s else (x,)
+    fmodel = HS2SEncoder(blocks=blocks, width_divisor=width)
+    inputs = (x, m)
     variables = _to_flax(tmodel.state_dict(), _shapes(fmodel, *inputs))
     t_in = [torch.from_numpy(a.transpose(0, 3, 1, 2)) for a in inputs]
 

@@ -4,30 +4,16 @@ import jax
 import numpy as np
 
 from rnn_vos_jax import train, train_state
-from rnn_vos_jax.models import resnet
+from rnn_vos_jax.models import backbones
 from tests.tiny_run import tiny_config
-
-LEAVES = {
-    "kernel": "weight",
-    "scale": "weight",
-    "bias": "bias",
-    "mean": "running_mean",
-    "var": "running_var",
-}
 
 
 def _torchvision_npz(path, width_divisor, blocks):
-    """A torchvision-layout ResNet state dict (as .npz) made from our own ResNet's random init."""
-    model = resnet.ResNet(blocks=blocks, width_divisor=width_divisor)
+    """A torchvision-layout ResNet state dict (as .npz) made from our own backbone's random init
+    through its inverse key map."""
+    model = backbones.build("resnet50", blocks=blocks, width_divisor=width_divisor)
     v = model.init(jax.random.PRNGKey(7), np.zeros((1, 32, 64, 3), np.float32))
-    state = {}
-    for coll in ("params", "batch_stats"):
-        for keys, leaf in jax.tree_util.tree_flatten_with_path(v[coll])[0]:
-            names = [k.key for k in keys]
-            value = np.asarray(leaf)
-            if names[-1] == "kernel":
-                value = value.transpose(3, 2, 0, 1)  # HWIO -> OIHW
-            state[".".join(names[:-1] + [LEAVES[names[-1]]])] = value
+    state = backbones.torchvision_state(v, "resnet50")
     np.savez(path, **state)
     return state
 

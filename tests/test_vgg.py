@@ -1,4 +1,4 @@
-"""VGG16 trunk and encoder heads of S2S / S2S++ (rnn_vos_jax.models.vgg)."""
+"""VGG16 trunk (models/backbones/vgg.py) and the S2S / S2S++ encoder heads (models/s2s_encoder.py)."""
 
 import functools
 
@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_vos_jax.models import vgg
+from rnn_vos_jax.models import layers, s2s_encoder
+from rnn_vos_jax.models.backbones import vgg
 
 
 def _count(tree):
@@ -20,7 +21,7 @@ def _shapes(module, *args):
 
 def test_trunk_features_names_and_param_count_full_size():
     x = jax.ShapeDtypeStruct((1, 256, 448, 3), jnp.float32)
-    variables = _shapes(vgg.VGG16Trunk(), x)
+    variables = _shapes(vgg.VGG16(), x)
     params = variables["params"]
     assert sorted(params) == sorted(vgg.TRUNK_CONV_NAMES)
     assert len(vgg.TRUNK_CONV_NAMES) == len(vgg.TORCHVISION_CONV_INDICES) == 13
@@ -28,13 +29,13 @@ def test_trunk_features_names_and_param_count_full_size():
     assert _count(params) == 14_714_688
     assert params["encoder_0_0"]["kernel"].shape == (3, 3, 3, 64)
     assert params["encoder_4_4"]["kernel"].shape == (3, 3, 512, 512)
-    feats = jax.eval_shape(lambda v, a: vgg.VGG16Trunk().apply(v, a), variables, x)
+    feats = jax.eval_shape(lambda v, a: vgg.VGG16().apply(v, a), variables, x)
     expected = {
-        "b1": (1, 128, 224, 64),
-        "b2": (1, 64, 112, 128),
-        "b3": (1, 32, 56, 256),
-        "b4": (1, 16, 28, 512),
-        "b5": (1, 8, 14, 512),
+        "f2": (1, 128, 224, 64),
+        "f4": (1, 64, 112, 128),
+        "f8": (1, 32, 56, 256),
+        "f16": (1, 16, 28, 512),
+        "f32": (1, 8, 14, 512),
     }
     assert {k: v.shape for k, v in feats.items()} == expected
 
@@ -54,20 +55,20 @@ def test_trunk_features_names_and_param_count_full_size():
 )
 def test_encoder_heads_full_size(head, names, count):
     x = jax.ShapeDtypeStruct((2, 256, 448, 3), jnp.float32)
-    enc = vgg.VGGEncoder(head=head)
+    enc = s2s_encoder.VGGEncoder(head=head)
     variables = _shapes(enc, x)
     params = variables["params"]
     assert set(params) == {"vgg_backbone"} | names
     assert _count(params) - _count(params["vgg_backbone"]) == count
     e, feats = jax.eval_shape(lambda v, a: enc.apply(v, a), variables, x)
     assert e.shape == (2, 8, 14, 512)
-    assert feats["b1"].shape == (2, 128, 224, 64)
+    assert feats["f2"].shape == (2, 128, 224, 64)
 
 
 def test_trunk_matches_torch_reference():
     torch = pytest.importorskip("torch")
     d = 16
-    trunk = vgg.VGG16Trunk(width_divisor=d)
+    trunk = vgg.VGG16(width_divisor=d)
     x = np.random.default_rng(0).normal(size=(2, 64, 96, 4)).astype(np.float32)
     rng = np.random.default_rng(0)
     variables = jax.tree_util.tree_map(
@@ -92,7 +93,7 @@ def test_trunk_matches_torch_reference():
 
 
 def test_authors_head_is_relu_1x1_stack_and_bad_inputs_fail():
-    enc = vgg.VGGEncoder(width_divisor=64)
+    enc = s2s_encoder.VGGEncoder(width_divisor=64)
     x = np.random.default_rng(1).normal(size=(1, 32, 64, 3)).astype(np.float32)
     rng = np.random.default_rng(1)
     variables = jax.tree_util.tree_map(
@@ -100,13 +101,13 @@ def test_authors_head_is_relu_1x1_stack_and_bad_inputs_fail():
     )
     e, feats = enc.apply(variables, x)
     p = variables["params"]
-    y = np.maximum(feats["b5"] @ p["out_0"]["kernel"][0, 0] + p["out_0"]["bias"], 0)
+    y = np.maximum(feats["f32"] @ p["out_0"]["kernel"][0, 0] + p["out_0"]["bias"], 0)
     ref = np.maximum(y @ p["out_2"]["kernel"][0, 0] + p["out_2"]["bias"], 0)
     assert p["out_0"]["kernel"].shape == (1, 1, 8, 200704 // 64)
     np.testing.assert_allclose(e, ref, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="multiples of 32"):
         enc.init(jax.random.key(0), np.zeros((1, 40, 64, 3), np.float32))
     with pytest.raises(ValueError, match="width_divisor"):
-        vgg.scaled(64, 3)
+        layers.scaled(64, 3)
     with pytest.raises(ValueError, match="encoder_head"):
-        vgg.VGGEncoder(head="nope").init(jax.random.key(0), x)
+        s2s_encoder.VGGEncoder(head="nope").init(jax.random.key(0), x)

@@ -1,0 +1,82 @@
+"""Shared by the model tests: fast compilation, random clips and random variables of any model."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# XLA's CPU optimisation passes cost more compile time than they save at these tiny sizes.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def jit(fn):
+    """jax.jit with the cheap compiler options (compiles on first call)."""
+    return jax.jit(fn, compiler_options=FAST_COMPILE)
+
+
+def clip(b=2, t=3, h=64, w=64, seed=0):
+    """(frames uint8[b,t,h,w,3], masks float32[b,t,h,w,1]): noise frames, one box per frame."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (b, t, h, w, 3)).astype(np.uint8)
+    masks = np.zeros((b, t, h, w, 1), np.float32)
+    for i in range(b):
+        for j in range(t):
+            y, x = rng.integers(h // 16, h // 2, 2)
+            masks[i, j, y : y + h // 3, x : x + w // 4] = 1.0
+    return jnp.asarray(frames), jnp.asarray(masks)
+
+
+def batch(frames, masks, num_classes=42, seed=1):
+    """A training batch around a clip: random distance labels, every frame valid."""
+    b, t, h, w = masks.shape[:4]
+    labels = np.random.default_rng(seed).integers(0, num_classes, (b, t, h, w))
+    return {
+        "frames": frames,
+        "masks": masks,
+        "distance": jnp.asarray(labels, jnp.int32),
+        "valid": jnp.ones((b, t), bool),
+    }
+
+
+def abstract_variables(model, frames, masks):
+    """Variable shapes of `model` (no compilation)."""
+    rngs = {"params": jax.random.key(0), "sample": jax.random.key(1)}
+    return jax.eval_shape(
+        lambda f, m: model.init(rngs, f, m, sample_prob=0.0, train=False), frames, masks
+    )
+
+
+def random_variables(model, frames, masks, seed=0):
+    """He-scaled random variables of a family model (see random_variables_of)."""
+    return random_variables_of(model, frames, masks, seed=seed, sample_prob=0.0, train=False)
+
+
+def random_variables_of(module, *args, seed=0, **kwargs):
+    """He-scaled random parameters and plausible BatchNorm statistics, without running init.
+
+    Shapes come from `module.init(rngs, *args, **kwargs)` under jax.eval_shape. At tiny widths
+    the authors' from-scratch inits shrink activations several times per layer, so some
+    gradients would underflow to zero; He scaling keeps every layer alive.
+    """
+    rng = np.random.default_rng(seed)
+    rngs = {"params": jax.random.key(0), "sample": jax.random.key(1)}
+    shapes = jax.eval_shape(lambda *a: module.init(rngs, *a, **kwargs), *args)
+
+    def fill(path, leaf):
+        name = path[-1].key
+        if name == "kernel":
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            return rng.normal(0, np.sqrt(2.0 / fan_in), leaf.shape).astype(np.float32)
+        if name == "scale":
+            return rng.uniform(0.8, 1.2, leaf.shape).astype(np.float32)
+        if name == "var":
+            return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
+        return rng.uniform(-0.05, 0.05, leaf.shape).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def assert_close(got, want, rtol=1e-5):
+    """Equal up to float32 reassociation: `rtol` of the reference's scale (at least 1)."""
+    want = np.asarray(want)
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(np.asarray(got), want, atol=rtol * scale, rtol=0)

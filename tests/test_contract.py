@@ -1,0 +1,271 @@
+"""The model-family contract (models/family.py), run over every registered family and block.
+
+Adding a family, cell, fusion block or backbone to its registry is all it takes to be tested
+here: tiny variants (each family's `tiny` fields), compiled with cheap options and shared between
+the checks; full-size shapes through jax.eval_shape only.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import model_testing as mt
+import numpy as np
+import pytest
+
+from rnn_vos_jax import convert_torch, models, torch_keys
+from rnn_vos_jax.models import backbones, cells, fusion
+from rnn_vos_jax.models.recurrent import scan_over_time
+
+FAMILIES = models.FAMILIES.names()
+B, T, H, W = 2, 3, 64, 64
+
+
+@functools.cache
+def _tiny(name):
+    """(family, tiny model, random variables, frames, masks) of a registered family."""
+    fam = models.family(name)
+    model = models.build({"name": name, **fam.tiny})
+    frames, masks = mt.clip(B, T, H, W)
+    return fam, model, mt.random_variables(model, frames, masks), frames, masks
+
+
+@functools.cache
+def _eval_outputs(name):
+    """Eval-mode outputs with every fed-back mask the model's own prediction (sample_prob 1)."""
+    _, model, variables, frames, masks = _tiny(name)
+    run = mt.jit(
+        lambda v, f, m: model.apply(
+            v, f, m, sample_prob=1.0, train=False, rngs={"sample": jax.random.key(3)}
+        )
+    )
+    return run(variables, frames, masks)
+
+
+def _train_apply(model, variables, frames, masks):
+    return model.apply(
+        variables,
+        frames,
+        masks,
+        sample_prob=jnp.float32(0.5),
+        train=True,
+        rngs={"sample": jax.random.key(7)},
+        mutable=["batch_stats"],
+    )
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_record_and_output_shapes(name):
+    fam, model, variables, frames, masks = _tiny(name)
+    assert fam.name == name and type(model) is fam.model and models.family_of(model) is fam
+    assert {x.dtype for x in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+    out = jax.eval_shape(lambda v: model.apply(v, frames, masks), variables)
+    assert out["logits"].shape == (B, T - 1, H, W, 1) and out["logits"].dtype == jnp.float32
+    for key, value in out.items():
+        if value is not None:
+            assert value.shape[:2] == (B, T - 1) and value.dtype == jnp.float32, key
+    batch = mt.batch(frames, masks, getattr(model, "num_classes", 42))
+    loss, parts = jax.eval_shape(lambda o: fam.loss(o, batch), out)
+    assert loss.shape == () and all(p.shape == () for p in parts.values())
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_scan_equals_prediction_and_carry_is_flat(name):
+    """__call__ feeding its own predictions == the family's predictor methods, step by step."""
+    fam, model, variables, frames, masks = _tiny(name)
+    want = _eval_outputs(name)["logits"]
+    if fam.prediction == "clip":
+        got = mt.jit(lambda v, f, m: model.apply(v, f, m, method="predict_clip"))(
+            variables, frames, masks[:, 0]
+        )
+        mt.assert_close(got, want)
+        return
+    init = mt.jit(lambda v, f, m: model.apply(v, f, m, method="init_carry"))
+    step = mt.jit(lambda v, c, f: model.apply(v, c, f, method="step"))
+    carry = init(variables, frames[:, 0], masks[:, 0])
+    spec = jax.tree.map(lambda x: (x.shape, x.dtype), carry)
+    assert all(x.shape[0] == B for x in jax.tree.leaves(carry))
+    for t in range(1, T):
+        carry, logits = step(variables, carry, frames[:, t])
+        assert jax.tree.map(lambda x: (x.shape, x.dtype), carry) == spec  # flat in video length
+        mt.assert_close(logits, want[:, t - 1])
+    assert float(np.std(np.asarray(want))) > 0
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_gradients_finite_and_unrolled_scan_equals_rolled(name):
+    fam, model, variables, frames, masks = _tiny(name)
+    batch = mt.batch(frames, masks, getattr(model, "num_classes", 42))
+
+    def loss_fn(params, m):
+        out, upd = _train_apply(m, {**variables, "params": params}, frames, masks)
+        return fam.loss(out, batch)[0], (out, upd)
+
+    grad_fn = mt.jit(jax.value_and_grad(functools.partial(loss_fn, m=model), has_aux=True))
+    (loss, (out, upd)), grads = grad_fn(variables["params"])
+    assert np.isfinite(float(loss))
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        assert np.isfinite(g).all(), jax.tree_util.keystr(path)
+        assert np.abs(g).max() > 0, f"zero gradient for {jax.tree_util.keystr(path)}"
+    # scan_unroll changes only how XLA loops: same logits, sampling coins and BatchNorm updates.
+    unrolled = model.clone(scan_unroll=T - 1)
+    out_u, upd_u = mt.jit(lambda v: _train_apply(unrolled, v, frames, masks))(variables)
+    mt.assert_close(out_u["logits"], out["logits"])
+    for a, b in zip(jax.tree.leaves(upd_u), jax.tree.leaves(upd)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_bfloat16_runs_close_to_float32(name):
+    _, model, variables, frames, masks = _tiny(name)
+    bf = model.clone(dtype=jnp.bfloat16)
+    out = mt.jit(lambda v: bf.apply(v, frames, masks, sample_prob=1.0))(variables)
+    want = _eval_outputs(name)["logits"]
+    assert out["logits"].dtype == jnp.float32 and np.isfinite(out["logits"]).all()
+    scale = float(np.abs(want).max())
+    assert float(np.abs(out["logits"] - want).max()) < 0.05 * scale + 1e-3
+    shapes = mt.abstract_variables(bf, frames, masks)
+    assert {x.dtype for x in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES if models.family(n).checkpoint])
+def test_checkpoint_conversion_round_trip(name):
+    """Our variables -> the authors' file layout -> convert_state gives them back, bit for bit."""
+    variables = _tiny(name)[2]
+    config = {"name": name, **models.family(name).tiny}
+    ckpt = convert_torch.export_state(variables, config)
+    back = convert_torch.convert_state(ckpt, config, "exported")
+    want = torch_keys.flatten_variables(variables)
+    got = torch_keys.flatten_variables(back)
+    assert set(got) == set(want)
+    for path, value in want.items():
+        np.testing.assert_array_equal(got[path], value, err_msg=torch_keys.path_str(path))
+
+
+# --- building blocks ---------------------------------------------------------------------------
+
+
+def _hs2s_with(**fields):
+    """Shapes of a tiny HS2S built with `fields` (a block plugs into a family): its variables,
+    after checking the shapes of a training forward pass."""
+    fam = models.family("hs2s")
+    model = models.build({"name": "hs2s", **fam.tiny, **fields})
+    frames, masks = mt.clip(1, 2, 64, 64)
+    variables = mt.abstract_variables(model, frames, masks)
+    out, _ = jax.eval_shape(lambda v: _train_apply(model, v, frames, masks), variables)
+    assert out["logits"].shape == (1, 1, 64, 64, 1)
+    return variables
+
+
+@pytest.mark.parametrize("name", cells.REGISTRY.names())
+def test_cell_contract(name):
+    cell = cells.build(name, features=4, kernel_size=3)
+    x = jax.random.normal(jax.random.key(0), (B, T, 4, 6, 3))
+    carry = cell.initialize_carry(B, 4, 6)
+    assert all(c.dtype == jnp.float32 for c in jax.tree.leaves(carry))
+    variables = cell.init(jax.random.key(1), carry, x[:, 0])
+
+    def loop(v, carry, xs):
+        ys = []
+        for t in range(xs.shape[1]):
+            carry, y = cell.apply(v, carry, xs[:, t])
+            ys.append(y)
+        return carry, jnp.stack(ys, 1)
+
+    carry_loop, ys = mt.jit(loop)(variables, carry, x)
+    assert ys.shape == (B, T, 4, 6, 4)
+    spec = jax.tree.map(lambda c: (c.shape, c.dtype), carry)
+    assert jax.tree.map(lambda c: (c.shape, c.dtype), carry_loop) == spec
+    scanned = scan_over_time(type(cell), train=False)(**cell_fields(cell))
+    carry_scan, ys_scan = mt.jit(scanned.apply)(variables, carry, x)
+    mt.assert_close(ys_scan, ys)
+    jax.tree.map(mt.assert_close, carry_scan, carry_loop)
+    grads = mt.jit(jax.grad(lambda v: jnp.sum(loop(v, carry, x)[1] ** 2)))(variables)
+    assert all(np.isfinite(g).all() and np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
+    bf = cell.clone(dtype=jnp.bfloat16)
+    carry_bf, y_bf = mt.jit(bf.apply)(variables, carry, x[:, 0])
+    assert all(c.dtype == jnp.float32 for c in jax.tree.leaves(carry_bf))
+    assert np.isfinite(np.asarray(y_bf, np.float32)).all()
+    params = _hs2s_with(cell=name)["params"]
+    assert set(params["memory"]) == set(variables["params"])
+
+
+def cell_fields(cell):
+    """The module fields of a cell (to build its scanned twin)."""
+    names = {f.name for f in dataclasses.fields(cell) if f.init} - {"parent", "name"}
+    return {n: getattr(cell, n) for n in names}
+
+
+@pytest.mark.parametrize("name", fusion.REGISTRY.names())
+def test_fusion_contract(name):
+    block = fusion.build(name, features=8, width_divisor=16)
+    query = jax.random.normal(jax.random.key(0), (B, 4, 6, 5))
+    reference = jax.random.normal(jax.random.key(1), (B, 4, 6, 7))
+    variables = mt.random_variables_of(block, query, reference)
+    apply = mt.jit(block.apply)
+    fused = apply(variables, query, reference)
+    assert fused.shape == (B, 4, 6, 8) and np.isfinite(fused).all()
+    # Both inputs matter.
+    assert not np.allclose(fused, apply(variables, query, reference * 2))
+    assert not np.allclose(fused, apply(variables, query * 2, reference))
+    grads = mt.jit(jax.grad(lambda v: jnp.sum(block.apply(v, query, reference) ** 2)))(variables)
+    assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+    out_bf = mt.jit(block.clone(dtype=jnp.bfloat16).apply)(variables, query, reference)
+    assert out_bf.shape == fused.shape
+    params = _hs2s_with(fusion=name)["params"]
+    assert set(params["decoder"]["GC"]) == set(variables["params"])
+
+
+STRIDES = {"f2": 2, "f4": 4, "f8": 8, "f16": 16, "f32": 32}
+
+
+def _tiny_backbone(name, **fields):
+    has_depths = "depths" in backbones.REGISTRY[name].__dataclass_fields__
+    return backbones.build(name, blocks=(1, 1, 1, 1) if has_depths else None, **fields)
+
+
+@pytest.mark.parametrize("name", backbones.REGISTRY.names())
+def test_backbone_contract(name):
+    net = _tiny_backbone(name, width_divisor=16)
+    x = jax.random.normal(jax.random.key(0), (1, 64, 96, 3))
+    mask = (jax.random.uniform(jax.random.key(1), (1, 64, 96, 1)) > 0.5).astype(jnp.float32)
+    plain = jax.eval_shape(lambda a: net.init(jax.random.key(2), a), x)
+    variables = mt.random_variables_of(net, x, mask=mask)
+    apply = mt.jit(lambda v, m: net.apply(v, x, mask=m))
+    feats = apply(variables, mask)
+    assert {k: v.shape for k, v in feats.items()} == {
+        k: (1, 64 // s, 96 // s, net.channels()[k]) for k, s in STRIDES.items()
+    }
+    # The mask conditioning is one extra conv beside the first one, and it changes the output.
+    assert set(variables["params"]) - set(plain["params"]) == {"mask_conv"}
+    assert not np.allclose(feats["f2"], apply(variables, 0 * mask)["f2"])
+    # Full size, true widths: the same pyramid at 256x448.
+    full = backbones.build(name)
+    xs = jax.ShapeDtypeStruct((1, 256, 448, 3), jnp.float32)
+    shapes = jax.eval_shape(lambda a: full.apply(full.init(jax.random.key(0), a), a), xs)
+    assert {k: v.shape for k, v in shapes.items()} == {
+        k: (1, 256 // s, 448 // s, full.channels()[k]) for k, s in STRIDES.items()
+    }
+    fields = {"backbone": name}
+    if "depths" not in full.__dataclass_fields__:
+        fields["blocks"] = None  # the tiny HS2S's stage depths are a ResNet's
+    _hs2s_with(**fields)
+
+
+@pytest.mark.parametrize("name", backbones.REGISTRY.names())
+def test_backbone_torchvision_map_round_trip(name):
+    """Our trunk -> torchvision keys (the inverse map) -> torchvision_init gives it back."""
+    net = _tiny_backbone(name, width_divisor=16)
+    x, mask = jnp.zeros((1, 64, 64, 3)), jnp.zeros((1, 64, 64, 1))
+    variables = mt.random_variables_of(net, x, mask=mask)
+    state = backbones.torchvision_state(variables, name)
+    assert state and all(k.startswith(tuple(s for s, _ in type(net).TORCHVISION)) for k in state)
+    # The backbone as the scope "enc" of a model whose variables start at zero.
+    flat = {(p[0], "enc", *p[1:]): v for p, v in torch_keys.flatten_variables(variables).items()}
+    zeros = {p: np.zeros_like(v) for p, v in flat.items()}
+    filled = backbones.torchvision_init(state, zeros, [("enc", name)], "round trip")
+    assert len(filled) == len(state)
+    assert all(p[2] == "mask_conv" or p[2].startswith("added") for p in set(flat) - set(filled))
+    for path, value in filled.items():
+        np.testing.assert_array_equal(value, flat[path], err_msg=torch_keys.path_str(path))

@@ -5,6 +5,9 @@ Shapes come from `jax.eval_shape` of `model.init`, so this runs in seconds on a 
 authors' code: BatchNorm running statistics are not counted).
 
   python benchmarks/param_counts.py [--configs=s2s,s2s_pp,s2s_pp:fcn,hs2s,hs2s:resnet101]
+
+The default lists every registered family's config (configs/<family>.py) with each of the
+config arguments in its VARIANTS.
 """
 
 import argparse
@@ -19,7 +22,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rnn_vos_jax import models
 
-DEFAULT_CONFIGS = "s2s,s2s_pp,s2s_pp:fcn,hs2s,hs2s:resnet101"
+
+def default_configs() -> str:
+    """'name[:arg],...' for every registered family's config and each of its VARIANTS."""
+    names = []
+    for family in models.FAMILIES:
+        module = importlib.import_module(f"configs.{family}")
+        names += [f"{family}:{a}" if a else family for a in getattr(module, "VARIANTS", ("",))]
+    return ",".join(names)
+
+
 HEIGHT, WIDTH = 256, 448
 
 
@@ -62,10 +74,10 @@ def count_params(config_name: str) -> dict[str, int]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated config names")
+    parser.add_argument("--configs", default="", help="comma-separated config names (all)")
     args = parser.parse_args(argv)
     print(f"Parameter counts at {HEIGHT}x{WIDTH} (trainable parameters)")
-    for name in args.configs.split(","):
+    for name in (args.configs or default_configs()).split(","):
         counts = count_params(name)
         total = sum(counts.values())
         print(f"\n{name}: {total:,} ({total / 1e6:.1f}M)")

@@ -115,7 +115,7 @@ def bench(name, batch, frames, objects, repeats, image_size, scan_unroll=1):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--configs", default="hs2s,s2s_pp,s2s")
+    p.add_argument("--configs", default="", help="configs/ names; default: every family's")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--frames", type=int, default=3, help="frames per clip (T; T-1 predicted)")
     p.add_argument("--objects", type=int, default=1, help="objects segmented together")
@@ -131,7 +131,7 @@ def main(argv=None):
         f" {os.cpu_count()} host CPUs; batch {args.batch}, T={args.frames}, "
         f"{image_size[0]}x{image_size[1]}, float32, scan_unroll {unroll}"
     )
-    for name in args.configs.split(","):
+    for name in (args.configs or ",".join(models.FAMILIES)).split(","):
         r = bench(name, args.batch, args.frames, args.objects, args.repeats, image_size, unroll)
         print(
             f"{name:7s} {r['params_M']:7.1f}M params | train step {r['step_s']:7.2f} s "

@@ -29,6 +29,10 @@ except ImportError:  # loaded by file path from outside the repository root
     from configs import common
 
 
+# Config arguments of the variants benchmarks/param_counts.py lists ("" = the default recipe).
+VARIANTS = ("", "resnet101")
+
+
 def model_config(arg, data) -> ml_collections.ConfigDict:
     """config.model for HS2S; every key but name/backbone_init is a field of models.hs2s.HS2S."""
     m = ml_collections.ConfigDict()

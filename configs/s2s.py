@@ -25,6 +25,10 @@ except ImportError:  # loaded by file path from outside the repository root
     from configs import common, s2s_pp
 
 
+# Config arguments of the variants benchmarks/param_counts.py lists ("" = the default recipe).
+VARIANTS = ("",)
+
+
 def get_config(arg=None):
     arg = common.parse_arg(arg, demo=False, bf16=False)
     c = common.base_config()

@@ -42,6 +42,16 @@ def test_every_config_builds_its_model(name, arg):
     assert config.is_locked
 
 
+def test_every_registered_family_has_its_config_file():
+    """configs/<family>.py is how benchmarks and users find a family's recipe."""
+    import importlib
+
+    for name in models.FAMILIES:
+        module = importlib.import_module(f"configs.{name}")
+        for arg in module.VARIANTS:
+            assert module.get_config(arg or None).model.name == name
+
+
 def test_hs2s_default_is_the_authors_recipe():
     c = hs2s.get_config()
     assert c.model.backbone == "resnet50" and c.model.num_ch == 1024 and c.model.num_classes == 42

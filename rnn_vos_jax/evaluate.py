@@ -141,7 +141,7 @@ def evaluate_checkpoint(
     workdir: str,
     step: int | None = None,
     *,
-    predictor: inference.StreamingPredictor | inference.ClipPredictor | None = None,
+    predictor: inference.Predictor | None = None,
 ) -> dict:
     """Evaluates one checkpoint (default: latest; none in the workdir: config.init_from).
 

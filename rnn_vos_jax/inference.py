@@ -128,12 +128,11 @@ def _first_mask(object_id: int, t: int, mask, size, image_size) -> tuple[np.ndar
     return mask, resize_mask(mask, image_size).astype(np.float32)
 
 
-class StreamingPredictor:
-    """Runs a model with ``init_carry``/``step`` methods over videos, frame by frame.
+class Predictor:
+    """What evaluation and the API use: a model with its variables, segmenting one video at a time.
 
     Attributes:
-      model: Flax module (``init_carry(frame0 [N,H,W,3], mask0 [N,H,W,1]) -> carry``,
-        ``step(carry, frame [N,H,W,3]) -> (carry, logits f32[N,H,W,1])``; models/family.py).
+      model: Flax module of a registered family (models/family.py).
       variables: its variables ({'params', 'batch_stats'}), placed on device.
       image_size: (H, W) model input size.
     """
@@ -142,7 +141,6 @@ class StreamingPredictor:
         self.model = model
         self.set_variables(variables)
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self._init, self._step, self._empty_carry = _compiled(model)
 
     def set_variables(self, variables) -> None:
         """Swaps in new variables (same structure: no recompilation), placed on device once."""
@@ -166,6 +164,25 @@ class StreamingPredictor:
         object_ids = sorted(first_masks)
         if not object_ids:
             raise ValueError("first_masks is empty: nothing to segment")
+        return self._predict(frames, first_masks, object_ids)
+
+    def _predict(self, frames, first_masks, object_ids: list[int]) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+
+class StreamingPredictor(Predictor):
+    """Runs a model with ``init_carry``/``step`` methods over videos, frame by frame.
+
+    The model: ``init_carry(frame0 [N,H,W,3], mask0 [N,H,W,1]) -> carry`` and
+    ``step(carry, frame [N,H,W,3]) -> (carry, logits f32[N,H,W,1])``. Only the carry lives
+    across frames, so memory does not grow with the video length.
+    """
+
+    def __init__(self, model, variables, image_size: Sequence[int]):
+        super().__init__(model, variables, image_size)
+        self._init, self._step, self._empty_carry = _compiled(model)
+
+    def _predict(self, frames, first_masks, object_ids):
         starts = np.array([int(first_masks[o][0]) for o in object_ids])
         k, kp = len(object_ids), _bucket(len(object_ids))
         carry = None
@@ -207,39 +224,20 @@ def _compiled_clip(model):
     return jax.jit(run)
 
 
-class ClipPredictor:
+class ClipPredictor(Predictor):
     """Runs a model with a ``predict_clip`` method over whole videos (offline prediction).
 
+    The model: ``predict_clip(frames [N,T,H,W,3], mask0 [N,H,W,1]) -> logits f32[N,T-1,H,W,1]``.
     Objects that start on the same frame run together, on the clip from that frame to the end.
     Every frame of the video is held at the model size (memory grows with its length); one
     compilation per clip length and object bucket.
-
-    Attributes:
-      model: Flax module (``predict_clip(frames [N,T,H,W,3], mask0 [N,H,W,1]) -> logits
-        f32[N,T-1,H,W,1]``; models/family.py).
-      variables: its variables, placed on device.
-      image_size: (H, W) model input size.
     """
 
     def __init__(self, model, variables, image_size: Sequence[int]):
-        self.model = model
-        self.set_variables(variables)
-        self.image_size = (int(image_size[0]), int(image_size[1]))
+        super().__init__(model, variables, image_size)
         self._run = _compiled_clip(model)
 
-    def set_variables(self, variables) -> None:
-        """Swaps in new variables (same structure: no recompilation), placed on device once."""
-        self.variables = jax.device_put(variables)
-
-    def predict(
-        self,
-        frames: np.ndarray | Iterable[np.ndarray],
-        first_masks: Mapping[int, tuple[int, np.ndarray]],
-    ) -> Iterator[np.ndarray]:
-        """Segments one video; same arguments and per-frame outputs as StreamingPredictor."""
-        object_ids = sorted(first_masks)
-        if not object_ids:
-            raise ValueError("first_masks is empty: nothing to segment")
+    def _predict(self, frames, first_masks, object_ids):
         sizes, small = [], []
         for t, frame in enumerate(frames):
             frame = _check_frame(t, frame)
@@ -277,6 +275,6 @@ class ClipPredictor:
 PREDICTORS = {"streaming": StreamingPredictor, "clip": ClipPredictor}
 
 
-def predictor_for(model, variables, image_size: Sequence[int]):
+def predictor_for(model, variables, image_size: Sequence[int]) -> Predictor:
     """The predictor the model's family asks for (Family.prediction), ready to `predict`."""
     return PREDICTORS[models.family_of(model).prediction](model, variables, image_size)

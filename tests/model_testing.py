@@ -38,11 +38,13 @@ def batch(frames, masks, num_classes=42, seed=1):
 
 
 def abstract_variables(model, frames, masks):
-    """Variable shapes of `model` (no compilation)."""
+    """Variable shapes of a family model (no compilation)."""
+    return _shapes(model, frames, masks, sample_prob=0.0, train=False)
+
+
+def _shapes(module, *args, **kwargs):
     rngs = {"params": jax.random.key(0), "sample": jax.random.key(1)}
-    return jax.eval_shape(
-        lambda f, m: model.init(rngs, f, m, sample_prob=0.0, train=False), frames, masks
-    )
+    return jax.eval_shape(lambda *a: module.init(rngs, *a, **kwargs), *args)
 
 
 def random_variables(model, frames, masks, seed=0):
@@ -58,8 +60,7 @@ def random_variables_of(module, *args, seed=0, **kwargs):
     gradients would underflow to zero; He scaling keeps every layer alive.
     """
     rng = np.random.default_rng(seed)
-    rngs = {"params": jax.random.key(0), "sample": jax.random.key(1)}
-    shapes = jax.eval_shape(lambda *a: module.init(rngs, *a, **kwargs), *args)
+    shapes = _shapes(module, *args, **kwargs)
 
     def fill(path, leaf):
         name = path[-1].key

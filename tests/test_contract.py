@@ -158,6 +158,12 @@ def _hs2s_with(**fields):
     return variables
 
 
+def _cell_fields(cell):
+    """The module fields of a cell (to build its scanned twin)."""
+    names = {f.name for f in dataclasses.fields(cell) if f.init} - {"parent", "name"}
+    return {n: getattr(cell, n) for n in names}
+
+
 @pytest.mark.parametrize("name", cells.REGISTRY.names())
 def test_cell_contract(name):
     cell = cells.build(name, features=4, kernel_size=3)
@@ -177,7 +183,7 @@ def test_cell_contract(name):
     assert ys.shape == (B, T, 4, 6, 4)
     spec = jax.tree.map(lambda c: (c.shape, c.dtype), carry)
     assert jax.tree.map(lambda c: (c.shape, c.dtype), carry_loop) == spec
-    scanned = scan_over_time(type(cell), train=False)(**cell_fields(cell))
+    scanned = scan_over_time(type(cell), train=False)(**_cell_fields(cell))
     carry_scan, ys_scan = mt.jit(scanned.apply)(variables, carry, x)
     mt.assert_close(ys_scan, ys)
     jax.tree.map(mt.assert_close, carry_scan, carry_loop)
@@ -189,12 +195,6 @@ def test_cell_contract(name):
     assert np.isfinite(np.asarray(y_bf, np.float32)).all()
     params = _hs2s_with(cell=name)["params"]
     assert set(params["memory"]) == set(variables["params"])
-
-
-def cell_fields(cell):
-    """The module fields of a cell (to build its scanned twin)."""
-    names = {f.name for f in dataclasses.fields(cell) if f.init} - {"parent", "name"}
-    return {n: getattr(cell, n) for n in names}
 
 
 @pytest.mark.parametrize("name", fusion.REGISTRY.names())

@@ -19,11 +19,13 @@ MID = 256
 
 
 class GC(nn.Module):
-    """Attributes:
-    features: output channels.
-    width_divisor: divides the middle width 256.
-    dtype: compute dtype.
-    k: the long kernel side.
+    """The GC fusion block (registry 'gc').
+
+    Attributes:
+      features: output channels.
+      width_divisor: divides the middle width 256.
+      dtype: compute dtype.
+      k: the long kernel side.
     """
 
     features: int

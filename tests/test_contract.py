@@ -199,13 +199,15 @@ def test_cell_contract(name):
 
 @pytest.mark.parametrize("name", fusion.REGISTRY.names())
 def test_fusion_contract(name):
-    block = fusion.build(name, features=8, width_divisor=16)
-    query = jax.random.normal(jax.random.key(0), (B, 4, 6, 5))
-    reference = jax.random.normal(jax.random.key(1), (B, 4, 6, 7))
+    # 16 outputs: attention blocks split them over 8 heads. Query and reference have the same
+    # width, as in HS2S (similarity-based blocks need it).
+    block = fusion.build(name, features=16, width_divisor=16)
+    query = jax.random.normal(jax.random.key(0), (B, 4, 6, 6))
+    reference = jax.random.normal(jax.random.key(1), (B, 4, 6, 6))
     variables = mt.random_variables_of(block, query, reference)
     apply = mt.jit(block.apply)
     fused = apply(variables, query, reference)
-    assert fused.shape == (B, 4, 6, 8) and np.isfinite(fused).all()
+    assert fused.shape == (B, 4, 6, 16) and np.isfinite(fused).all()
     # Both inputs matter.
     assert not np.allclose(fused, apply(variables, query, reference * 2))
     assert not np.allclose(fused, apply(variables, query * 2, reference))

@@ -82,7 +82,8 @@ class DecoderRef(nn.Module):
           train: BatchNorm mode of fusion blocks that have BatchNorm.
 
         Returns:
-          (logits f32[N, H, W, 1], distance logits f32[N, H, W, num_classes]), H = 32 * h32.
+          (logits f32[N, H, W, 1], distance logits f32[N, H, W, num_classes]), H = 32 * h32
+          (16 * h32 for a backbone of output stride 16, whose f32 is at the f16 size).
         """
         cat = lambda *xs: jnp.concatenate([v.astype(self.dtype) for v in xs], axis=-1)
         relu = nn.relu
@@ -95,7 +96,9 @@ class DecoderRef(nn.Module):
 
         (n1, w1, n11, w11), *rest = STAGES
         x = relu(self._conv(w1 // d, 1, n1, cat(x, skips["f32"])))
-        x = relu(self._conv(w11 // d, 5, n11, upsample2x(x, align_corners=False)))
+        if x.shape[1:3] != skips["f16"].shape[1:3]:  # output-stride-16 backbones: no upsampling
+            x = upsample2x(x, align_corners=False)
+        x = relu(self._conv(w11 // d, 5, n11, x))
 
         # Skip memory: match h_sm against the f16 features of frame 0 and frame t-1.
         u = self._fuse("GCmm0", h_sm, ref_mid, train)

@@ -72,7 +72,8 @@ class Conv(nn.Module):
       padding: p or (ph, pw); None means (kh // 2, kw // 2) * dilation.
       dilation: kernel dilation.
       use_bias: whether the conv has a bias.
-      kernel_init: 'torch' | 'he_fan_out' | 'xavier' (see KERNEL_INITS).
+      kernel_init: 'torch' | 'he_fan_out' | 'xavier' (see KERNEL_INITS), or an initializer
+        (key, shape, dtype) -> array for inits with a parameter (e.g. a gain).
       bias_init: 'torch' (U(+-1/sqrt(fan_in))) | 'zeros'.
       dtype: compute dtype.
       precision: lax precision; float32 parity with torch on TPU needs 'highest'.
@@ -84,7 +85,7 @@ class Conv(nn.Module):
     padding: Any = None
     dilation: int = 1
     use_bias: bool = True
-    kernel_init: str = "torch"
+    kernel_init: Any = "torch"
     bias_init: str = "torch"
     dtype: Any = jnp.float32
     precision: Any = None
@@ -98,9 +99,9 @@ class Conv(nn.Module):
         else:
             ph, pw = _pair(self.padding)
         cin = x.shape[-1]
-        kernel = self.param(
-            "kernel", KERNEL_INITS[self.kernel_init], (kh, kw, cin, self.features), jnp.float32
-        )
+        kinit = self.kernel_init
+        kinit = KERNEL_INITS[kinit] if isinstance(kinit, str) else kinit
+        kernel = self.param("kernel", kinit, (kh, kw, cin, self.features), jnp.float32)
         y = jax.lax.conv_general_dilated(
             x.astype(self.dtype),
             kernel.astype(self.dtype),

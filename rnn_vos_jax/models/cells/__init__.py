@@ -25,6 +25,8 @@ REGISTRY = Registry(
     {
         "authors": "rnn_vos_jax.models.cells.convlstm:AuthorsConvLSTM",
         "tanh": "rnn_vos_jax.models.cells.convlstm:ConvLSTM",
+        "deep_rnn": "rnn_vos_jax.models.cells.deep_rnn:DeepRNN",
+        "tt_lstm": "rnn_vos_jax.models.cells.tt_lstm:ConvTTLSTM",
     },
 )
 

@@ -20,7 +20,14 @@ import jax.numpy as jnp
 
 from rnn_vos_jax.models.registry import Registry
 
-REGISTRY = Registry("config.model.fusion", {"gc": "rnn_vos_jax.models.fusion.gc:GC"})
+REGISTRY = Registry(
+    "config.model.fusion",
+    {
+        "gc": "rnn_vos_jax.models.fusion.gc:GC",
+        "cosine": "rnn_vos_jax.models.fusion.cosine:Cosine",
+        "axial": "rnn_vos_jax.models.fusion.axial:Axial",
+    },
+)
 
 
 def build(

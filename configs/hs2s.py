@@ -13,7 +13,14 @@ Evaluate:
 Demo (laptop CPU, no dataset: synthetic data -> convert -> train -> eval -> J&F table):
   python -m rnn_vos_jax.main --config=configs/hs2s.py:demo --workdir=runs/demo
 
-Arguments (comma separated): demo, resnet101, bf16.
+Arguments (comma separated): demo, resnet101, bf16, and the building blocks by name (paper B's
+ablations; an unknown name is an error listing the known ones):
+  backbone=NAME     both encoders (models/backbones/; resnet101 = backbone=resnet101)
+  cell=NAME         the bottleneck memory (models/cells/: authors, tanh, deep_rnn, tt_lstm)
+  skip_cell=NAME    the skip memory (default authors: the ablations swap only the bottleneck)
+  fusion=NAME       the reference matching (models/fusion/: gc, cosine, axial)
+  references=WHICH  both, first (HS2S_0) or previous (HS2S_{t-1})
+e.g. --config=configs/hs2s.py:demo,cell=tt_lstm,fusion=axial,references=first
 """
 
 import os
@@ -28,22 +35,52 @@ except ImportError:  # loaded by file path from outside the repository root
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from configs import common
 
+from rnn_vos_jax.models import backbones, cells, fusion, hs2s
 
 # Config arguments of the variants benchmarks/param_counts.py lists ("" = the default recipe).
-VARIANTS = ("", "resnet101")
+VARIANTS = (
+    "",
+    "resnet101",
+    "cell=tanh",
+    "cell=deep_rnn",
+    "cell=tt_lstm",
+    "fusion=cosine",
+    "fusion=axial",
+    "references=first",
+    "references=previous",
+)
+
+BLOCKS = {"backbone": backbones, "cell": cells, "skip_cell": cells, "fusion": fusion}
+
+
+def _check_blocks(arg) -> None:
+    """Raises for a building-block name no registry (or HS2S's references) knows."""
+    for key, registry in BLOCKS.items():
+        if arg[key] and arg[key] not in registry.REGISTRY:
+            raise ValueError(
+                f"config argument {key}={arg[key]} is unknown; "
+                f"known: {list(registry.REGISTRY.names())}"
+            )
+    if arg.references not in hs2s.REFERENCES:
+        raise ValueError(
+            f"config argument references={arg.references} is unknown; "
+            f"known: {sorted(hs2s.REFERENCES)}"
+        )
 
 
 def model_config(arg, data) -> ml_collections.ConfigDict:
     """config.model for HS2S; every key but name/backbone_init is a field of models.hs2s.HS2S."""
     m = ml_collections.ConfigDict()
     m.name = "hs2s"
-    m.backbone = "resnet101" if arg.resnet101 else "resnet50"  # models/backbones/
+    m.backbone = arg.backbone or ("resnet101" if arg.resnet101 else "resnet50")
     m.num_ch = 1024
     m.num_classes = common.distance_classes(data)  # 42 = 2 * (data.border // data.bin_size) + 2
     m.mem_kernel = 3
     m.sm_kernel = 5
-    m.cell = "authors"  # models/cells/: ConvLSTM with sigmoid g / ReLU c ('tanh': standard)
-    m.fusion = "gc"  # models/fusion/: the authors' global-convolution matching
+    m.cell = arg.cell  # bottleneck memory, models/cells/ ('authors': sigmoid g / ReLU c)
+    m.skip_cell = arg.skip_cell  # skip memory; the ablations keep the authors' ConvLSTM
+    m.fusion = arg.fusion  # models/fusion/ ('gc': the authors' global-convolution matching)
+    m.references = arg.references  # both | first | previous (paper B Table 2b)
     m.width_divisor = 1  # > 1: thinner tiny variants (tests, demo)
     m.blocks = config_dict.placeholder(tuple)  # ResNet stage depths; None = the backbone's
     m.dtype = "bfloat16" if arg.bf16 else "float32"
@@ -98,7 +135,18 @@ def demo(c) -> None:
 
 
 def get_config(arg=None):
-    arg = common.parse_arg(arg, demo=False, resnet101=False, bf16=False)
+    arg = common.parse_arg(
+        arg,
+        demo=False,
+        resnet101=False,
+        bf16=False,
+        backbone="",
+        cell="authors",
+        skip_cell="authors",
+        fusion="gc",
+        references="both",
+    )
+    _check_blocks(arg)
     c = common.base_config()
     c.data = common.data_config(batch_size=15, curriculum="uniform")
     c.model = model_config(arg, c.data)

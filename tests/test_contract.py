@@ -167,7 +167,10 @@ def _cell_fields(cell):
 @pytest.mark.parametrize("name", cells.REGISTRY.names())
 def test_cell_contract(name):
     cell = cells.build(name, features=4, kernel_size=3)
-    x = jax.random.normal(jax.random.key(0), (B, T, 4, 6, 3))
+    # One frame more than a multi-step cell keeps (tt_lstm's 3): its oldest window is then
+    # non-zero once, so every weight gets a gradient.
+    t = 4
+    x = jax.random.normal(jax.random.key(0), (B, t, 4, 6, 3))
     carry = cell.initialize_carry(B, 4, 6)
     assert all(c.dtype == jnp.float32 for c in jax.tree.leaves(carry))
     variables = cell.init(jax.random.key(1), carry, x[:, 0])
@@ -180,7 +183,7 @@ def test_cell_contract(name):
         return carry, jnp.stack(ys, 1)
 
     carry_loop, ys = mt.jit(loop)(variables, carry, x)
-    assert ys.shape == (B, T, 4, 6, 4)
+    assert ys.shape == (B, t, 4, 6, 4)
     spec = jax.tree.map(lambda c: (c.shape, c.dtype), carry)
     assert jax.tree.map(lambda c: (c.shape, c.dtype), carry_loop) == spec
     scanned = scan_over_time(type(cell), train=False)(**_cell_fields(cell))
@@ -219,6 +222,8 @@ def test_fusion_contract(name):
     assert set(params["decoder"]["GC"]) == set(variables["params"])
 
 
+# The pyramid every backbone outputs, at these nominal strides (an output-stride-16 backbone
+# keeps f32 at 16); a deep head's 'top' may come with it.
 STRIDES = {"f2": 2, "f4": 4, "f8": 8, "f16": 16, "f32": 32}
 
 
@@ -229,6 +234,14 @@ def _tiny_backbone(name, **fields):
 
 @pytest.mark.parametrize("name", backbones.REGISTRY.names())
 def test_backbone_contract(name):
+    def _pyramid(net, h, w):
+        """Output shapes the backbone declares through strides() and channels() at h x w."""
+        strides, channels = net.strides(), net.channels()
+        assert set(strides) == set(channels) and set(STRIDES) <= set(strides) <= {*STRIDES, "top"}
+        assert all(strides[k] in (STRIDES[k], STRIDES[k] // 2) for k in STRIDES)
+        assert strides["f16"] == 16 and strides.get("top", strides["f32"]) == strides["f32"]
+        return {k: (1, h // s, w // s, channels[k]) for k, s in strides.items()}
+
     net = _tiny_backbone(name, width_divisor=16)
     x = jax.random.normal(jax.random.key(0), (1, 64, 96, 3))
     mask = (jax.random.uniform(jax.random.key(1), (1, 64, 96, 1)) > 0.5).astype(jnp.float32)
@@ -236,9 +249,7 @@ def test_backbone_contract(name):
     variables = mt.random_variables_of(net, x, mask=mask)
     apply = mt.jit(lambda v, m: net.apply(v, x, mask=m))
     feats = apply(variables, mask)
-    assert {k: v.shape for k, v in feats.items()} == {
-        k: (1, 64 // s, 96 // s, net.channels()[k]) for k, s in STRIDES.items()
-    }
+    assert {k: v.shape for k, v in feats.items()} == _pyramid(net, 64, 96)
     # The mask conditioning is one extra conv beside the first one, and it changes the output.
     assert set(variables["params"]) - set(plain["params"]) == {"mask_conv"}
     assert not np.allclose(feats["f2"], apply(variables, 0 * mask)["f2"])
@@ -246,9 +257,7 @@ def test_backbone_contract(name):
     full = backbones.build(name)
     xs = jax.ShapeDtypeStruct((1, 256, 448, 3), jnp.float32)
     shapes = jax.eval_shape(lambda a: full.apply(full.init(jax.random.key(0), a), a), xs)
-    assert {k: v.shape for k, v in shapes.items()} == {
-        k: (1, 256 // s, 448 // s, full.channels()[k]) for k, s in STRIDES.items()
-    }
+    assert {k: v.shape for k, v in shapes.items()} == _pyramid(full, 256, 448)
     fields = {"backbone": name}
     if "depths" not in full.__dataclass_fields__:
         fields["blocks"] = None  # the tiny HS2S's stage depths are a ResNet's
@@ -262,7 +271,8 @@ def test_backbone_torchvision_map_round_trip(name):
     x, mask = jnp.zeros((1, 64, 64, 3)), jnp.zeros((1, 64, 64, 1))
     variables = mt.random_variables_of(net, x, mask=mask)
     state = backbones.torchvision_state(variables, name)
-    assert state and all(k.startswith(tuple(s for s, _ in type(net).TORCHVISION)) for k in state)
+    table = (*type(net).TORCHVISION, *getattr(type(net), "TORCHVISION_HEAD", ()))
+    assert state and all(k.startswith(tuple(s for s, _ in table)) for k in state)
     # The backbone as the scope "enc" of a model whose variables start at zero.
     flat = {(p[0], "enc", *p[1:]): v for p, v in torch_keys.flatten_variables(variables).items()}
     zeros = {p: np.zeros_like(v) for p, v in flat.items()}

@@ -10,7 +10,10 @@ The step holds both encoders because the previous mask is one of their inputs. T
 same step function with an explicit carry, so memory does not grow with the video length.
 
 Building blocks by config: `backbone` (models/backbones/, both encoders), `cell` (models/cells/,
-both memories), `fusion` (models/fusion/, the four matching blocks of the decoder).
+the bottleneck memory) and `skip_cell` (the skip memory), `fusion` (models/fusion/, the matching
+blocks of the decoder), `references` (which reference frames are matched, paper B Table 2b:
+'both', 'first' = HS2S_0, 'previous' = HS2S_{t-1}; a single-reference model has no fusion or
+merge weights of the other branch, and only the carry entries it reads).
 
 Variable tree (top-level names = the authors' torch modules, `module.` prefix stripped):
   encoder_ref, encoder (hs2s_encoder.HS2SEncoder: backbone + mask conv + reduction), memory,
@@ -35,6 +38,9 @@ from rnn_vos_jax.models.recurrent import scan_over_time
 from rnn_vos_jax.models.torch_layouts import StateDictLayout
 
 Carry = dict[str, Any]
+
+# config.model.references -> the reference frames the decoder matches against.
+REFERENCES = {"both": ("first", "previous"), "first": ("first",), "previous": ("previous",)}
 
 
 def _coins(module: nn.Module, n: int, sample_prob: Any) -> jax.Array:
@@ -62,9 +68,14 @@ class HS2S(nn.Module):
       num_classes: border-distance classes K.
       mem_kernel: kernel of the bottleneck ConvLSTM (at H/32 x W/32).
       sm_kernel: kernel of the skip-memory ConvLSTM (at H/16 x W/16).
-      cell: cell of both memories (models/cells/): 'authors' (ConvLSTM with sigmoid g, ReLU c)
-        or 'tanh' (the standard ConvLSTM).
-      fusion: fusion block of the decoder's reference matching (models/fusion/), 'gc'.
+      cell: cell of the bottleneck memory (models/cells/): 'authors' (ConvLSTM with sigmoid g,
+        ReLU c), 'tanh' (the standard ConvLSTM), 'deep_rnn', 'tt_lstm' (paper B Table 4).
+      skip_cell: cell of the skip memory; paper B swaps only "the RNN block", so the ablations
+        keep the authors' ConvLSTM here.
+      fusion: fusion block of the decoder's reference matching (models/fusion/): 'gc' (the
+        authors'), 'cosine', 'axial' (paper B Table 5).
+      references: 'both' (the authors'), 'first' (only frame 0 is matched) or 'previous' (only
+        frame t-1), paper B Table 2b.
       width_divisor: divides every channel count (tiny test/demo variants); 1 = authors'.
       blocks: optional override of the ResNet stage depths, e.g. (1, 1, 1, 1).
       dtype: compute dtype (params, BatchNorm statistics, memories and outputs stay float32).
@@ -83,7 +94,9 @@ class HS2S(nn.Module):
     mem_kernel: int = 3
     sm_kernel: int = 5
     cell: str = "authors"
+    skip_cell: str = "authors"
     fusion: str = "gc"
+    references: str = "both"
     width_divisor: int = 1
     blocks: Sequence[int] | None = None
     dtype: Any = jnp.float32
@@ -94,6 +107,10 @@ class HS2S(nn.Module):
     def setup(self):
         if self.width_divisor < 1 or 64 % self.width_divisor:
             raise ValueError(f"HS2S: width_divisor must divide 64, got {self.width_divisor}")
+        if self.references not in REFERENCES:
+            raise ValueError(
+                f"Unknown config.model.references {self.references!r}; known: {sorted(REFERENCES)}"
+            )
         # Argument 3 (self = 0) is `train`, a Python bool that selects the BatchNorm mode.
         enc_cls = nn.remat(HS2SEncoder, static_argnums=(3,)) if self.remat else HS2SEncoder
         enc = {
@@ -107,9 +124,14 @@ class HS2S(nn.Module):
         self.encoder = enc_cls(**enc)
         ch = self.num_ch // self.width_divisor
         self.memory = cells.build(self.cell, ch, self.mem_kernel, dtype=self.dtype)
-        self.skip_memory = cells.build(self.cell, ch, self.sm_kernel, dtype=self.dtype)
+        self.skip_memory = cells.build(self.skip_cell, ch, self.sm_kernel, dtype=self.dtype)
         self.decoder = DecoderRef(
-            ch, self.num_classes, self.width_divisor, fusion=self.fusion, dtype=self.dtype
+            ch,
+            self.num_classes,
+            self.width_divisor,
+            fusion=self.fusion,
+            references=REFERENCES[self.references],
+            dtype=self.dtype,
         )
 
     def _check(self, frames: jax.Array, masks: jax.Array, time_axis: bool) -> None:
@@ -129,36 +151,51 @@ class HS2S(nn.Module):
 
     def _start(self, x0: jax.Array, y0: jax.Array, train: bool) -> Carry:
         """Carry before the first step from a normalised frame 0 and its mask."""
-        ref = self.encoder_ref(x0, y0, train)
+        refs = REFERENCES[self.references]
+        if "first" in refs:
+            ref = self.encoder_ref(x0, y0, train)
+        else:
+            # Only the shapes are read (XLA drops the computation); eval mode, so no BatchNorm
+            # statistics move for a frame the model never matches.
+            ref = self.encoder_ref(x0, y0, False)
         n, h32, w32, _ = ref["e"].shape
         h16, w16 = ref["f16"].shape[1:3]
-        return {
-            "ref": ref["e"],
-            "ref_mid": ref["f16"],
+        carry = {
             "memory": self.memory.initialize_carry(n, h32, w32),
             "skip_memory": self.skip_memory.initialize_carry(n, h16, w16),
-            "prev_frame": x0,
             "prev_pred": y0.astype(jnp.float32),
         }
+        if "first" in refs:
+            carry.update(ref=ref["e"], ref_mid=ref["f16"])
+        if "previous" in refs:
+            carry["prev_frame"] = x0
+        return carry
 
     def _step(
         self, carry: Carry, x: jax.Array, mask: jax.Array, train: bool
     ) -> tuple[Carry, tuple[jax.Array, jax.Array]]:
         """One step: segment normalised frame x given the mask `mask` of the previous frame."""
-        prev = self.encoder_ref(carry["prev_frame"], mask, train)
+        prev = {}
+        if "prev_frame" in carry:
+            prev = self.encoder_ref(carry["prev_frame"], mask, train)
         enc = self.encoder(x, mask, train)
         memory, h = self.memory(carry["memory"], enc["e"], train=train)
         skip_memory, h_sm = self.skip_memory(carry["skip_memory"], enc["f16"], train=train)
         logits, dist = self.decoder(
-            carry["ref"], h, enc, prev["e"], h_sm, carry["ref_mid"], prev["f16"], train
+            carry.get("ref"),
+            h,
+            enc,
+            prev.get("e"),
+            h_sm,
+            carry.get("ref_mid"),
+            prev.get("f16"),
+            train,
         )
         carry = dict(
-            carry,
-            memory=memory,
-            skip_memory=skip_memory,
-            prev_frame=x,
-            prev_pred=jax.nn.sigmoid(logits),
+            carry, memory=memory, skip_memory=skip_memory, prev_pred=jax.nn.sigmoid(logits)
         )
+        if "prev_frame" in carry:
+            carry["prev_frame"] = x
         return carry, (logits, dist)
 
     def _jitter(self, masks: jax.Array) -> jax.Array:
@@ -257,8 +294,9 @@ class HS2S(nn.Module):
           mask0: float [N, H, W, 1] first masks (0/1).
 
         Returns:
-          Carry: dict of arrays with leading axis N ('ref', 'ref_mid', 'h', 'c', 'h_sm', 'c_sm',
-          'prev_frame', 'prev_pred'); its size does not depend on the video length.
+          Carry: dict of pytrees with leading axis N: 'memory', 'skip_memory' (the cells' carries),
+          'prev_pred', and by `references` 'ref', 'ref_mid' (frame 0's encodings) and
+          'prev_frame'; its size does not depend on the video length.
         """
         self._check(frame0, mask0, time_axis=False)
         return self._start(normalize_frames(frame0, self.dtype), mask0, False)

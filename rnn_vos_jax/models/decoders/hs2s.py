@@ -37,6 +37,9 @@ class DecoderRef(nn.Module):
       num_classes: distance classes K of the distance branch.
       width_divisor: divides the decoder's own widths (1x1/5x5 convs, fusion inner widths).
       fusion: fusion block name (models/fusion/), 'gc' = the authors'.
+      references: the reference frames matched, ('first', 'previous') = the authors'. With one,
+        its fusion output goes straight on: no merge conv (GCGC_p, mm) and no blocks of the
+        other frame.
       dtype: compute dtype (params float32).
     """
 
@@ -44,6 +47,7 @@ class DecoderRef(nn.Module):
     num_classes: int = 42
     width_divisor: int = 1
     fusion: str = "gc"
+    references: tuple[str, ...] = ("first", "previous")
     dtype: Any = jnp.float32
 
     def _conv(self, features: int, k: int, name: str, x: jax.Array) -> jax.Array:
@@ -57,22 +61,42 @@ class DecoderRef(nn.Module):
         )
         return block(query, reference, train=train)
 
+    def _match(self, names, query, first, previous, merge: str, train: bool) -> jax.Array:
+        """Fuses `query` with each used reference (blocks `names`), merged by a 1x1 if two."""
+        refs = {"first": first, "previous": previous}
+        fused = [
+            self._fuse(name, query, refs[which], train)
+            for name, which in zip(names, ("first", "previous"))
+            if which in self.references
+        ]
+        if len(fused) == 1:
+            return fused[0]
+        return nn.relu(
+            self._conv(
+                self.num_ch // 2,
+                1,
+                merge,
+                jnp.concatenate([f.astype(self.dtype) for f in fused], axis=-1),
+            )
+        )
+
     @nn.compact
     def __call__(
         self,
-        ref: jax.Array,
+        ref: jax.Array | None,
         h: jax.Array,
         skips: dict[str, jax.Array],
-        prev_ref: jax.Array,
+        prev_ref: jax.Array | None,
         h_sm: jax.Array,
-        ref_mid: jax.Array,
-        prev_ref_mid: jax.Array,
+        ref_mid: jax.Array | None,
+        prev_ref_mid: jax.Array | None,
         train: bool = False,
     ) -> tuple[jax.Array, jax.Array]:
         """One decoding step (torch `DecoderRef.forward`).
 
         Args:
-          ref: `e` of the reference encoder on (x0, y0), [N, h32, w32, num_ch].
+          ref: `e` of the reference encoder on (x0, y0), [N, h32, w32, num_ch] (None when frame
+            0 is not a reference; likewise ref_mid, and prev_ref/prev_ref_mid for frame t-1).
           h: bottleneck memory output, [N, h32, w32, num_ch].
           skips: current-frame encoder features {'f32','f16','f8','f4','f2'}.
           prev_ref: `e` of the reference encoder on (x_{t-1}, m_{t-1}), [N, h32, w32, num_ch].
@@ -90,9 +114,7 @@ class DecoderRef(nn.Module):
         d = self.width_divisor
 
         # Bottleneck: match h against frame 0 (GC) and frame t-1 (GC_p), merge by GCGC_p.
-        a = self._fuse("GC", h, ref, train)
-        b = self._fuse("GC_p", h, prev_ref, train)
-        x = relu(self._conv(self.num_ch // 2, 1, "GCGC_p", cat(a, b)))
+        x = self._match(("GC", "GC_p"), h, ref, prev_ref, "GCGC_p", train)
 
         (n1, w1, n11, w11), *rest = STAGES
         x = relu(self._conv(w1 // d, 1, n1, cat(x, skips["f32"])))
@@ -101,9 +123,7 @@ class DecoderRef(nn.Module):
         x = relu(self._conv(w11 // d, 5, n11, x))
 
         # Skip memory: match h_sm against the f16 features of frame 0 and frame t-1.
-        u = self._fuse("GCmm0", h_sm, ref_mid, train)
-        v = self._fuse("GCmm_1", h_sm, prev_ref_mid, train)
-        w = relu(self._conv(self.num_ch // 2, 1, "mm", cat(u, v)))
+        w = self._match(("GCmm0", "GCmm_1"), h_sm, ref_mid, prev_ref_mid, "mm", train)
 
         extra = {"f16": (w,)}
         for (n_a, w_a, n_b, w_b), skip in zip(rest, ("f16", "f8", "f4", "f2")):

@@ -1,7 +1,12 @@
 """The HS2S encoder (the authors' `EncoderExtra`): a mask-conditioned backbone plus a reduction.
 
     feats = backbone(x, mask)               f2..f32 (models/backbones/, mask via its first conv)
-    e = ReLU(reduce_bn(reduce_channel_(f32)))   1x1 conv (bias) C32 -> out_ch, BN
+    e = ReLU(reduce_bn(reduce_channel_(top)))   1x1 conv (bias) Ctop -> out_ch, BN
+
+`top` is the backbone's deep-head output when it has one (DeepLab's ASPP, 256 channels; VGG16's
+fc6/fc7, 4096, which this encoder switches on: BACKBONE_FIELDS, paper B Table 3) and f32
+otherwise (ResNet: 2048). The skips passed on are the backbone's pyramid f2..f32 (f32 is the raw
+last stage, also for ASPP).
 
 The backbone shares this module's scope, so its variables sit beside reduce_channel_ and
 reduce_bn exactly as in the authors' checkpoint (encoder.conv1.weight, encoder.mask_conv.weight,
@@ -18,6 +23,10 @@ import jax.numpy as jnp
 
 from rnn_vos_jax.models import backbones
 from rnn_vos_jax.models.layers import BatchNorm, Conv
+
+# Backbone fields HS2S sets beyond the common ones: VGG16 as an FCN, its classifier's fc6 / fc7
+# as convs giving `top` (S2S / S2S++ build their own heads on the plain trunk instead).
+BACKBONE_FIELDS = {"vgg16": {"fcn_head": True}}
 
 
 class HS2SEncoder(nn.Module):
@@ -39,7 +48,11 @@ class HS2SEncoder(nn.Module):
 
     def setup(self):
         self.trunk = backbones.build(
-            self.backbone, blocks=self.blocks, width_divisor=self.width_divisor, dtype=self.dtype
+            self.backbone,
+            blocks=self.blocks,
+            width_divisor=self.width_divisor,
+            dtype=self.dtype,
+            **BACKBONE_FIELDS.get(self.backbone, {}),
         )
         nn.share_scope(self, self.trunk)
         new = {"kernel_init": "he_fan_out", "bias_init": "zeros", "dtype": self.dtype}
@@ -58,9 +71,11 @@ class HS2SEncoder(nn.Module):
           train: BatchNorm mode (torch train/eval).
 
         Returns:
-          {'e': [N,H/32,W/32,out_ch/d], 'f32', 'f16', 'f8', 'f4', 'f2'} in `dtype` (the
-          backbone's pyramid, e.g. 2048/d .. 64/d channels for ResNet-50).
+          {'e': [N,h32,w32,out_ch/d], 'f32', 'f16', 'f8', 'f4', 'f2'} in `dtype` (the
+          backbone's pyramid, e.g. 2048/d .. 64/d channels for ResNet-50); h32 x w32 is f32's
+          size, H/32 x W/32 (H/16 x W/16 for an output-stride-16 backbone).
         """
-        feats = self.trunk(x, train, mask)
-        e = nn.relu(self.reduce_bn(self.reduce_channel_(feats["f32"]), train))
+        feats = dict(self.trunk(x, train, mask))
+        top = feats.pop("top", feats["f32"])
+        e = nn.relu(self.reduce_bn(self.reduce_channel_(top), train))
         return {"e": e, **feats}

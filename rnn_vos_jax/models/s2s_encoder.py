@@ -22,31 +22,12 @@ import jax
 import jax.numpy as jnp
 
 from rnn_vos_jax.models import backbones
+from rnn_vos_jax.models.backbones.vgg import FC_WIDTH, fc_as_conv  # noqa: F401 (re-exported)
 from rnn_vos_jax.models.layers import Conv, scaled
 
 ENCODER_HEADS = ("authors_1x1", "fcn_7x7")
-FC_WIDTH = 4096
 # The authors' 1x1 head width: fc6's 25088 = 512*49 inputs folded into channels.
 AUTHORS_HEAD_WIDTH = 4096 * 49
-
-
-def fc_as_conv(x: jax.Array, names: tuple[str, str], width_divisor: int, dtype: Any) -> jax.Array:
-    """VGG16 fc6 (7x7 conv, pad 3) + ReLU + fc7 (1x1 conv) + ReLU, as in an FCN.
-
-    Call inside a compact method: the convs become submodules of the caller, named `names`.
-
-    Args:
-      x: [N,h,w,512/d] trunk output f32 (b5).
-      names: submodule names of fc6 and fc7.
-      width_divisor: divides 512 and 4096.
-      dtype: compute dtype.
-
-    Returns:
-      [N,h,w,4096/d].
-    """
-    width = scaled(FC_WIDTH, width_divisor)
-    x = nn.relu(Conv(width, 7, padding=3, dtype=dtype, name=names[0])(x))
-    return nn.relu(Conv(width, 1, padding=0, dtype=dtype, name=names[1])(x))
 
 
 class VGGEncoder(nn.Module):

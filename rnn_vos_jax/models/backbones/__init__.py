@@ -5,14 +5,31 @@ Every backbone is a Flax module with this interface:
     backbone = REGISTRY[name](width_divisor=1, dtype=jnp.float32, ...)   # all fields defaulted
     feats = backbone(x, train=False, mask=None)
         x [N,H,W,C] normalised frames (H, W multiples of 32), mask [N,H,W,1] or None
-        -> {'f2','f4','f8','f16','f32'}: features at strides 2..32
-    backbone.channels() -> {'f2': C2, ..., 'f32': C32} at its width_divisor
+        -> {'f2','f4','f8','f16','f32'}: the feature pyramid (f32 at stride 16 for an output
+           stride 16 backbone), and optionally 'top' (see below)
+    backbone.channels() -> {'f2': C2, ..., 'f32': C32[, 'top': Ctop]} at its width_divisor
+    backbone.strides()  -> {'f2': 2, 'f4': 4, 'f8': 8, 'f16': 16, 'f32': 32 or 16[, 'top': ..]}
+
+The keys of channels() and strides() are exactly those of the output. 'top' is the output of a
+backbone's deep head on f32 (DeepLab's ASPP; VGG16's fc6/fc7 as convs when `fcn_head=True`), at
+f32's stride: a family that reduces the backbone to one bottleneck feature (HS2S's `e`) reduces
+'top' when present and f32 otherwise, and keeps f32 as the skip feature.
 
 `mask` conditions the first conv through mask.first_conv (any backbone can take it). Class
 attributes give its torchvision key map (used by `torchvision_init`):
     TORCHVISION          ((torchvision key prefix, own module prefix), ...); every own prefix is
-                         filled from the file, every other variable keeps its fresh init
-    TORCHVISION_IGNORED  torchvision key prefixes no model uses (classifier layers)
+                         filled from the file, every other variable keeps its fresh init.
+                         Several prefixes may fill one own prefix (alternative file layouts,
+                         e.g. deeplabv3's backbone.layer1 and ImageNet's layer1): the first is
+                         what `torchvision_state` writes; a file holding two of them lists the
+                         second as unexpected
+    TORCHVISION_HEAD     optional, pairs as TORCHVISION for a deep head, filled as one group iff
+                         the model has the head's variables and the file has any of its keys
+                         (so an ImageNet file leaves DeepLab's ASPP at its init); otherwise its
+                         keys count as any other key (ignored or unexpected)
+    TORCHVISION_LINEAR   optional ((torchvision prefix, k), ...): Linear layers whose weight
+                         (O, C*k*k) is an own k x k conv (O, C, k, k) (VGG's fc6 / fc7)
+    TORCHVISION_IGNORED  torchvision key prefixes no backbone variable takes (classifiers)
     FIRST_CONV           the first conv's own prefix: a kernel with more input channels than
                          the file's (a mask channel) takes the file's channels first and keeps
                          the rest
@@ -45,6 +62,8 @@ REGISTRY = Registry(
         "resnet50": "rnn_vos_jax.models.backbones.resnet:ResNet",
         "resnet101": "rnn_vos_jax.models.backbones.resnet:ResNet101",
         "vgg16": "rnn_vos_jax.models.backbones.vgg:VGG16",
+        "deeplab_r50": "rnn_vos_jax.models.backbones.deeplab:DeepLabR50",
+        "deeplab_r50_aspp": "rnn_vos_jax.models.backbones.deeplab:DeepLabR50ASPP",
     },
 )
 
@@ -76,13 +95,25 @@ def _rename(key: str, table: Iterable[tuple[str, str]]) -> str | None:
     return None
 
 
-def _owned(cls, mods: Sequence[str]) -> tuple[str, int] | None:
+def _owned(table: Iterable[tuple[str, str]], mods: Sequence[str]) -> tuple[str, int] | None:
     """(torchvision prefix, module components it covers) of a variable's module path, if any."""
-    for src, dst in cls.TORCHVISION:
+    for src, dst in table:
         own = canonical_modules(dst.split("."))
         for i in range(1, len(mods) + 1):
             if canonical_modules(mods[:i]) == own:
                 return src, i
+    return None
+
+
+def _head(cls) -> tuple[tuple[str, str], ...]:
+    return tuple(getattr(cls, "TORCHVISION_HEAD", ()))
+
+
+def _linear_k(cls, key: str) -> int | None:
+    """k of a TORCHVISION_LINEAR layer whose weight is torchvision key `key`, else None."""
+    for src, k in getattr(cls, "TORCHVISION_LINEAR", ()):
+        if key == f"{src}.weight":
+            return k
     return None
 
 
@@ -94,16 +125,21 @@ def torchvision_state(variables: Mapping[str, Any], backbone: str) -> dict[str, 
       backbone: its registry name.
 
     Returns:
-      torchvision key -> tensor (torch layout) for every variable the map covers (the fresh
-      layers, e.g. mask_conv, are left out), as `torchvision_init` reads it.
+      torchvision key -> tensor (torch layout) for every variable the map covers, including a
+      deep head that exists (TORCHVISION_HEAD; Linear-viewed convs back as (O, C*k*k)); the
+      fresh layers, e.g. mask_conv, are left out. As `torchvision_init` reads it.
     """
     cls, state = REGISTRY[backbone], {}
+    table = (*cls.TORCHVISION, *_head(cls))
     for (collection, *mods, leaf), value in flatten_variables(variables).items():
-        owned = _owned(cls, mods)
+        owned = _owned(table, mods)
         if owned is not None:
             src, i = owned
             key = ".".join([src, *mods[i:], torch_leaf(collection, leaf)])
-            state[key] = to_torch_layout(np.asarray(value))
+            tensor = to_torch_layout(np.asarray(value))
+            if _linear_k(cls, key) is not None and tensor.ndim == 4:
+                tensor = tensor.reshape(tensor.shape[0], -1)
+            state[key] = tensor
     return state
 
 
@@ -139,20 +175,32 @@ def torchvision_init(
     extra = dict(extra or {})
     renamed = {k: v for k, v in extra.items() if v is not None}
     subset: dict[Path, Any] = {}
-    used, ignored = set(claimed), []
+    used, ignored, doubled = set(claimed), [], {}
     for prefix, name in targets:
         cls = REGISTRY[name]
         ignored += list(cls.TORCHVISION_IGNORED)
         scope = tuple(prefix.split("."))
-        for path, value in flat.items():
-            mods = path[1 : len(path) - 1]
-            if mods[: len(scope)] == scope and _owned(cls, mods[len(scope) :]) is not None:
+        mine = {path: value for path, value in flat.items() if path[1 : len(scope) + 1] == scope}
+        head = _head(cls)
+        # A deep head is taken only from a file that has one (ImageNet files have no ASPP).
+        has_head = any(_owned(head, p[len(scope) + 1 : -1]) for p in mine)
+        if not (has_head and any(_rename(k, head) is not None for k in state)):
+            head = ()
+        table = (*cls.TORCHVISION, *head)
+        for path, value in mine.items():
+            if _owned(table, path[len(scope) + 1 : -1]) is not None:
                 subset[path] = value
         for key, value in state.items():
-            own = _rename(key, cls.TORCHVISION)
+            own = _rename(key, table)
             if own is not None:
                 used.add(key)
-                renamed[f"{prefix}.{own}"] = value
+                k = _linear_k(cls, key)
+                if k is not None and np.ndim(value) == 2 and value.shape[1] % (k * k) == 0:
+                    value = np.reshape(value, (value.shape[0], -1, k, k))
+                if f"{prefix}.{own}" in renamed:  # a second layout's copy of a filled tensor
+                    doubled[key] = value
+                else:
+                    renamed[f"{prefix}.{own}"] = value
         # A first conv that also sees a mask channel: only the file's input channels are given.
         first = f"{prefix}.{cls.FIRST_CONV}.weight"
         mine = index_all.resolve(first, 4)
@@ -170,4 +218,5 @@ def torchvision_init(
     for key, value in state.items():
         if key not in used and not key.startswith(tuple(ignored)):
             renamed[key] = value  # not a tensor this model takes: reported as unexpected
+    renamed.update(doubled)  # their torchvision keys resolve to nothing: listed as unexpected
     return KeyIndex(subset).convert(renamed, source)

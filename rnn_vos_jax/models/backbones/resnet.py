@@ -13,6 +13,9 @@ Variable names, each torch key component a Flax module name (e.g. torch
 torchvision keys map by renaming bn1 -> bn and layerK -> conv{K+1} (TORCHVISION); mask_conv,
 added_conv and added_bn are the authors' new layers and keep their fresh init
 (N(0, sqrt(2 / (kh*kw*out))) weights, zero biases, BN 1/0).
+
+Subclasses may trade strides for dilation (REPLACE_STRIDE_WITH_DILATION, torchvision's argument;
+DeepLab's output stride 16 in models/backbones/deeplab.py) and add a deep head on f32 (`_top`).
 """
 
 from collections.abc import Sequence
@@ -60,12 +63,15 @@ class Bottleneck(nn.Module):
       planes: width of the 1x1/3x3 convs; the output has planes * 4 channels.
       strides: stride of conv2 and of the downsample branch.
       downsample: whether the identity branch is a 1x1 conv + BN (torch `downsample`).
+      dilation: dilation of conv2, padded by the same amount (torchvision's `dilation`), so a
+        stride-1 dilated stage keeps the spatial size.
       dtype: compute dtype.
     """
 
     planes: int
     strides: int = 1
     downsample: bool = False
+    dilation: int = 1
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -74,7 +80,15 @@ class Bottleneck(nn.Module):
         conv = {"use_bias": False, "kernel_init": "he_fan_out", "dtype": self.dtype}
         y = Conv(self.planes, 1, padding=0, name="conv1", **conv)(x)
         y = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(y, train))
-        y = Conv(self.planes, 3, strides=self.strides, padding=1, name="conv2", **conv)(y)
+        y = Conv(
+            self.planes,
+            3,
+            strides=self.strides,
+            padding=self.dilation,
+            dilation=self.dilation,
+            name="conv2",
+            **conv,
+        )(y)
         y = nn.relu(BatchNorm(dtype=self.dtype, name="bn2")(y, train))
         y = Conv(self.planes * EXPANSION, 1, padding=0, name="conv3", **conv)(y)
         y = BatchNorm(dtype=self.dtype, name="bn3")(y, train)
@@ -93,17 +107,24 @@ class ResStage(nn.Module):
       planes: bottleneck width (output planes * 4).
       depth: number of blocks.
       strides: stride of the first block.
+      dilation: dilation of the 3x3 convs of blocks 1.. (torchvision `_make_layer(dilate=True)`
+        turns a stage's stride into this dilation).
+      first_dilation: dilation of block 0's 3x3; None = `dilation`. torchvision gives the first
+        block of a dilated stage the *previous* stage's dilation (1 for DeepLab's layer4 at OS16).
       dtype: compute dtype.
     """
 
     planes: int
     depth: int
     strides: int = 1
+    dilation: int = 1
+    first_dilation: int | None = None
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         """x: [N, H, W, Cin] -> [N, H / strides, W / strides, planes * 4]."""
+        first_dilation = self.dilation if self.first_dilation is None else self.first_dilation
         for i in range(self.depth):
             first = i == 0
             needs_proj = first and (self.strides != 1 or x.shape[-1] != self.planes * EXPANSION)
@@ -111,6 +132,7 @@ class ResStage(nn.Module):
                 self.planes,
                 strides=self.strides if first else 1,
                 downsample=needs_proj,
+                dilation=first_dilation if first else self.dilation,
                 dtype=self.dtype,
                 name=str(i),
             )(x, train)
@@ -138,13 +160,35 @@ class ResNet(nn.Module):
     )
     TORCHVISION_IGNORED = ("fc.",)  # the ImageNet classifier
     FIRST_CONV = "conv1"
+    # torchvision's replace_stride_with_dilation for conv3..conv5 (layer2..layer4).
+    REPLACE_STRIDE_WITH_DILATION = (False, False, False)
 
     def channels(self) -> dict[str, int]:
-        """Channels of f2..f32: {'f2': 64/d, 'f4': 256/d, 'f8': 512/d, 'f16': 1024/d, ...}."""
+        """Channels of f2..f32: {'f2': 64/d, 'f4': 256/d, 'f8': 512/d, 'f16': 1024/d, ...},
+        plus 'top' for a subclass with a deep head."""
         out = {"f2": 64 // self.width_divisor}
         for name, planes in zip(("f4", "f8", "f16", "f32"), STAGE_PLANES):
             out[name] = planes * EXPANSION // self.width_divisor
-        return out
+        top = self.top_channels()
+        return out if top is None else {**out, "top": top}
+
+    def strides(self) -> dict[str, int]:
+        """Stride of each output: {'f2': 2, 'f4': 4, 'f8': 8, 'f16': 16, 'f32': 32}; a stage
+        dilated instead of strided keeps its input's stride (f32: 16 for DeepLab's OS16)."""
+        out, stride = {"f2": 2, "f4": 4}, 4
+        for name, dilate in zip(("f8", "f16", "f32"), self.REPLACE_STRIDE_WITH_DILATION):
+            stride = stride if dilate else 2 * stride
+            out[name] = stride
+        return out if self.top_channels() is None else {**out, "top": out["f32"]}
+
+    def top_channels(self) -> int | None:
+        """Channels of the deep head's output 'top' (None: this trunk has none)."""
+        return None
+
+    def _top(self, f32: jax.Array, train: bool) -> jax.Array | None:
+        """The deep head on f32 (called inside __call__, so it may create submodules)."""
+        del f32, train
+        return None
 
     @nn.compact
     def __call__(
@@ -159,7 +203,8 @@ class ResNet(nn.Module):
 
         Returns:
           {'f2': [N,H/2,W/2,64/d], 'f4': [..,256/d], 'f8': [..,512/d], 'f16': [..,1024/d],
-           'f32': [N,H/32,W/32,2048/d]} in `dtype`, d = width_divisor.
+           'f32': [N,H/32,W/32,2048/d]} in `dtype`, d = width_divisor (the sizes of strides();
+          plus 'top' [N, h32, w32, top_channels()] when the class has a deep head).
         """
         depths = tuple(int(b) for b in self.depths)
         if len(depths) != 4 or min(depths) < 1:
@@ -172,10 +217,25 @@ class ResNet(nn.Module):
         x = Conv(stem, 3, padding=1, name="added_conv", **new)(x)
         f2 = nn.relu(BatchNorm(dtype=self.dtype, name="added_bn")(x, train))
         x, feats = max_pool2x2(f2), {"f2": f2}
+        dilate = (False, *self.REPLACE_STRIDE_WITH_DILATION)
+        dilation = 1
         for k, (name, planes, depth) in enumerate(zip(STAGE_NAMES, STAGE_PLANES, depths)):
-            strides = 1 if k == 0 else 2
-            x = ResStage(planes // d, depth, strides=strides, dtype=self.dtype, name=name)(x, train)
+            strides, previous = (1 if k == 0 else 2), dilation
+            if dilate[k]:
+                dilation, strides = dilation * strides, 1
+            x = ResStage(
+                planes // d,
+                depth,
+                strides=strides,
+                dilation=dilation,
+                first_dilation=previous,
+                dtype=self.dtype,
+                name=name,
+            )(x, train)
             feats[("f4", "f8", "f16", "f32")[k]] = x
+        top = self._top(x, train)
+        if top is not None:
+            feats["top"] = top
         return feats
 
 

@@ -35,11 +35,13 @@ def default_configs() -> str:
 HEIGHT, WIDTH = 256, 448
 
 
-def abstract_variables(config_name: str):
+def abstract_variables(config_name: str, image_size: tuple[int, int] | None = (HEIGHT, WIDTH)):
     """Model and variable shapes (no values) of the model `configs/<name>.py[:arg]` builds.
 
     Args:
       config_name: e.g. 'hs2s' or 'hs2s:resnet101' (module in configs/, optional get_config arg).
+      image_size: (H, W) of the frames; None = the config's data.image_size. Blocks with
+        position tables (axial attention) have size-dependent parameters.
 
     Returns:
       (model, variables) with variables a pytree of jax.ShapeDtypeStruct.
@@ -47,8 +49,9 @@ def abstract_variables(config_name: str):
     module, _, arg = config_name.partition(":")
     config = importlib.import_module(f"configs.{module}").get_config(arg or None)
     model = models.build(config.model)
-    frames = jax.ShapeDtypeStruct((1, 2, HEIGHT, WIDTH, 3), jnp.uint8)
-    masks = jax.ShapeDtypeStruct((1, 2, HEIGHT, WIDTH, 1), jnp.float32)
+    h, w = image_size or tuple(config.data.image_size)
+    frames = jax.ShapeDtypeStruct((1, 2, h, w, 3), jnp.uint8)
+    masks = jax.ShapeDtypeStruct((1, 2, h, w, 1), jnp.float32)
     variables = jax.eval_shape(
         lambda f, m: model.init(
             {"params": jax.random.key(0), "sample": jax.random.key(1)}, f, m, sample_prob=0.0

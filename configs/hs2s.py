@@ -109,7 +109,8 @@ def demo(c) -> None:
     c.demo.contrast = "high"
     c.data.image_size = (96, 96)
     c.model.width_divisor = 16
-    c.model.blocks = (1, 1, 1, 1)
+    if "depths" in backbones.REGISTRY[c.model.backbone].__dataclass_fields__:
+        c.model.blocks = (1, 1, 1, 1)  # backbones with stage depths (ResNets, ...)
     c.model.sm_kernel = 3
     c.model.mask_jitter = 4
     c.data.border = 10

@@ -1,0 +1,238 @@
+r"""Paper B's HS2S ablations at demo scale: train, evaluate and tabulate each variant (not a test).
+
+    python benchmarks/ablations.py --table=cells|fusion|references|backbones|all \
+        [--workdir=runs/ablations] [--epochs=24] [--seed=0] [--write_results] [--commands]
+
+Each variant is `configs/hs2s.py:demo,<arg>` (e.g. `demo,cell=tt_lstm`) trained by the demo
+command itself (synthetic data -> TFRecords -> training -> evaluation) in WORKDIR/<variant>/,
+with one shared schedule: the demo's, shortened to `--epochs` epochs (every epoch-valued
+setting scaled by the same factor; the scheduled-sampling slope by its inverse). Reruns skip
+finished variants (the demo resumes a stage that was interrupted). The table has paper B's
+columns (J and F on seen and unseen categories, their mean "overall") plus J&F, parameters of
+the full-size model at 256x448 and of the demo model, training steps/s and wall time.
+
+`--write_results` puts each table in benchmarks/RESULTS.md between markers (a rerun of one
+table replaces only its section). `--commands` prints the full-scale training commands of
+every variant for a pod (launch/tpu_pod.sh) instead of running anything.
+"""
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks import param_counts
+
+# table -> ((row label, configs/hs2s.py argument), ...); the first row is the authors' HS2S.
+TABLES = {
+    "cells": (
+        ("ConvLSTM (authors')", ""),
+        ("ConvLSTM, tanh", "cell=tanh"),
+        ("DeepRNN (5 CBM layers)", "cell=deep_rnn"),
+        ("ConvTT-LSTM (order 3, steps 3)", "cell=tt_lstm"),
+    ),
+    "fusion": (
+        ("GC (authors')", ""),
+        ("cosine similarity (HS2S_sim)", "fusion=cosine"),
+        ("axial attention (HS2S_attn)", "fusion=axial"),
+    ),
+    "references": (
+        ("frames 0 and t-1 (authors')", ""),
+        ("frame 0 only (HS2S_0)", "references=first"),
+        ("frame t-1 only (HS2S_t-1)", "references=previous"),
+    ),
+    "backbones": (
+        ("ResNet-50 (authors')", ""),
+        ("ResNet-101", "resnet101"),
+        ("VGG16", "backbone=vgg16"),
+        ("DeepLab-R50 (OS16)", "backbone=deeplab_r50"),
+        ("DeepLab-R50 + ASPP", "backbone=deeplab_r50_aspp"),
+        ("Axial-DeepLab-S", "backbone=axial_s"),
+    ),
+}
+PAPER = {  # paper B's overall YouTube-VOS 2018 scores of the same rows, for the reader
+    "cells": ("68.9", "-", "-", "-"),
+    "fusion": ("68.9", "-", "69.1"),
+    "references": ("68.9", "-", "-"),
+    "backbones": ("68.9", "69.0", "66.8", "68.9", "67.4", "65.1"),
+}
+DEMO_EPOCHS = 80  # configs/hs2s.py demo()
+
+
+def _config(arg: str):
+    module = importlib.import_module("configs.hs2s")
+    return module.get_config(",".join(filter(None, ["demo", arg])))
+
+
+def schedule_overrides(epochs: int) -> dict[str, object]:
+    """--config.train.* values that shorten the demo's schedule to `epochs` epochs."""
+    t = _config("").train
+    f = epochs / t.num_epochs
+    scaled = lambda e: max(1, round(e * f))
+    ss = t.scheduled_sampling
+    return {
+        "train.num_epochs": epochs,
+        "train.lr_decay.after_epoch": scaled(t.lr_decay.after_epoch),
+        "train.lr_decay.every_epochs": scaled(t.lr_decay.every_epochs),
+        "train.scheduled_sampling.offset_epochs": scaled(ss.offset_epochs),
+        "train.scheduled_sampling.slope": round(ss.slope / f, 6),
+        "train.bn_freeze_after_epoch": scaled(t.bn_freeze_after_epoch),
+    }
+
+
+def variant_name(arg: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]", "_", arg) or "default"
+
+
+def run_variant(arg: str, workdir: str, epochs: int, seed: int) -> dict:
+    """Trains and evaluates one variant through the demo command; returns its row's numbers."""
+    out = os.path.join(workdir, variant_name(arg))
+    summary_path = os.path.join(out, "demo_summary.json")
+    if not os.path.exists(summary_path):
+        cmd = [
+            sys.executable,
+            "-m",
+            "rnn_vos_jax.main",
+            f"--config={os.path.join(ROOT, 'configs', 'hs2s.py')}:{','.join(filter(None, ['demo', arg]))}",
+            f"--workdir={out}",
+            f"--config.seed={seed}",
+            *(f"--config.{k}={v}" for k, v in schedule_overrides(epochs).items()),
+        ]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+    with open(summary_path) as f:
+        summary = json.load(f)
+    with open(os.path.join(out, "eval", "valid", "metrics.json")) as f:
+        metrics = json.load(f)
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    rates = [r["steps_per_sec"] for r in rows[1:] if "steps_per_sec" in r]  # [0] has compile
+    steps = max((r.get("step", 0) for r in rows), default=0)
+    full = sum(param_counts.count_params(f"hs2s:{arg}" if arg else "hs2s").values())
+    demo_config = f"hs2s:{','.join(filter(None, ['demo', arg]))}"
+    _, demo_vars = param_counts.abstract_variables(demo_config, image_size=None)
+    demo_params = sum(param_counts.counts_of(demo_vars).values())
+    block = lambda name: metrics.get(name) or {}
+    return {
+        "J_seen": block("seen").get("J_mean"),
+        "J_unseen": block("unseen").get("J_mean"),
+        "F_seen": block("seen").get("F_mean"),
+        "F_unseen": block("unseen").get("F_mean"),
+        "overall": metrics.get("overall"),
+        "JF": metrics["JF_mean"],
+        "baseline_JF": summary.get("baseline_JF_mean"),
+        "params_full": full,
+        "params_demo": demo_params,
+        "steps": steps,
+        "steps_per_sec": statistics.median(rates) if rates else None,
+        "minutes": summary["seconds"]["total"] / 60,
+    }
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def format_table(table: str, rows: list[tuple[str, dict]]) -> str:
+    head = (
+        "| variant | J seen | J unseen | F seen | F unseen | overall | J&F | paper B overall "
+        "| params 256x448 | params demo | steps | steps/s | min |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
+    lines = [head]
+    for (label, r), paper in zip(rows, PAPER[table]):
+        rate = "-" if r["steps_per_sec"] is None else f"{r['steps_per_sec']:.2f}"
+        lines.append(
+            f"| {label} | {_pct(r['J_seen'])} | {_pct(r['J_unseen'])} | {_pct(r['F_seen'])} "
+            f"| {_pct(r['F_unseen'])} | {_pct(r['overall'])} | {_pct(r['JF'])} | {paper} "
+            f"| {r['params_full'] / 1e6:.1f}M | {r['params_demo'] / 1e6:.2f}M | {r['steps']} "
+            f"| {rate} | {r['minutes']:.1f} |"
+        )
+    base = rows[0][1].get("baseline_JF")
+    if base is not None:
+        lines.append(f"\nCopy-the-first-mask baseline on the same split: J&F {_pct(base)}.")
+    return "\n".join(lines)
+
+
+RESULTS = os.path.join(ROOT, "benchmarks", "RESULTS.md")
+
+
+def write_results(table: str, text: str, args, path: str = RESULTS) -> None:
+    """Replaces (or appends) this table's section of `path` (benchmarks/RESULTS.md)."""
+    start, end = f"<!-- ablations:{table} -->", f"<!-- /ablations:{table} -->"
+    stamp = datetime.date.today().isoformat()
+    body = (
+        f"{start}\n### `{table}`\n\n`python benchmarks/ablations.py --table={table} "
+        f"--epochs={args.epochs} --seed={args.seed}` ({stamp}, {platform.node() or 'host'}, "
+        f"{os.cpu_count()} CPUs; scores in %):\n\n{text}\n{end}"
+    )
+    with open(path) as f:
+        doc = f.read()
+    if start in doc:
+        doc = re.sub(
+            re.escape(start) + ".*?" + re.escape(end), lambda _: body, doc, flags=re.DOTALL
+        )
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + body + "\n"
+    with open(path, "w") as f:
+        f.write(doc)
+
+
+def commands(tables) -> str:
+    """The full-scale training and evaluation commands of every variant, for a TPU pod."""
+    lines = []
+    for table in tables:
+        lines.append(f"# {table}")
+        for label, arg in TABLES[table]:
+            config = f"configs/hs2s.py{':' + arg if arg else ''}"
+            run = f"gs://BUCKET/runs/hs2s_{variant_name(arg)}"
+            lines.append(
+                f"launch/tpu_pod.sh TPU ZONE {config} {run} "
+                "--config.data.train_records=gs://BUCKET/ytvos/train   # " + label
+            )
+            lines.append(
+                f"launch/tpu_pod.sh TPU ZONE {config} {run} --mode=eval "
+                "--config.data.eval_dir=gs://BUCKET/ytvos/valid"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--table", default="all", choices=[*TABLES, "all"])
+    parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "ablations"))
+    parser.add_argument("--epochs", type=int, default=24, help=f"demo: {DEMO_EPOCHS}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--write_results", action="store_true")
+    parser.add_argument("--commands", action="store_true", help="print pod commands and exit")
+    args = parser.parse_args(argv)
+    tables = list(TABLES) if args.table == "all" else [args.table]
+    if args.commands:
+        print(commands(tables))
+        return
+    workdir = os.path.join(args.workdir, f"epochs{args.epochs}_seed{args.seed}")
+    done: dict[str, dict] = {}  # the authors' row is shared by every table
+    for table in tables:
+        rows = []
+        for label, arg in TABLES[table]:
+            if arg not in done:
+                done[arg] = run_variant(arg, workdir, args.epochs, args.seed)
+            rows.append((label, done[arg]))
+        text = format_table(table, rows)
+        print(f"\n## {table}\n{text}\n", flush=True)
+        if args.write_results:
+            write_results(table, text, args)
+    print("Full-scale commands (TPU pod):\n" + commands(tables))
+
+
+if __name__ == "__main__":
+    main()

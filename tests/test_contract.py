@@ -21,14 +21,37 @@ from rnn_vos_jax.models.recurrent import scan_over_time
 FAMILIES = models.FAMILIES.names()
 B, T, H, W = 2, 3, 64, 64
 
+# Whole tiny HS2S models built from the other cells, fusion blocks and reference choices (paper
+# B's ablations), so each block also goes through the family's streaming and checkpoint
+# checks. Combined to keep the compile count low; (family, fields, clip length):
+# tt_lstm needs 4 predicted frames before its oldest lag window sees a non-zero state.
+VARIANTS = {
+    "hs2s[deep_rnn,cosine,first]": (
+        "hs2s",
+        {"cell": "deep_rnn", "fusion": "cosine", "references": "first"},
+        T,
+    ),
+    "hs2s[tt_lstm,axial,previous,tanh]": (
+        "hs2s",
+        {"cell": "tt_lstm", "fusion": "axial", "references": "previous", "skip_cell": "tanh"},
+        5,
+    ),
+}
+MODELS = (*FAMILIES, *VARIANTS)
+
 
 @functools.cache
 def _tiny(name):
-    """(family, tiny model, random variables, frames, masks) of a registered family."""
-    fam = models.family(name)
-    model = models.build({"name": name, **fam.tiny})
-    frames, masks = mt.clip(B, T, H, W)
+    """(family, tiny model, random variables, frames, masks) of a family or VARIANTS entry."""
+    family, fields, t = VARIANTS.get(name, (name, {}, T))
+    fam = models.family(family)
+    model = models.build({"name": family, **fam.tiny, **fields})
+    frames, masks = mt.clip(B, t, H, W)
     return fam, model, mt.random_variables(model, frames, masks), frames, masks
+
+
+def _tiny_family(name):
+    return models.family(VARIANTS.get(name, (name,))[0])
 
 
 @functools.cache
@@ -70,7 +93,7 @@ def test_family_record_and_output_shapes(name):
     assert loss.shape == () and all(p.shape == () for p in parts.values())
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", MODELS)
 def test_scan_equals_prediction_and_carry_is_flat(name):
     """__call__ feeding its own predictions == the family's predictor methods, step by step."""
     fam, model, variables, frames, masks = _tiny(name)
@@ -86,13 +109,15 @@ def test_scan_equals_prediction_and_carry_is_flat(name):
     carry = init(variables, frames[:, 0], masks[:, 0])
     spec = jax.tree.map(lambda x: (x.shape, x.dtype), carry)
     assert all(x.shape[0] == B for x in jax.tree.leaves(carry))
-    for t in range(1, T):
+    for t in range(1, frames.shape[1]):
         carry, logits = step(variables, carry, frames[:, t])
         assert jax.tree.map(lambda x: (x.shape, x.dtype), carry) == spec  # flat in video length
         mt.assert_close(logits, want[:, t - 1])
     assert float(np.std(np.asarray(want))) > 0
 
 
+# Per family only: the blocks' own gradient checks are below (a variant's gradient compile
+# costs ~30 s on 2 cores).
 @pytest.mark.parametrize("name", FAMILIES)
 def test_gradients_finite_and_unrolled_scan_equals_rolled(name):
     fam, model, variables, frames, masks = _tiny(name)
@@ -129,11 +154,11 @@ def test_bfloat16_runs_close_to_float32(name):
     assert {x.dtype for x in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
 
 
-@pytest.mark.parametrize("name", [n for n in FAMILIES if models.family(n).checkpoint])
+@pytest.mark.parametrize("name", [n for n in MODELS if _tiny_family(n).checkpoint])
 def test_checkpoint_conversion_round_trip(name):
     """Our variables -> the authors' file layout -> convert_state gives them back, bit for bit."""
-    variables = _tiny(name)[2]
-    config = {"name": name, **models.family(name).tiny}
+    fam, _, variables = _tiny(name)[:3]
+    config = {"name": fam.name, **fam.tiny, **VARIANTS.get(name, (None, {}))[1]}
     ckpt = convert_torch.export_state(variables, config)
     back = convert_torch.convert_state(ckpt, config, "exported")
     want = torch_keys.flatten_variables(variables)

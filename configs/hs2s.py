@@ -41,6 +41,9 @@ from rnn_vos_jax.models import backbones, cells, fusion, hs2s
 VARIANTS = (
     "",
     "resnet101",
+    "backbone=vgg16",
+    "backbone=deeplab_r50",
+    "backbone=deeplab_r50_aspp",
     "cell=tanh",
     "cell=deep_rnn",
     "cell=tt_lstm",
@@ -94,8 +97,8 @@ def model_config(arg, data) -> ml_collections.ConfigDict:
 def demo(c) -> None:
     """Tiny HS2S trained from scratch in about 12 minutes on a laptop CPU (2 cores).
 
-    Departures from the recipe, all for the CPU budget: width / 16, one block per ResNet stage,
-    3x3 skip-memory, 96x96 frames, clips of 4..6 predicted frames (scan fully unrolled), 6
+    Departures from the recipe, all for the CPU budget: width / 16, a sixth of the backbone's
+    blocks per stage (one per stage for ResNet-50), 3x3 skip-memory, 96x96 frames, clips of 4..6 predicted frames (scan fully unrolled), 6
     distance classes (border 10, bin 5), lr 5e-4, gradients clipped at norm 5, and a loss
     weighted towards Jaccard (0.1 BCE + 0.7 Jaccard + 0.2 CE). Two changes make a from-scratch
     model use appearance instead of copying the previous mask, which alone erodes the mask a
@@ -109,8 +112,11 @@ def demo(c) -> None:
     c.demo.contrast = "high"
     c.data.image_size = (96, 96)
     c.model.width_divisor = 16
-    if "depths" in backbones.REGISTRY[c.model.backbone].__dataclass_fields__:
-        c.model.blocks = (1, 1, 1, 1)  # backbones with stage depths (ResNets, ...)
+    backbone = backbones.REGISTRY[c.model.backbone]
+    if "depths" in backbone.__dataclass_fields__:
+        # A sixth of each stage's blocks, at least one: (1, 1, 1, 1) for ResNet-50, (1, 1, 4, 1)
+        # for ResNet-101, so the two stay different models at demo scale.
+        c.model.blocks = tuple(max(1, round(d / 6)) for d in backbone.depths)
     c.model.sm_kernel = 3
     c.model.mask_jitter = 4
     c.data.border = 10

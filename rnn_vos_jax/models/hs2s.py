@@ -64,7 +64,8 @@ class HS2S(nn.Module):
     Attributes:
       backbone: backbone of both encoders (models/backbones/); 'resnet50' = the authors'
         released weights, 'resnet101' as paper B.
-      num_ch: channels of the encoder output and of both ConvLSTM memories.
+      num_ch: channels of the encoder output `e` and of the bottleneck memory (the skip memory
+        has the backbone's f16 width: 1024 for ResNets, num_ch in the authors' model).
       num_classes: border-distance classes K.
       mem_kernel: kernel of the bottleneck ConvLSTM (at H/32 x W/32).
       sm_kernel: kernel of the skip-memory ConvLSTM (at H/16 x W/16).
@@ -124,7 +125,12 @@ class HS2S(nn.Module):
         self.encoder = enc_cls(**enc)
         ch = self.num_ch // self.width_divisor
         self.memory = cells.build(self.cell, ch, self.mem_kernel, dtype=self.dtype)
-        self.skip_memory = cells.build(self.skip_cell, ch, self.sm_kernel, dtype=self.dtype)
+        # The skip memory runs on the encoder's f16 and keeps its width (1024 for the ResNets,
+        # 512 for VGG16 and Axial-DeepLab-S), as the matching at 1/16 pairs it with f16.
+        c16 = backbones.build(
+            self.backbone, blocks=self.blocks, width_divisor=self.width_divisor
+        ).channels()["f16"]
+        self.skip_memory = cells.build(self.skip_cell, c16, self.sm_kernel, dtype=self.dtype)
         self.decoder = DecoderRef(
             ch,
             self.num_classes,

@@ -1,7 +1,7 @@
 r"""Training-step time and streaming-inference speed of the full-size models (not a test).
 
     python benchmarks/train_step.py [--configs=hs2s,s2s_pp,s2s] [--batch=1] [--frames=3] \
-        [--objects=1] [--repeats=3] [--image_size=256,448] [--scan_unroll=0]
+        [--objects=1] [--repeats=3] [--image_size=256,448] [--scan_unroll=0] [--inference_only]
 
 `--configs` names files of configs/ (optionally with their argument, e.g. hs2s:resnet101).
 For each config's default (authors') model at 256x448: the jitted, donated train step
@@ -11,6 +11,7 @@ second per object: the streaming step (method 'step': one frame for `objects` ob
 carry), or for whole-clip families `predict_clip` over the clip, per predicted frame. Compile time is reported
 separately; times are medians over `repeats` runs after one warm-up. `scan_unroll` sets
 model.scan_unroll (0 = the clip length: XLA:CPU runs looped convolutions several times slower).
+`--inference_only` skips the training step (the memory-hungry part at full size).
 Parameters are random (speed does not depend on their values). Prints one line per config and
 the device it ran on.
 """
@@ -55,8 +56,9 @@ def _inference(model, variables, host, objects):
     return (lambda: step(variables, carry, frames[:, 1])[1]), 1
 
 
-def bench(name, batch, frames, objects, repeats, image_size, scan_unroll=1):
-    """Returns a dict of timings for configs/<name>.py[:arg] at `image_size`."""
+def bench(name, batch, frames, objects, repeats, image_size, scan_unroll=1, train=True):
+    """Returns a dict of timings for configs/<name>.py[:arg] at `image_size` (train=False:
+    inference only; the train-step entries are then None)."""
     module, _, arg = name.partition(":")
     config = importlib.import_module(f"configs.{module}").get_config(arg or None)
     config.unlock()
@@ -81,19 +83,21 @@ def bench(name, batch, frames, objects, repeats, image_size, scan_unroll=1):
         "distance": np.zeros((batch, frames, h, w), np.int32),
         "valid": np.ones((batch, frames), bool),
     }
-    gbatch = sharding.global_batch(host, mesh)
-    step = train_state.jit_train_step(model, tx, config.train.loss, schedule, mesh, True)
-    t0 = time.perf_counter()
-    state, metrics = step(state, gbatch, jnp.float32(0.0))
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - t0
+    compile_s = step_s = None
+    if train:
+        gbatch = sharding.global_batch(host, mesh)
+        step = train_state.jit_train_step(model, tx, config.train.loss, schedule, mesh, True)
+        t0 = time.perf_counter()
+        state, metrics = step(state, gbatch, jnp.float32(0.0))
+        jax.block_until_ready(metrics)
+        compile_s = time.perf_counter() - t0
 
-    def one_step():
-        nonlocal state
-        state, m = step(state, gbatch, jnp.float32(0.0))
-        return m
+        def one_step():
+            nonlocal state
+            state, m = step(state, gbatch, jnp.float32(0.0))
+            return m
 
-    step_s = _median_time(one_step, repeats)
+        step_s = _median_time(one_step, repeats)
 
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     infer, frames_per_call = _inference(model, variables, host, objects)
@@ -106,7 +110,7 @@ def bench(name, batch, frames, objects, repeats, image_size, scan_unroll=1):
         "init_s": init_s,
         "step_compile_s": compile_s,
         "step_s": step_s,
-        "clips_per_s": batch / step_s,
+        "clips_per_s": batch / step_s if step_s else None,
         "infer_compile_s": infer_compile_s,
         "infer_frame_s": infer_s,
         "frames_per_s_per_object": objects / infer_s,
@@ -122,6 +126,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--image_size", default="256,448")
     p.add_argument("--scan_unroll", type=int, default=0, help="0 = frames - 1 (fully unrolled)")
+    p.add_argument("--inference_only", action="store_true", help="skip the training step")
     args = p.parse_args(argv)
     image_size = tuple(int(v) for v in args.image_size.split(","))
     unroll = args.scan_unroll or args.frames - 1
@@ -132,10 +137,24 @@ def main(argv=None):
         f"{image_size[0]}x{image_size[1]}, float32, scan_unroll {unroll}"
     )
     for name in (args.configs or ",".join(models.FAMILIES)).split(","):
-        r = bench(name, args.batch, args.frames, args.objects, args.repeats, image_size, unroll)
+        r = bench(
+            name,
+            args.batch,
+            args.frames,
+            args.objects,
+            args.repeats,
+            image_size,
+            unroll,
+            train=not args.inference_only,
+        )
+        train = "train step skipped"
+        if r["step_s"] is not None:
+            train = (
+                f"train step {r['step_s']:7.2f} s ({r['clips_per_s']:.3f} clips/s; "
+                f"compile {r['step_compile_s']:.0f} s)"
+            )
         print(
-            f"{name:7s} {r['params_M']:7.1f}M params | train step {r['step_s']:7.2f} s "
-            f"({r['clips_per_s']:.3f} clips/s; compile {r['step_compile_s']:.0f} s) | inference "
+            f"{name:7s} {r['params_M']:7.1f}M params | {train} | inference "
             f"{r['frames_per_s_per_object']:6.2f} frames/s/object ({r['infer_frame_s'] * 1e3:.0f} "
             f"ms/frame for {args.objects}; compile {r['infer_compile_s']:.0f} s)",
             flush=True,

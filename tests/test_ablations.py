@@ -1,0 +1,76 @@
+"""benchmarks/ablations.py: its variants are valid configs, its schedule and its RESULTS sections."""
+
+import argparse
+
+import pytest
+
+from benchmarks import ablations
+from configs import hs2s as hs2s_config
+
+
+def test_every_variant_is_a_config_and_every_registered_block_is_in_a_table():
+    args = {arg for rows in ablations.TABLES.values() for _, arg in rows}
+    seen = {"cell": set(), "fusion": set(), "references": set(), "backbone": set()}
+    for arg in args:
+        c = hs2s_config.get_config(",".join(filter(None, ["demo", arg])))
+        seen["cell"].add(c.model.cell)
+        seen["fusion"].add(c.model.fusion)
+        seen["references"].add(c.model.references)
+        seen["backbone"].add(c.model.backbone)
+    for key, registry in hs2s_config.BLOCKS.items():
+        if key != "skip_cell":
+            assert seen[key] >= set(registry.REGISTRY.names()), key
+    assert seen["references"] == {"both", "first", "previous"}
+    for table, rows in ablations.TABLES.items():
+        assert rows[0][1] == "" and len(ablations.PAPER[table]) == len(rows)
+
+
+def test_shortened_schedule_scales_every_epoch_setting():
+    demo = hs2s_config.get_config("demo").train
+    same = ablations.schedule_overrides(demo.num_epochs)
+    assert same["train.lr_decay.after_epoch"] == demo.lr_decay.after_epoch
+    assert same["train.scheduled_sampling.slope"] == pytest.approx(demo.scheduled_sampling.slope)
+    half = ablations.schedule_overrides(demo.num_epochs // 2)
+    assert half["train.num_epochs"] == demo.num_epochs // 2
+    assert half["train.bn_freeze_after_epoch"] == round(demo.bn_freeze_after_epoch / 2)
+    assert half["train.scheduled_sampling.slope"] == pytest.approx(
+        2 * demo.scheduled_sampling.slope
+    )
+    # Every override names an existing config key.
+    config = hs2s_config.get_config("demo")
+    for key in half:
+        node = config
+        for part in key.split("."):
+            node = node[part]
+
+
+def test_results_sections_are_replaced_one_table_at_a_time(tmp_path):
+    row = {
+        "J_seen": 0.5, "J_unseen": 0.25, "F_seen": 0.75, "F_unseen": 0.5, "overall": 0.5,
+        "JF": 0.55, "baseline_JF": 0.2, "params_full": 395_759_593, "params_demo": 830_045,
+        "steps": 456, "steps_per_sec": 2.0, "rate_source": "timing", "minutes": 4.5,
+    }  # fmt: skip
+    rows = [(label, row) for label, _ in ablations.TABLES["references"]]
+    text = ablations.format_table("references", rows)
+    assert "| frame 0 only (HS2S_0) | 50.0 | 25.0 | 75.0 | 50.0 | 50.0 | 55.0 | - |" in text
+    assert "395.8M" in text and "J&F 20.0" in text and "| 2.00 |" in text and "*" not in text
+    logged = ablations.format_table("references", [rows[0], ("x", {**row, "rate_source": "run"})])
+    assert "| 2.00* |" in logged and "logged by the training run" in logged
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Results\n\nkept\n")
+    args = argparse.Namespace(epochs=24, seed=0)
+    ablations.write_results("references", text, args, str(path))
+    ablations.write_results("cells", "cells v1", args, str(path))
+    ablations.write_results("references", "references v2", args, str(path))
+    doc = path.read_text()
+    assert doc.startswith("# Results\n\nkept\n")
+    assert doc.count("<!-- ablations:references -->") == 1 and "references v2" in doc
+    assert "HS2S_0" not in doc and "cells v1" in doc
+
+
+def test_pod_commands_cover_every_variant():
+    text = ablations.commands(list(ablations.TABLES))
+    for rows in ablations.TABLES.values():
+        for _, arg in rows:
+            config = "configs/hs2s.py" + (f":{arg}" if arg else "")
+            assert f"TPU ZONE {config} " in text

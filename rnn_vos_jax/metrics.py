@@ -8,8 +8,13 @@ identical to ``skimage.morphology.disk`` (``x**2 + y**2 <= r**2``).
 
 The semi-supervised protocol on top: an object is scored from its first appearance; its first
 frame (the given mask) and the video's last annotated frame are left out unless asked for, as the
-toolkit does with ``[1:-1]``; an object's score is the mean over its scored frames; dataset means
-are over objects. Only numpy and OpenCV are used, so this imports without JAX or TensorFlow.
+toolkit does with ``[1:-1]``; void pixels (255) in the ground truth count as background by default,
+as the toolkit's semi-supervised driver does (``DAVIS._get_all_elements`` sets them to 0 before the
+per-object masks are made, so the void mask it passes on is always empty); ignoring them is the
+``ignore_void`` option. Per object the toolkit's ``db_statistics`` reduce the per-frame values to a
+mean, a recall (fraction of frames above 0.5) and a decay (mean of the first minus mean of the last
+of 4 overlapping bins, see ``statistics``); dataset figures are means over objects. Only numpy and
+OpenCV are used, so this imports without JAX or TensorFlow.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ import numpy as np
 
 VOID_LABEL = 255
 BOUND_TH = 0.008
+# The toolkit's recall threshold and number of decay bins (davis2017/utils.py db_statistics).
+RECALL_THRESHOLD = 0.5
+DECAY_BINS = 4
 # Paper B (Table 2a) splits each object's frames into the first 10 and the rest.
 EARLY_FRAMES = 10
 
@@ -166,6 +174,11 @@ class ObjectScores:
             "category": self.category,
         }
 
+    def statistics(self) -> dict[str, float]:
+        """{"J", "J_recall", "J_decay", "F", "F_recall", "F_decay"} over the scored frames."""
+        (jm, jr, jd), (fm, fr, fd) = statistics(self.j), statistics(self.f)
+        return {"J": jm, "J_recall": jr, "J_decay": jd, "F": fm, "F_recall": fr, "F_decay": fd}
+
     @classmethod
     def from_json(cls, d: Mapping) -> ObjectScores:
         return cls(
@@ -174,6 +187,34 @@ class ObjectScores:
             np.asarray(d["F"], np.float64),
             d.get("category"),
         )
+
+
+def statistics(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean, recall and decay of one object's per-frame scores, as the toolkit's ``db_statistics``.
+
+    Recall is the fraction of frames scoring above 0.5. Decay splits the T frames into 4 bins at
+    frame indices ``b_i = round(1 + i (T - 1) / 4) - 1`` (halves rounded up), i = 0..4, bin i
+    holding frames ``b_i..b_(i+1)`` inclusive (neighbouring bins share their boundary frame), and
+    is the mean of bin 0 minus the mean of bin 3: positive when quality falls over the video.
+    (The toolkit stores the b_i as uint8, which wraps for T > 256; here they do not.)
+
+    Args:
+      values: float[T] per-frame J or F of one object, T >= 1.
+
+    Returns:
+      (mean, recall, decay).
+
+    Raises:
+      ValueError: for an empty sequence (an object without scored frames has no statistics).
+    """
+    values = np.asarray(values, np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"statistics need a non-empty 1-D array of scores, got {values.shape}")
+    edges = np.round(np.linspace(1, len(values), DECAY_BINS + 1) + 1e-10).astype(np.int64) - 1
+    bins = [values[edges[i] : edges[i + 1] + 1] for i in range(DECAY_BINS)]
+    mean = float(values.mean())
+    recall = float(np.mean(values > RECALL_THRESHOLD))
+    return mean, recall, float(bins[0].mean() - bins[-1].mean())
 
 
 def scored_frames(
@@ -203,7 +244,7 @@ def score_video(
     *,
     categories: Mapping[int, str | None] | None = None,
     include_first_last: bool = False,
-    ignore_void: bool = True,
+    ignore_void: bool = False,
     bound_th: float = BOUND_TH,
 ) -> dict[int, ObjectScores]:
     """Scores every object of one video from id maps.
@@ -216,8 +257,9 @@ def score_video(
       first_frames: object id -> index of its first frame.
       categories: object id -> category (None when unknown).
       include_first_last: also score each object's first frame and the video's last frame.
-      ignore_void: void pixels (255) count nowhere (toolkit functions with ``void_pixels``);
-        False makes them background, as the toolkit's semi-supervised driver does.
+      ignore_void: False (default): void pixels (255) of the ground truth are background, as in
+        the toolkit's semi-supervised driver; True: they count nowhere (the toolkit's measure
+        functions given ``void_pixels``).
       bound_th: boundary tolerance (see ``boundary_f``).
 
     Returns:
@@ -258,11 +300,19 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _jf_block(objs: Sequence[tuple[float, float]]) -> dict:
-    j = _mean(o[0] for o in objs)
-    f = _mean(o[1] for o in objs)
+# Per-object statistics averaged into a block's "<key>_mean" / "<key>" entries.
+_STAT_KEYS = ("J_recall", "J_decay", "F_recall", "F_decay")
+
+
+def _jf_block(objs: Sequence[Mapping[str, float]], with_stats: bool = True) -> dict:
+    """Means over objects of their per-object statistics (dicts of ObjectScores.statistics)."""
+    j = _mean(o["J"] for o in objs)
+    f = _mean(o["F"] for o in objs)
     jf = None if j is None else (j + f) / 2
-    return {"J_mean": j, "F_mean": f, "JF_mean": jf, "num_objects": len(objs)}
+    block = {"J_mean": j, "F_mean": f, "JF_mean": jf, "num_objects": len(objs)}
+    if with_stats:
+        block.update({k: _mean(o[k] for o in objs) for k in _STAT_KEYS})
+    return block
 
 
 def summarize(
@@ -281,10 +331,13 @@ def summarize(
         "baseline".
 
     Returns:
-      {"J_mean", "F_mean", "JF_mean", "num_objects", "per_object": {"VIDEO/ID": {"J", "F", "JF",
-      "num_frames", "category"}}, "per_video": {VIDEO: {"J", "F", "JF", "num_objects"}},
-      "temporal": {"t<10": block, "t>=10": block}, "unscored_objects": [...], optional "seen",
-      "unseen", "overall", "baseline"}; scores are fractions in [0, 1], None when nothing scored.
+      {"J_mean", "F_mean", "JF_mean", "J_recall", "J_decay", "F_recall", "F_decay",
+      "num_objects", "per_object": {"VIDEO/ID": {"J", "F", "JF", "J_recall", "J_decay",
+      "F_recall", "F_decay", "num_frames", "category"}}, "per_video": {VIDEO: {"J", "F", "JF",
+      "num_objects"}}, "temporal": {"t<10": block, "t>=10": block} (means only),
+      "unscored_objects": [...], optional "seen", "unseen", "overall", "baseline"}; recall and
+      decay are the toolkit's (``statistics``) averaged over objects, as its global table does;
+      scores are fractions in [0, 1] (decay in [-1, 1]), None when nothing is scored.
     """
     per_object, per_video, unscored = {}, {}, []
     scored, early, late = [], [], []
@@ -296,26 +349,27 @@ def summarize(
             if len(s.j) == 0:
                 unscored.append(key)
                 continue
-            j, f = float(s.j.mean()), float(s.f.mean())
+            stats = s.statistics()
             per_object[key] = {
-                "J": j,
-                "F": f,
-                "JF": (j + f) / 2,
+                "J": stats["J"],
+                "F": stats["F"],
+                "JF": (stats["J"] + stats["F"]) / 2,
+                **{k: stats[k] for k in _STAT_KEYS},
                 "num_frames": len(s.j),
                 "category": s.category,
             }
-            scored.append((j, f))
-            video_objs.append((j, f))
+            scored.append(stats)
+            video_objs.append(stats)
             for bucket, sel in (
                 (early, s.offsets < EARLY_FRAMES),
                 (late, s.offsets >= EARLY_FRAMES),
             ):
                 if sel.any():
-                    bucket.append((float(s.j[sel].mean()), float(s.f[sel].mean())))
+                    bucket.append({"J": float(s.j[sel].mean()), "F": float(s.f[sel].mean())})
             if seen_categories is not None and s.category:
-                (seen if s.category in seen_categories else unseen).append((j, f))
+                (seen if s.category in seen_categories else unseen).append(stats)
         if video_objs:
-            block = _jf_block(video_objs)
+            block = _jf_block(video_objs, with_stats=False)
             per_video[video] = {
                 "J": block["J_mean"],
                 "F": block["F_mean"],
@@ -326,7 +380,10 @@ def summarize(
     out.update(
         per_object=per_object,
         per_video=per_video,
-        temporal={f"t<{EARLY_FRAMES}": _jf_block(early), f"t>={EARLY_FRAMES}": _jf_block(late)},
+        temporal={
+            f"t<{EARLY_FRAMES}": _jf_block(early, with_stats=False),
+            f"t>={EARLY_FRAMES}": _jf_block(late, with_stats=False),
+        },
         unscored_objects=unscored,
     )
     if seen or unseen:
@@ -345,7 +402,7 @@ def format_table(metrics: Mapping) -> str:
     rows = [("model", metrics)]
     if "baseline" in metrics:
         rows.append(("copy-first-mask", metrics["baseline"]))
-    cols = ["J_mean", "F_mean", "JF_mean"]
+    cols = ["J_mean", "F_mean", "JF_mean", *_STAT_KEYS]
     head = f"{'':16s}" + "".join(f"{c:>9s}" for c in cols) + f"{'J&F<10':>9s}{'J&F>=10':>9s}"
     extra = [c for c in ("seen", "unseen") if c in metrics]
     head += "".join(f"{'JF_' + c:>10s}" for c in extra) + (

@@ -66,12 +66,14 @@ def test_void_pixels_ignored():
     ids_gt = gt.astype(np.uint8)
     ids_gt[void] = metrics.VOID_LABEL
     ids_pred = pred.astype(np.uint8)
-    video = metrics.score_video([ids_pred] * 3, [ids_gt] * 3, {1: 0}, include_first_last=True)
-    np.testing.assert_array_equal(video[1].j, [1.0, 1.0, 1.0])
-    as_bg = metrics.score_video(
-        [ids_pred] * 3, [ids_gt] * 3, {1: 0}, include_first_last=True, ignore_void=False
-    )
+    # Default: void is background, as the toolkit's semi-supervised driver counts it.
+    as_bg = metrics.score_video([ids_pred] * 3, [ids_gt] * 3, {1: 0}, include_first_last=True)
     np.testing.assert_allclose(as_bg[1].j, 100 / 125)
+    np.testing.assert_allclose(as_bg[1].f, metrics.boundary_f(gt, pred))
+    ignored = metrics.score_video(
+        [ids_pred] * 3, [ids_gt] * 3, {1: 0}, include_first_last=True, ignore_void=True
+    )
+    np.testing.assert_array_equal(ignored[1].j, [1.0, 1.0, 1.0])
 
 
 def _late_object_video():
@@ -148,9 +150,17 @@ def test_summarize_schema_seen_unseen_temporal():
         "J": 0.75,
         "F": 0.5,
         "JF": 0.625,
+        "J_recall": 0.5,  # 1.0 > 0.5, 0.5 is not
+        "J_decay": 0.5,  # two frames: bins [1.0], [1.0, 0.5], [0.5], [0.5]
+        "F_recall": 0.0,
+        "F_decay": 0.0,
         "num_frames": 2,
         "category": "dog",
     }
+    assert out["J_recall"] == pytest.approx((0.5 + 0.0) / 2)
+    assert out["J_decay"] == pytest.approx((0.5 + 0.0) / 2)  # one frame: no decay
+    assert out["seen"]["J_recall"] == 0.5 and out["unseen"]["J_decay"] == 0.0
+    assert "J_recall" not in out["temporal"]["t<10"]
     assert out["per_video"]["b"]["JF"] == pytest.approx(0.3)
     early, late = out["temporal"]["t<10"], out["temporal"]["t>=10"]
     assert early["num_objects"] == 2 and early["J_mean"] == pytest.approx((1.0 + 0.2) / 2)
@@ -159,3 +169,30 @@ def test_summarize_schema_seen_unseen_temporal():
     assert out["overall"] == pytest.approx((0.75 + 0.5 + 0.2 + 0.4) / 4)
     assert out["baseline"]["J_mean"] == pytest.approx(0.05)
     assert "JF_mean" in metrics.format_table(out)
+
+
+@pytest.mark.parametrize(
+    ("values", "mean", "recall", "decay"),
+    [
+        # T=5: bin edges 0,1,2,3,4 -> bins [1, .2], [.2, .6], [.6, .4], [.4, .9].
+        ([1.0, 0.2, 0.6, 0.4, 0.9], 0.62, 0.6, 0.6 - 0.65),
+        # T=10: edges round(1, 3.25, 5.5, 7.75, 10) - 1 = 0, 2, 5, 7, 9 (5.5 rounds up);
+        # bin 0 = frames 0..2, bin 3 = frames 7..9; 0.5 itself is not recalled.
+        (np.arange(10) / 10, 0.45, 0.4, 0.1 - 0.8),
+        # T=2: edges 0, 0, 1, 1, 1 (1.5 rounds up): bin 0 = [.9], bin 3 = [.3].
+        ([0.9, 0.3], 0.6, 0.5, 0.6),
+        ([0.7], 0.7, 1.0, 0.0),
+    ],
+)
+def test_statistics_known_answers(values, mean, recall, decay):
+    """Mean, recall and decay as the DAVIS toolkit's db_statistics defines them."""
+    got = metrics.statistics(values)
+    assert got == pytest.approx((mean, recall, decay), abs=1e-12)
+
+
+def test_statistics_errors_and_object_statistics():
+    with pytest.raises(ValueError, match="non-empty"):
+        metrics.statistics([])
+    s = _obj([1.0, 0.2, 0.6, 0.4, 0.9], [0.9, 0.9, 0.9, 0.3, 0.3])
+    stats = s.statistics()
+    assert stats["J_recall"] == pytest.approx(0.6) and stats["F_decay"] == pytest.approx(0.6)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rnn_vos_jax import metrics, score
+from rnn_vos_jax import annotations, metrics, score
 
 
 def _save(path, ids, palette=True):
@@ -108,3 +108,127 @@ def test_score_errors_name_the_file(tmp_path):
         score.score_directory(f"{tmp_path}/pred", f"{tmp_path}/ann")
     with pytest.raises(ValueError, match="no 'videos'"):
         score.load_meta(f"{tmp_path}/train_info.json")
+
+
+def _toolkit_folder(root):
+    """3 DAVIS-2017-style videos (palette ids, void bands of 255 around object 1) and noisy,
+    shifted predictions that lose the last object half way: the folder the DAVIS toolkit scored
+    for TOOLKIT_CSVS."""
+    rng = np.random.default_rng(0)
+    for v, (n, k, h, w) in enumerate([(12, 2, 120, 200), (9, 1, 96, 160), (20, 3, 100, 180)]):
+        name = f"vid{v}"
+        centers = rng.uniform(20, 80, (k, 2))
+        yy, xx = np.mgrid[:h, :w]
+        for t in range(n):
+            gt = np.zeros((h, w), np.uint8)
+            for o in range(k):
+                cy, cx = centers[o] + t * rng.uniform(0, 3, 2)
+                r = 10 + 3 * o
+                gt[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = o + 1
+            m = gt == 1
+            gt[(m ^ np.roll(m, 2, 0)) & (gt == 0)] = 255
+            pred = gt.copy()
+            pred[pred == 255] = 0
+            noise = rng.random((h, w)) < 0.002 * (1 + t % 4)
+            pred[noise] = rng.integers(0, k + 1, noise.sum())
+            pred = np.roll(pred, int(rng.integers(-3, 4)), axis=1)
+            if t > n // 2:
+                pred[pred == k] = 0
+            for sub, ids in (("ann", gt), ("pred", pred)):
+                os.makedirs(root / sub / name, exist_ok=True)
+                annotations.write(str(root / sub / name / f"{t:05d}.png"), ids)
+
+
+# What davisvideochallenge/davis2017-evaluation (commit ac7c43f) computes for _toolkit_folder's
+# folders with its semi-supervised DAVISEvaluation, written as its evaluation_method.py writes
+# the two CSVs (skimage's disk given as x**2 + y**2 <= r**2). Full precision of its global means:
+# J&F 0.5237068296745471, J 0.6054777577836011, J-Recall 0.7785714285714286,
+# J-Decay 0.4146938778950513, F 0.4419359015654929, F-Recall 0.43492063492063493,
+# F-Decay 0.28053440435960625.
+TOOLKIT_CSVS = {
+    "global_results-val.csv": (
+        "J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay\n"
+        "0.524,0.605,0.779,0.415,0.442,0.435,0.281\n"
+    ),
+    "per-sequence_results-val.csv": (
+        "Sequence,J-Mean,F-Mean\n"
+        "vid0_1,0.774,0.518\nvid0_2,0.511,0.347\nvid1_1,0.404,0.259\n"
+        "vid2_1,0.694,0.574\nvid2_2,0.787,0.593\nvid2_3,0.463,0.362\n"
+    ),
+}
+
+
+def test_toolkit_numbers_csvs_void_and_workers(tmp_path):
+    """Default scoring gives the DAVIS toolkit's numbers (void as background), its two CSVs,
+    and the same result from 2 worker processes; ignoring void is the named option."""
+    _toolkit_folder(tmp_path)
+    pred, ann = str(tmp_path / "pred"), str(tmp_path / "ann")
+    result = score.main([f"--predictions={pred}", f"--annotations={ann}", f"--csv_dir={tmp_path}"])
+    for name, text in TOOLKIT_CSVS.items():
+        assert (tmp_path / name).read_text() == text
+    want = {
+        "JF_mean": 0.5237068296745471,
+        "J_mean": 0.6054777577836011,
+        "J_recall": 0.7785714285714286,
+        "J_decay": 0.4146938778950513,
+        "F_mean": 0.4419359015654929,
+        "F_recall": 0.43492063492063493,
+        "F_decay": 0.28053440435960625,
+    }
+    assert {k: result[k] for k in want} == pytest.approx(want, abs=1e-12)
+    ignored = score.score_directory(pred, ann, ignore_void=True)
+    assert ignored["J_mean"] > result["J_mean"] + 0.003  # void bands no longer count
+    parallel = score.score_directory(pred, ann, workers=2)
+    assert json.dumps(parallel, sort_keys=True) == json.dumps(result, sort_keys=True)
+
+
+def test_davis2016_greyscale_folders_and_runs_that_score_nothing(tmp_path):
+    """DAVIS 2016 as distributed (greyscale 0/255 PNGs) scores one object per video, the same
+    as palette PNGs of id 1; a run that scores no object is an error saying why."""
+    rng = np.random.default_rng(1)
+    for video in ("bear", "camel"):
+        for t in range(4):
+            gt = np.zeros((24, 32), np.uint8)
+            gt[4 + t : 14 + t, 5:20] = 1
+            pred = gt.copy()
+            pred[rng.random(gt.shape) < 0.1] = 0
+            for sub, ids in (("grey/ann", gt), ("grey/pred", pred)):
+                _save(f"{tmp_path}/{sub}/{video}/{t:05d}.png", ids * 255, palette=False)
+            for sub, ids in (("pal/ann", gt), ("pal/pred", pred)):
+                _save(f"{tmp_path}/{sub}/{video}/{t:05d}.png", ids)
+    grey = score.score_directory(f"{tmp_path}/grey/pred", f"{tmp_path}/grey/ann")
+    palette = score.score_directory(f"{tmp_path}/pal/pred", f"{tmp_path}/pal/ann")
+    assert sorted(grey["per_object"]) == ["bear/1", "camel/1"]
+    assert grey == palette and 0 < grey["J_mean"] < 1
+
+    for video in ("bear", "camel"):  # every ground-truth PNG background
+        for t in range(4):
+            _save(f"{tmp_path}/empty/{video}/{t:05d}.png", np.zeros((24, 32), np.uint8))
+    with pytest.raises(ValueError, match="no object was scored.*holds no object id"):
+        score.score_directory(f"{tmp_path}/grey/pred", f"{tmp_path}/empty")
+    with pytest.raises(FileNotFoundError, match="one level too high"):
+        score.score_directory(f"{tmp_path}/grey", f"{tmp_path}/grey")
+    for t in (2, 3):  # two frames left: the first and the last, which are not scored
+        for sub in ("ann", "pred"):
+            for video in ("bear", "camel"):
+                os.remove(f"{tmp_path}/grey/{sub}/{video}/{t:05d}.png")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnn_vos_jax.score",
+            f"--predictions={tmp_path}/grey/pred",
+            f"--annotations={tmp_path}/grey/ann",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "no frame left" in proc.stderr and "--include_first_last" in proc.stderr
+    assert (
+        score.score_directory(
+            f"{tmp_path}/grey/pred", f"{tmp_path}/grey/ann", include_first_last=True
+        )["num_objects"]
+        == 2
+    )

@@ -1,12 +1,19 @@
 """Synthetic VOS dataset in YouTube-VOS layout, deterministic for a seed.
 
     python data_prep/make_synthetic.py --output_dir=DIR [--num_train=8 --num_valid=4 --seed=0]
-        [--frame_sizes=480x854,720x1280 --num_frames=10,40 --num_objects=1,4 --overwrite]
+        [--frame_sizes=480x854,720x1280 --num_frames=10,40 --num_objects=1,4 --all_frames
+         --overwrite]
 
 Writes DIR/{train,valid}/JPEGImages/VIDEO/NNNNN.jpg, DIR/{train,valid}/Annotations/VIDEO/NNNNN.png
 (DAVIS-palette PNGs of object ids, every frame annotated in both splits), DIR/{train,valid}/meta.json
 (YouTube-VOS format; an object's `frames` are those where it is visible) and DIR/synthetic_info.json
 (the parameters, written last: a rerun with the same parameters returns at once).
+
+Frames are named every 5th (00000, 00005, ...) as in YouTube-VOS. With --all_frames valid is
+rendered at the full frame rate, as YouTube-VOS's valid_all_frames: DIR/valid_all_frames/JPEGImages/
+VIDEO/NNNNN.jpg holds every frame (00000, 00001, ...; the 4 after valid's last one too), valid every
+5th of them (the same JPEG bytes), and objects may appear between two valid frames (their first
+annotated frame is then the next valid one).
 
 Each video: a panning textured background and 1-4 textured objects of a shape category that move,
 scale and rotate, occlude each other, leave or enter the frame, some appearing after frame 0. The
@@ -64,17 +71,38 @@ def _inside(rng, height, width):
     return np.array([rng.uniform(0.2, 0.8) * width, rng.uniform(0.2, 0.8) * height])
 
 
+def _times(length, substeps):
+    """Times of the rendered frames in units of sampled frames: [length * substeps] floats."""
+    return np.arange(length * substeps, dtype=np.float64) / substeps
+
+
+def _late_start(rng, length, substeps):
+    """First rendered frame of a 'late' object: half way between two sampled frames."""
+    start = int(rng.integers(1, max(2, length // 2)))
+    return start * substeps - substeps // 2
+
+
 def _sample_objects(
-    rng, height, width, length, categories, first_category, num_objects, contrast="natural"
+    rng,
+    height,
+    width,
+    length,
+    categories,
+    first_category,
+    num_objects,
+    contrast="natural",
+    substeps=1,
 ):
     """Object tracks: shape, texture, per-frame centre/radius/angle, start frame and depth.
 
     Motions: 'stay' (wanders inside), 'exit' (ends outside), 'enter' (starts outside), 'late'
     (appears at a frame > 0); half of the later objects cross object 0's path half way.
+    Tracks have length * substeps entries, `substeps` per sampled frame (the same random draws
+    for any substeps; a late object starts half way between two sampled frames).
     """
     count = int(rng.integers(num_objects[0], num_objects[1] + 1))
     hues = rng.uniform() + np.arange(count) / count + rng.uniform(-0.04, 0.04, count)
-    times = np.arange(length, dtype=np.float64)
+    times = _times(length, substeps)
     progress = times / max(1, length - 1)
     levels = CONTRASTS[contrast]
     objects = []
@@ -89,7 +117,7 @@ def _sample_objects(
         out = np.array(_outside(rng, height, width, radius0)) if motion == "exit" else None
         end = out if out is not None else _inside(rng, height, width)
         if i > 0 and rng.random() < 0.5:  # cross object 0 half way: guarantees occlusions
-            end = 2 * objects[0]["path"][length // 2] - start
+            end = 2 * objects[0]["path"][(length // 2) * substeps] - start
         wobble = rng.uniform(0, 0.03) * min(height, width)
         phase, freq = rng.uniform(0, 2 * np.pi), rng.uniform(0.1, 0.4)
         path = start + (end - start) * progress[:, None]
@@ -115,14 +143,15 @@ def _sample_objects(
                 "path": path,
                 "radius": radius0 * growth * pulse,
                 "angle": rng.uniform(0, 2 * np.pi) + rng.uniform(-0.08, 0.08) * times,
-                "start": int(rng.integers(1, max(2, length // 2))) if motion == "late" else 0,
+                # drawn here, in this order, so that datasets keep their bytes
+                "start": _late_start(rng, length, substeps) if motion == "late" else 0,
                 "depth": rng.random(),
             }
         )
     return objects
 
 
-def _background(rng, height, width, length, contrast="natural"):
+def _background(rng, height, width, length, contrast="natural", substeps=1):
     levels = CONTRASTS[contrast]
     pad = int(0.15 * max(height, width))
     hue, sat, val = rng.uniform(), rng.uniform(0.05, 0.3), rng.uniform(*levels["background"])
@@ -135,23 +164,40 @@ def _background(rng, height, width, length, contrast="natural"):
     kind = str(rng.choice(_TEXTURE_KINDS))
     texture = render.make_texture(rng, height + 2 * pad, width + 2 * pad, colours, kind, period, 8)
     start, end = rng.uniform(0, 2 * pad, 2), rng.uniform(0, 2 * pad, 2)
-    offsets = [start + (end - start) * t / max(1, length - 1) for t in range(length)]
+    offsets = [start + (end - start) * t / max(1, length - 1) for t in _times(length, substeps)]
+    # Frames after the last sampled one extrapolate the pan: keep them inside the texture.
+    offsets = [np.clip(o, 0, 2 * pad) for o in offsets]
     return texture, [(int(ox + 0.5), int(oy + 0.5)) for ox, oy in offsets]
 
 
 def _render_video(
-    rng, height, width, length, categories, first_category, num_objects, contrast="natural"
+    rng,
+    height,
+    width,
+    length,
+    categories,
+    first_category,
+    num_objects,
+    contrast="natural",
+    substeps=1,
 ):
-    """Renders one video; returns (frames [T] uint8[H,W,3], labels uint8[T,H,W], categories by id)."""
+    """Renders one video of `length` sampled frames, `substeps` rendered frames per sampled one.
+
+    Returns:
+      (frames [T] uint8[H,W,3], labels uint8[T,H,W], categories by id) for the T rendered frames
+      from the first one showing an object; the sampled frames are frames[::substeps]. Ids number
+      the objects by first appearance on a sampled frame; an object never visible on one is 0.
+      None when no object is ever visible.
+    """
     objects = _sample_objects(
-        rng, height, width, length, categories, first_category, num_objects, contrast
+        rng, height, width, length, categories, first_category, num_objects, contrast, substeps
     )
-    texture, offsets = _background(rng, height, width, length, contrast)
+    texture, offsets = _background(rng, height, width, length, contrast, substeps)
     order = sorted(range(len(objects)), key=lambda i: objects[i]["depth"])
     min_first_area = 0.003 * height * width
     started = [False] * len(objects)
     frames, labels, areas = [], [], []
-    for t in range(length):
+    for t in range(length * substeps):
         ox, oy = offsets[t]
         active = [i for i in order if started[i] or t >= objects[i]["start"]]
         while True:  # an object appears only once enough of it is visible (no sliver first masks)
@@ -188,8 +234,11 @@ def _render_video(
         return None
     first = visible[0]  # videos start with a visible object, as in YouTube-VOS
     frames, labels, areas = frames[first:], np.stack(labels[first:]), areas[first:]
+    sampled = areas[::substeps]
     appear = [
-        (int(np.flatnonzero(areas[:, i])[0]), i) for i in range(len(objects)) if areas[:, i].any()
+        (int(np.flatnonzero(sampled[:, i])[0]), i)
+        for i in range(len(objects))
+        if sampled[:, i].any()
     ]
     lut = np.zeros(256, np.uint8)
     ids = {}
@@ -199,15 +248,19 @@ def _render_video(
     return frames, lut[labels], ids
 
 
-def _write_split(split_dir, split, num_videos, seed, options, categories, first_categories):
+def _write_split(
+    split_dir, split, num_videos, seed, options, categories, first_categories, all_frames_dir=None
+):
+    """Writes one split; with `all_frames_dir` renders every frame there, the split every step-th."""
     meta = {}
     quality, step = options["jpeg_quality"], options["frame_step"]
+    substeps = step if all_frames_dir else 1
     split_index = ["train", "valid"].index(split)
     for index in range(num_videos):
         rng = np.random.default_rng([seed, split_index, index])
         name = hashlib.sha1(f"synthetic-{seed}-{split}-{index}".encode()).hexdigest()[:10]
         video = None
-        while video is None or len(video[0]) < 2:
+        while video is None or len(video[0][::substeps]) < 2:
             height, width = options["frame_sizes"][int(rng.integers(len(options["frame_sizes"])))]
             lo, hi = options["num_frames"]
             length = int(rng.integers(lo, hi + 1))
@@ -221,8 +274,15 @@ def _write_split(split_dir, split, num_videos, seed, options, categories, first_
                 first,
                 options["num_objects"],
                 options["contrast"],
+                substeps,
             )
-        frames, labels, ids = video
+        all_frames, all_labels, ids = video
+        if all_frames_dir:
+            os.makedirs(os.path.join(all_frames_dir, "JPEGImages", name), exist_ok=True)
+            for t, frame in enumerate(all_frames):  # dense frame t is named t: step apart in valid
+                path = os.path.join(all_frames_dir, "JPEGImages", name, f"{t:05d}.jpg")
+                Image.fromarray(frame).save(path, quality=quality)
+        frames, labels = all_frames[::substeps], all_labels[::substeps]
         names = [f"{t * step:05d}" for t in range(len(frames))]
         for sub in ("JPEGImages", "Annotations"):
             os.makedirs(os.path.join(split_dir, sub, name), exist_ok=True)
@@ -258,6 +318,7 @@ def make_dataset(
     contrast: str = "natural",
     seen_categories=SEEN_CATEGORIES,
     unseen_categories=UNSEEN_CATEGORIES,
+    all_frames: bool = False,
     overwrite: bool = False,
 ) -> dict[str, str]:
     """Writes a synthetic YouTube-VOS-layout dataset (byte-identical for the same arguments).
@@ -274,10 +335,14 @@ def make_dataset(
       contrast: 'natural' or 'high' (objects always brighter than the background; CONTRASTS).
       seen_categories: shape categories of train (and of part of valid).
       unseen_categories: shape categories that occur only in valid.
+      all_frames: render valid at frame_step times the rate and write every frame to
+        valid_all_frames/JPEGImages (YouTube-VOS's valid_all_frames); valid keeps every
+        frame_step-th frame.
       overwrite: replace existing train/ and valid/ folders made with other parameters.
 
     Returns:
-      {'train': path, 'valid': path} of the split folders.
+      {'train': path, 'valid': path} of the split folders (and 'valid_all_frames' with
+      all_frames).
 
     Raises:
       FileExistsError: a split folder exists with other parameters and overwrite is False.
@@ -302,6 +367,8 @@ def make_dataset(
     }
     if contrast == "natural":  # datasets made before the option keep their parameters
         del params["contrast"]
+    if all_frames:
+        params["all_frames"] = True
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {sorted(CONTRASTS)}, got {contrast!r}")
     for category in (*seen_categories, *unseen_categories):
@@ -313,12 +380,15 @@ def make_dataset(
     if not options["frame_sizes"] or min(min(size) for size in options["frame_sizes"]) < 16:
         raise ValueError(f"frame_sizes must be (height, width) pairs >= 16, got {frame_sizes}")
     splits = {s: os.path.join(output_dir, s) for s in ("train", "valid")}
+    if all_frames:
+        splits["valid_all_frames"] = os.path.join(output_dir, "valid_all_frames")
     info_path = os.path.join(output_dir, INFO_FILE)
     if os.path.exists(info_path):
         with open(info_path) as f:
             if json.load(f) == params:
                 return splits
-    for split_dir in splits.values():
+    old_all_frames = os.path.join(output_dir, "valid_all_frames")
+    for split_dir in {*splits.values(), old_all_frames}:
         if os.path.isdir(split_dir) and os.listdir(split_dir):
             if not overwrite:
                 raise FileExistsError(
@@ -338,6 +408,7 @@ def make_dataset(
         options,
         (*seen_categories, *unseen_categories),
         valid_first,
+        splits.get("valid_all_frames"),
     )
     with open(info_path, "w") as f:
         json.dump(params, f, indent=1)
@@ -358,6 +429,9 @@ def main(argv=None):
     parser.add_argument("--num_frames", default="10,40", help="min,max frames per video")
     parser.add_argument("--num_objects", default="1,4", help="min,max objects per video")
     parser.add_argument("--contrast", default="natural", choices=sorted(CONTRASTS))
+    parser.add_argument(
+        "--all_frames", action="store_true", help="also write valid_all_frames (every frame)"
+    )
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -376,6 +450,7 @@ def main(argv=None):
         num_frames=num_frames,
         num_objects=num_objects,
         contrast=args.contrast,
+        all_frames=args.all_frames,
         overwrite=args.overwrite,
     )
     print(json.dumps(splits))

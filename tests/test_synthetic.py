@@ -15,6 +15,11 @@ SIZES = ((64, 96), (48, 80))
 OPTIONS = {"frame_sizes": SIZES, "num_frames": (6, 10)}
 
 
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def _files(root):
     out = {}
     for folder, _, names in os.walk(root):
@@ -176,3 +181,39 @@ def test_high_contrast_same_geometry_and_objects_brighter_than_background(tmp_pa
     assert value_n[obj].min() < value_n[~obj].max()  # natural: dark stripes overlap background
     with pytest.raises(ValueError, match="contrast"):
         make_synthetic.make_dataset(str(tmp_path / "c"), 1, 1, contrast="extreme")
+
+
+def test_all_frames_layout_matches_valid(tmp_path):
+    """--all_frames: valid_all_frames holds every frame, valid every 5th of them (same bytes),
+    meta.json and valid's PNGs as without it; train is the same as without the option."""
+    root = str(tmp_path / "all")
+    splits = make_synthetic.make_dataset(
+        root, num_train=1, num_valid=3, seed=3, all_frames=True, **OPTIONS
+    )
+    assert splits["valid_all_frames"] == os.path.join(root, "valid_all_frames")
+    assert sorted(os.listdir(splits["valid_all_frames"])) == ["JPEGImages"]
+    meta = _meta(root, "valid")
+    late = 0
+    for video, entry in meta.items():
+        dense = sorted(os.listdir(os.path.join(splits["valid_all_frames"], "JPEGImages", video)))
+        sparse = sorted(os.listdir(os.path.join(splits["valid"], "JPEGImages", video)))
+        assert dense == [f"{t:05d}.jpg" for t in range(len(dense))]
+        assert sparse == dense[::5] and len(dense) >= 5 * len(sparse) - 4
+        for name in sparse:
+            a, b = (
+                os.path.join(splits[s], "JPEGImages", video, name)
+                for s in ("valid", "valid_all_frames")
+            )
+            assert _read(a) == _read(b)
+        pngs = sorted(os.listdir(os.path.join(splits["valid"], "Annotations", video)))
+        assert [p[:-4] for p in pngs] == [s[:-4] for s in sparse]
+        for obj in entry["objects"].values():
+            png = os.path.join(splits["valid"], "Annotations", video, obj["frames"][0] + ".png")
+            assert set(obj["frames"]) <= {s[:-4] for s in sparse}
+            assert np.array(Image.open(png)).any()
+            late += obj["frames"][0] != "00000"
+    assert late, "some object must start after the first frame"
+    plain = str(tmp_path / "plain")
+    make_synthetic.make_dataset(plain, num_train=1, num_valid=3, seed=3, **OPTIONS)
+    assert not os.path.exists(os.path.join(plain, "valid_all_frames"))
+    assert _files(os.path.join(plain, "train")) == _files(os.path.join(root, "train"))

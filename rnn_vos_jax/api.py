@@ -7,6 +7,10 @@
     # int  first_mask[H,W]  -> probs float32[T,K,H,W], objects = sorted nonzero ids
     ids = inference.merge_probabilities(probs[t], api.object_ids(first_mask))  # uint8[H,W]
 
+    # A whole video file or frame folder, streamed, to palette PNGs and an overlay video:
+    result = api.segment_video("configs/hs2s.py", "converted/hs2s", "IN.mp4", "FIRST.png", "out")
+    result.pngs, result.overlay  # out/Annotations/00000.png ..., out/overlay.mp4
+
 Checkpoints: an orbax directory (`checkpoints.save_variables` output, a training workdir or one
 of its step folders) or an authors'-format PyTorch .pth (converted in memory; needs torch).
 Frames are resized to `config.data.image_size` for the model and the probabilities back to the
@@ -85,6 +89,7 @@ class Segmenter:
         self.variables = jax.device_put({k: v for k, v in variables.items() if v})
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.predictor = inference.predictor_for(model, self.variables, self.image_size)
+        self.source = None  # the checkpoint path, when built by from_checkpoint
 
     @classmethod
     def from_checkpoint(cls, path: str, config: Any) -> Segmenter:
@@ -111,7 +116,9 @@ class Segmenter:
         else:
             variables = checkpoints.load_variables(path)
             check_variables(variables, config.model, path)
-        return cls(model, variables, config.data.image_size)
+        segmenter = cls(model, variables, config.data.image_size)
+        segmenter.source = path
+        return segmenter
 
     def segment(self, frames: np.ndarray, first_mask: np.ndarray) -> np.ndarray:
         """Per-frame foreground probabilities of the objects marked on frame 0.
@@ -150,3 +157,33 @@ class Segmenter:
         first = {i: (0, mask if mask.dtype == bool else mask == i) for i in ids}
         probs = np.stack(list(self.predictor.predict(frames, first)))
         return probs[:, 0] if mask.dtype == bool else probs
+
+
+def segment_video(
+    config: Any,
+    checkpoint: Any,
+    video: str,
+    masks: str,
+    output: str,
+    overlay: str = "mp4",
+    **kwargs: Any,
+):
+    """Segments your own video: `python -m rnn_vos_jax.segment` as one call (see segment.py).
+
+    Args:
+      config: config (ConfigDict) or file spec such as 'configs/hs2s.py'; None if `checkpoint`
+        is a Segmenter.
+      checkpoint: orbax directory or authors' .pth path, or a Segmenter (keeps its compilation).
+      video: a video file OpenCV reads (mp4, ...) or a folder of JPEG/PNG frames.
+      masks: a PNG of the first frame's objects, or a folder of PNGs named like the frames.
+      output: folder for Annotations/FRAME.png, overlay.mp4|gif and segment.json.
+      overlay: 'mp4', 'gif' or 'none'.
+      **kwargs: overwrite=False, fps=None, show_progress=True.
+
+    Returns:
+      segment.SegmentResult: the written paths (annotations, pngs, overlay, record), object ids
+      and their first frames.
+    """
+    from rnn_vos_jax import segment  # segment imports this module
+
+    return segment.segment_video(config, checkpoint, video, masks, output, overlay, **kwargs)

@@ -153,6 +153,13 @@ def eval_config() -> ml_collections.ConfigDict:
     c.watch_timeout_s = 3600.0
     c.watch_poll_s = 10.0
     c.include_first_last = False  # also score each object's first and the video's last frame
+    # Void (255) ground-truth pixels: background, as the DAVIS toolkit's semi-supervised driver
+    # counts them (False), or left out of both masks (True).
+    c.ignore_void = False
+    # YouTube-VOS protocol: a folder of every frame (valid_all_frames/JPEGImages/VIDEO, 30 fps)
+    # that the model runs on, while data.eval_dir (valid) gives the first masks and the frames
+    # written and scored (every 5th); '' = run on eval_dir's frames (the authors' protocol).
+    c.all_frames_dir = ""
     c.batch_objects = 0  # objects per inference batch; 0 = all objects of a video at once
     c.save_pngs = True
     c.train_meta = ""  # training split's meta.json (seen/unseen categories); '' = none

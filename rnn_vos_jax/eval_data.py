@@ -1,7 +1,11 @@
 """Evaluation videos: a raw YouTube-VOS/DAVIS folder (VOSReader) or converted records.
 
 Both give `eval_video.EvalVideo`s (frames at original size); decoding runs on a prefetch thread
-so it overlaps inference. TensorFlow is imported only when records are read.
+so it overlaps inference. TensorFlow is imported only when records are read. With several
+processes each gets a disjoint share of the videos (raw folder: every process_count-th name;
+records: every process_count-th file). With config.eval.all_frames_dir (YouTube-VOS
+valid_all_frames) a raw folder's videos hold every frame of that folder, the first masks and the
+frames to write and score coming from config.data.eval_dir (valid).
 """
 
 from __future__ import annotations
@@ -20,17 +24,46 @@ from rnn_vos_jax import score, vos_reader
 from rnn_vos_jax.eval_video import EvalVideo
 
 
-def reader_video(reader: vos_reader.VOSReader, name: str) -> EvalVideo:
+def reader_video(
+    reader: vos_reader.VOSReader, name: str, all_frames: vos_reader.VOSReader | None = None
+) -> EvalVideo:
     """One video of a raw folder, frames at full size.
 
+    Args:
+      reader: the split folder (meta.json, Annotations, JPEGImages).
+      name: video name.
+      all_frames: the same split at the full frame rate (YouTube-VOS valid_all_frames, only
+        JPEGImages used): the video then holds all of its frames, ``output`` marking those of
+        ``reader`` (their PNGs are written and scored); objects start at their first frame in
+        ``reader``.
+
     Raises:
-      ValueError: naming the video when an object's first frame has no JPEG or PNG.
+      ValueError: naming the video when an object's first frame has no JPEG or PNG, or when
+        the all-frames folder lacks one of the split's frames or has another frame size.
     """
     info = reader.video(name)
     annotated = set(info.annotated)
-    frames = np.stack([reader.read_frame(name, f) for f in info.frames])
-    annotations = np.zeros((len(info.frames), info.height, info.width), np.uint8)
-    for n, frame in enumerate(info.frames):
+    names, output = list(info.frames), None
+    frame_reader = reader
+    if all_frames is not None:
+        dense = all_frames.video(name)  # FileNotFoundError naming the folder when missing
+        missing = sorted(set(info.frames) - set(dense.frames))
+        if missing:
+            raise ValueError(
+                f"video {name}: frames {missing[:5]} of {reader.root} are not in "
+                f"{all_frames.root}/JPEGImages/{name} (not its all-frames folder?)"
+            )
+        if (dense.height, dense.width) != (info.height, info.width):
+            raise ValueError(
+                f"video {name}: {all_frames.root} frames are {dense.height}x{dense.width}, "
+                f"{reader.root} frames {info.height}x{info.width}"
+            )
+        names, frame_reader = list(dense.frames), all_frames
+        sparse = set(info.frames)
+        output = np.array([f in sparse for f in names])
+    frames = np.stack([frame_reader.read_frame(name, f) for f in names])
+    annotations = np.zeros((len(names), info.height, info.width), np.uint8)
+    for n, frame in enumerate(names):
         if frame in annotated:
             annotations[n] = reader.read_annotation(name, frame)
     ids = sorted(info.objects)
@@ -39,18 +72,19 @@ def reader_video(reader: vos_reader.VOSReader, name: str) -> EvalVideo:
         f0 = info.objects[obj_id].frames[0]
         if f0 not in info.frames or f0 not in annotated:
             raise ValueError(f"video {name}: object {obj_id}'s first frame {f0} has no JPEG or PNG")
-        first.append(info.frames.index(f0))
+        first.append(names.index(f0))
     return EvalVideo(
         name=name,
-        frame_names=list(info.frames),
+        frame_names=names,
         frames=frames,
         annotations=annotations,
-        annotated=np.array([f in annotated for f in info.frames]),
+        annotated=np.array([f in annotated for f in names]),
         object_ids=np.asarray(ids, np.int32),
         categories=[info.objects[o].category or "" for o in ids],
         first_frame=np.asarray(first, np.int32),
         height=info.height,
         width=info.width,
+        output=output,
     )
 
 
@@ -92,19 +126,46 @@ def prefetch(items: Iterator, size: int = 2) -> Iterator:
 
 
 class EvalSource:
-    """Eval videos of config.data.eval_dir or config.data.eval_records."""
+    """Eval videos of config.data.eval_dir or config.data.eval_records (this process's share).
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    Attributes:
+      split: the split's name (output folder WORKDIR/eval/<split>).
+      path: the folder or records evaluated.
+      names: this process's video names (raw folder), or None (records: known once read).
+      all_frames: the all-frames reader (config.eval.all_frames_dir), or None.
+
+    Raises:
+      ValueError: neither source is set, or all_frames_dir is set without a raw eval_dir.
+    """
+
+    def __init__(
+        self, config: ml_collections.ConfigDict, process_index: int = 0, process_count: int = 1
+    ):
         data = config.data
         self.seen_categories = seen_categories(config)
         self.path = data.get("eval_dir") or data.get("eval_records")
+        self._share = (process_index, process_count)
+        all_frames_dir = config.eval.get("all_frames_dir") or ""
+        self.all_frames = None
+        if all_frames_dir and not data.get("eval_dir"):
+            raise ValueError(
+                f"config.eval.all_frames_dir={all_frames_dir!r} needs config.data.eval_dir (the "
+                "YouTube-VOS valid folder with meta.json and the first masks), not records"
+            )
         if data.get("eval_dir"):
             split = config.eval.get("split", "valid")
             self._reader = vos_reader.VOSReader(
                 data.eval_dir, davis_set="val" if split == "valid" else split
             )
+            if all_frames_dir:
+                self.all_frames = vos_reader.VOSReader(all_frames_dir)
+                if self.all_frames.layout != vos_reader.YOUTUBE_VOS:
+                    raise ValueError(
+                        f"config.eval.all_frames_dir={all_frames_dir!r}: expected a YouTube-VOS "
+                        "folder (JPEGImages/VIDEO/FRAME.jpg), found a DAVIS layout"
+                    )
             self.split = self._reader.split
-            self.names = self._reader.video_names()
+            self.names = self._reader.video_names()[process_index::process_count]
         elif data.get("eval_records"):
             self._reader = None
             records = str(data.eval_records).split(",")[0]
@@ -124,11 +185,14 @@ class EvalSource:
         """Yields EvalVideos, or just the name of a video that ``skip(name)`` says is done."""
         if self._reader is not None:
             for name in self.names:
-                yield name if skip(name) else reader_video(self._reader, name)
+                yield name if skip(name) else reader_video(self._reader, name, self.all_frames)
             return
         from rnn_vos_jax import input_pipeline_eval  # TensorFlow only on this path
 
-        for video in input_pipeline_eval.eval_videos(self._records):
+        index, count = self._share
+        for video in input_pipeline_eval.eval_videos(
+            self._records, process_index=index, process_count=count
+        ):
             yield video.name if skip(video.name) else video
 
 

@@ -2,6 +2,7 @@
 
     python -m rnn_vos_jax.main --config=configs/hs2s.py --workdir=DIR --mode=eval \
         [--config.data.eval_dir=RAW_FOLDER | --config.data.eval_records=TFRECORDS] \
+        [--config.eval.all_frames_dir=YTVOS/valid_all_frames] \
         [--config.eval.step=N] [--config.eval.watch=True]
 
 Evaluates the latest checkpoint of WORKDIR/checkpoints (or config.eval.step; or, when the workdir
@@ -13,9 +14,24 @@ leaves a marker WORKDIR/eval/<split>/done/VIDEO.json (written atomically after i
 its scores), so an interrupted evaluation resumes where it stopped. Videos without ground truth on
 every frame (real YouTube-VOS valid) get PNGs but no scores. Inference uses the predictor the
 model's family asks for (inference.predictor_for: streaming, or whole-clip for offline models).
+
+Protocols: by default the model sees the frames of config.data.eval_dir (YouTube-VOS valid: every
+5th frame, as the authors evaluate). With config.eval.all_frames_dir (YouTube-VOS
+valid_all_frames) it runs on every frame of that folder (30 fps) while the first masks, and the
+frames written and scored, are those of eval_dir; objects appearing mid-video start at their first
+annotated frame. Void pixels (255) of the ground truth count as background as in the DAVIS toolkit
+(config.eval.ignore_void leaves them out).
+
+Several processes (multi-host): each evaluates a disjoint share of the videos (eval_data) and
+writes its PNGs and done markers; then it writes WORKDIR/eval/<split>/shares/process_<i>.json
+(its video names), and process 0, once every share is there, merges the markers into the one
+metrics.json, equal to a single-process evaluation's. No collective carries scores; one barrier at
+the start (process 0 first clears old share files) keeps a rerun from reading the last run's
+shares. Process 0 returns the metrics, the others {}. config.eval.watch runs on process 0 only.
+
 With config.eval.watch it evaluates every new checkpoint until the final training step's (which
 training records in WORKDIR/run.json, see run_info), or until config.eval.watch_timeout_s pass
-without a new one. Only process 0 evaluates in multi-process runs.
+without a new one.
 """
 
 from __future__ import annotations
@@ -43,6 +59,10 @@ from rnn_vos_jax import (
 from rnn_vos_jax.eval_video import EvalVideo
 
 EVAL_DIR = "eval"
+SHARES_DIR = "shares"
+# How often process 0 looks for the other processes' share files, and logs the missing ones.
+SHARE_POLL_S = 0.5
+SHARE_LOG_S = 60.0
 
 
 def _checkpoint_steps(workdir: str) -> list[int]:
@@ -58,11 +78,14 @@ def _checkpoint_steps(workdir: str) -> list[int]:
 class _Marker:
     """Per-video done markers under OUT/done/VIDEO.json."""
 
-    def __init__(self, out_dir: str, label: str, save_pngs: bool, include_first_last: bool):
+    def __init__(self, out_dir: str, label: str, save_pngs: bool, protocol: dict):
         self.dir = os.path.join(out_dir, "done")
         self.png_dir = os.path.join(out_dir, "Annotations")
-        # A marker counts only for the same checkpoint and scoring protocol.
-        self.label = f"{label}; include_first_last={include_first_last}"
+        # A marker counts only for the same checkpoint and evaluation protocol (the options that
+        # change predictions or scores; markers from before void counted as background are
+        # stale, as their label lacks ignore_void).
+        self.label = "; ".join([label, *(f"{k}={v}" for k, v in sorted(protocol.items()))])
+        self.protocol = protocol
         self.save_pngs = save_pngs
 
     def path(self, video: str) -> str:
@@ -84,19 +107,29 @@ class _Marker:
         return marker
 
 
-def _score_and_mark(
-    marker: _Marker, video: EvalVideo, pred_ids: list, include_first_last: bool, fps
-):
-    """Writer-thread job: scores a finished video and writes its marker (after its PNGs)."""
+def _score_and_mark(marker: _Marker, video: EvalVideo, pred_ids: list, fps: float, seen: int):
+    """Writer-thread job: scores a finished video and writes its marker (after its PNGs).
+
+    Args:
+      video: the video's output view (EvalVideo.output_view: its M written frames).
+      pred_ids: M uint8[H0, W0] predicted id maps of those frames.
+      fps, seen: inference speed and the number of frames the model ran on (for the log line).
+    """
     name, ids = video.name, [int(i) for i in video.object_ids]
     first = dict(zip(ids, (int(f) for f in video.first_frame)))
     cats = {o: (c or None) for o, c in zip(ids, video.categories)}
     full_gt = bool(np.all(video.annotated))
     entry = {"checkpoint": marker.label, "frames": list(video.frame_names), "scored": full_gt}
-    line = f"{name}: {len(ids)} objects, {len(pred_ids)} frames, {fps:.1f} frames/s"
+    line = f"{name}: {len(ids)} objects, {seen} frames, {fps:.1f} frames/s"
+    if seen != len(pred_ids):
+        line += f", {len(pred_ids)} written"
     if full_gt:
         anns = list(video.annotations)
-        kw = {"categories": cats, "include_first_last": include_first_last}
+        kw = {
+            "categories": cats,
+            "include_first_last": marker.protocol["include_first_last"],
+            "ignore_void": marker.protocol["ignore_void"],
+        }
         model = metrics.score_video(pred_ids, anns, first, **kw)
         base = metrics.score_video(None, anns, first, **kw)
         entry["scores"] = {str(o): s.to_json() for o, s in model.items()}
@@ -142,12 +175,21 @@ def evaluate_checkpoint(
     step: int | None = None,
     *,
     predictor: inference.Predictor | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
 ) -> dict:
     """Evaluates one checkpoint (default: latest; none in the workdir: config.init_from).
 
+    Args:
+      process_index, process_count: this process's share of the videos (default: JAX's
+        process index and count). With process_count > 1 every process must call this.
+
     Returns:
-      The metrics dict written to WORKDIR/eval/<split>/metrics.json.
+      The metrics dict written to WORKDIR/eval/<split>/metrics.json (on process 0; {} on the
+      others, once their share is written).
     """
+    index = jax.process_index() if process_index is None else int(process_index)
+    count = jax.process_count() if process_count is None else int(process_count)
     steps = _checkpoint_steps(workdir)
     if step is None and steps:
         step = steps[-1]
@@ -166,12 +208,26 @@ def evaluate_checkpoint(
         )
     else:
         predictor.set_variables(variables)
-    source = eval_data.EvalSource(config)
+    source = eval_data.EvalSource(config, index, count)
     out_dir = os.path.join(workdir, EVAL_DIR, source.split)
     save_pngs = bool(config.eval.get("save_pngs", True))
-    include = bool(config.eval.get("include_first_last", False))
-    marker = _Marker(out_dir, label, save_pngs, include)
-    logging.info("evaluating %s on %s (split %r) -> %s", label, source.path, source.split, out_dir)
+    protocol = {
+        "include_first_last": bool(config.eval.get("include_first_last", False)),
+        "ignore_void": bool(config.eval.get("ignore_void", False)),
+        "all_frames": source.all_frames is not None,
+    }
+    marker = _Marker(out_dir, label, save_pngs, protocol)
+    shares = _Shares(out_dir, marker.label, index, count)
+    shares.start()
+    logging.info(
+        "evaluating %s on %s (split %r%s%s) -> %s",
+        label,
+        source.path,
+        source.split,
+        f", all frames of {source.all_frames.root}" if source.all_frames else "",
+        f", process {index} of {count}" if count > 1 else "",
+        out_dir,
+    )
     names, skipped = [], 0
     with png_writer.PngWriter() as writer:
         for item in eval_data.prefetch(source.videos(lambda n: marker.load(n) is not None)):
@@ -181,20 +237,30 @@ def evaluate_checkpoint(
                 continue
             video, start = item, time.time()
             names.append(video.name)
+            # All-frames protocol: the model runs on every frame (the recurrent state advances
+            # on each); only the output frames are merged, written and scored.
+            output = np.zeros(len(video.frame_names), bool)
+            output[video.output_indices()] = True
             pred_ids = []
             for n, probs in enumerate(
                 _probabilities(predictor, video, int(config.eval.get("batch_objects", 0)))
             ):
+                if not output[n]:
+                    continue
                 ids = inference.merge_probabilities(probs, video.object_ids.tolist())
                 pred_ids.append(ids)
                 if save_pngs:
                     frame = video.frame_names[n]
                     writer.write(os.path.join(marker.png_dir, video.name, frame + ".png"), ids)
-            fps = len(pred_ids) / max(time.time() - start, 1e-9)
-            meta = video.without_frames()  # frames can go now
-            writer.submit(_score_and_mark, marker, meta, pred_ids, include, fps)
+            seen = len(output)
+            fps = seen / max(time.time() - start, 1e-9)
+            view = video.output_view()  # without frames: they can go now
+            writer.submit(_score_and_mark, marker, view, pred_ids, fps, seen)
     if skipped:
         logging.info("resumed: %d of %d videos were already done", skipped, len(names))
+    names = shares.merge(names)
+    if names is None:  # another process merges
+        return {}
     result = _summarize(marker, names, source.seen_categories)
     result.update(checkpoint=label, split=source.split, num_videos=len(names))
     score.write_json(os.path.join(out_dir, "metrics.json"), result)
@@ -203,8 +269,75 @@ def evaluate_checkpoint(
     return result
 
 
+class _Shares:
+    """Which videos each process evaluated: OUT/shares/process_<i>.json, merged by process 0."""
+
+    def __init__(self, out_dir: str, label: str, index: int, count: int):
+        self.dir = os.path.join(out_dir, SHARES_DIR)
+        self.label, self.index, self.count = label, index, count
+
+    def path(self, index: int) -> str:
+        return os.path.join(self.dir, f"process_{index}.json")
+
+    def start(self) -> None:
+        """Process 0 clears the last run's shares; a barrier keeps the others from writing first."""
+        if self.count == 1:
+            return
+        if self.index == 0 and os.path.isdir(self.dir):
+            for name in os.listdir(self.dir):
+                os.remove(os.path.join(self.dir, name))
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"rnn_vos_jax eval start: {self.label}")
+
+    def merge(self, names: list[str]) -> list[str] | None:
+        """Every process's video names on process 0 (None on the others, after writing theirs).
+
+        Raises:
+          ValueError: a share belongs to another evaluation, or two shares hold one video.
+        """
+        if self.count == 1:
+            return names
+        os.makedirs(self.dir, exist_ok=True)
+        entry = {"checkpoint": self.label, "process_count": self.count, "videos": names}
+        score.write_json(self.path(self.index), entry)
+        if self.index != 0:
+            logging.info(
+                "process %d: share of %d videos done, process 0 merges", self.index, len(names)
+            )
+            return None
+        pending, last_log = set(range(self.count)), time.time()
+        merged = {}
+        while pending:
+            for i in sorted(pending):
+                try:
+                    with open(self.path(i)) as f:
+                        merged[i] = json.load(f)
+                except (OSError, json.JSONDecodeError):  # not written yet (writes are atomic)
+                    continue
+                pending.discard(i)
+            if pending:
+                if time.time() - last_log > SHARE_LOG_S:
+                    logging.info("waiting for the shares of processes %s", sorted(pending))
+                    last_log = time.time()
+                time.sleep(SHARE_POLL_S)
+        videos = []
+        for i, share in sorted(merged.items()):
+            if share.get("checkpoint") != self.label or share.get("process_count") != self.count:
+                raise ValueError(
+                    f"{self.path(i)} is from another evaluation ({share.get('checkpoint')!r}, "
+                    f"{share.get('process_count')} processes), not {self.label!r} on {self.count}"
+                )
+            videos += share["videos"]
+        twice = sorted(v for v in set(videos) if videos.count(v) > 1)
+        if twice:
+            raise ValueError(f"videos evaluated by two processes: {twice[:5]}")
+        return videos
+
+
 def _summarize(marker: _Marker, names: list[str], seen: set[str] | None) -> dict:
     model, base, unscored = {}, {}, []
+    names = sorted(names)  # the same result whichever process evaluated which video
     for name in names:
         entry = marker.load(name)
         if entry is None:
@@ -258,8 +391,10 @@ def watch(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 predictor = inference.predictor_for(
                     models.build(config.model), None, config.data.image_size
                 )
-            try:
-                result = evaluate_checkpoint(config, workdir, step, predictor=predictor)
+            try:  # process 0 alone: the others are not watching
+                result = evaluate_checkpoint(
+                    config, workdir, step, predictor=predictor, process_index=0, process_count=1
+                )
             except (FileNotFoundError, ValueError):
                 if step in _checkpoint_steps(workdir):
                     raise
@@ -291,10 +426,11 @@ def _append_history(workdir: str, result: dict, step: int) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Entry of ``--mode=eval``: one checkpoint, or every new one with config.eval.watch."""
-    if jax.process_index() != 0:
-        logging.info("evaluation runs on process 0 only")
-        return {}
+    """Entry of ``--mode=eval``: one checkpoint (every process evaluates its share of the
+    videos), or every new one with config.eval.watch (process 0 alone)."""
     if config.eval.get("watch", False):
+        if jax.process_index() != 0:
+            logging.info("watching evaluation runs on process 0 only")
+            return {}
         return watch(config, workdir)
     return evaluate_checkpoint(config, workdir, config.eval.get("step"))

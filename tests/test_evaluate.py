@@ -248,7 +248,9 @@ def test_evaluate_writes_pngs_and_metrics_and_resumes(tiny, dataset, tmp_path, m
     # Resume: only the video whose marker is gone is predicted again; same numbers.
     loaded = []
     real = eval_data.reader_video
-    monkeypatch.setattr(eval_data, "reader_video", lambda r, n: loaded.append(n) or real(r, n))
+    monkeypatch.setattr(
+        eval_data, "reader_video", lambda r, n, *a: loaded.append(n) or real(r, n, *a)
+    )
     redo = reader.video_names()[1]
     os.remove(os.path.join(out, "done", redo + ".json"))
     again = evaluate.run(config, workdir)

@@ -1,0 +1,227 @@
+"""Evaluation as the benchmarks define it: YouTube-VOS's all-frames protocol and evaluation
+shared over several processes, on tiny synthetic data with a tiny random model."""
+
+import json
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import tiny_run
+from PIL import Image
+
+from data_prep import make_synthetic
+from rnn_vos_jax import checkpoints, eval_data, evaluate, inference, models, vos_reader
+
+TINY_MODEL = {"name": "hs2s", "width_divisor": 16, "blocks": (1, 1, 1, 1), "num_classes": 6}
+IMAGE_SIZE = (32, 64)
+FRAME_SIZE = (36, 52)  # one size: one compilation of the output resize
+
+
+def _random_variables(model, seed=0):
+    """He-normal kernels, zero biases, unit BatchNorm: the model's variable tree filled without
+    running its init (compiling init costs more than these tests' evaluations)."""
+    frames = jnp.zeros((1, 2, *IMAGE_SIZE, 3), jnp.uint8)
+    masks = jnp.zeros((1, 2, *IMAGE_SIZE, 1), jnp.float32)
+    shapes = jax.eval_shape(
+        lambda k: model.init(
+            {"params": k, "sample": k}, frames, masks, sample_prob=0.0, train=False
+        ),
+        jax.random.key(0),
+    )
+    rng = np.random.default_rng(seed)
+
+    def fill(path, x):
+        leaf = path[-1].key
+        if leaf == "kernel":
+            fan_in = int(np.prod(x.shape[:-1]))
+            return (rng.standard_normal(x.shape) * np.sqrt(2 / fan_in)).astype(x.dtype)
+        value = 1.0 if leaf in ("scale", "var") else 0.0
+        return np.full(x.shape, value, x.dtype)
+
+    variables = jax.tree_util.tree_map_with_path(fill, shapes)
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The model, its variables and a save_variables folder of them (config.init_from)."""
+    model = models.build(TINY_MODEL)
+    variables = _random_variables(model)
+    path = str(tmp_path_factory.mktemp("tiny") / "variables")
+    checkpoints.save_variables(path, variables)
+    return model, variables, path
+
+
+def _config(tiny, eval_dir, **eval_overrides):
+    return ml_collections.ConfigDict(
+        {
+            "seed": 0,
+            "init_from": tiny[2],
+            "model": dict(TINY_MODEL),
+            "data": {
+                "image_size": IMAGE_SIZE,
+                "eval_dir": eval_dir,
+                "eval_records": "",
+                "train_records": "",
+            },
+            "eval": {
+                "split": "valid",
+                "watch": False,
+                "include_first_last": False,
+                "ignore_void": False,
+                "all_frames_dir": "",
+                "batch_objects": 0,
+                "save_pngs": True,
+                "train_meta": "",
+                **eval_overrides,
+            },
+        }
+    )
+
+
+def _read(path):
+    with Image.open(path) as image:
+        return np.array(image)
+
+
+def test_all_frames_protocol(tiny, tmp_path):
+    """The model runs on every frame of valid_all_frames; the PNGs written and scored are exactly
+    valid's frames; a late object starts at its first annotated frame; the recurrent state
+    advanced on the frames in between (outputs differ from running on valid's frames alone)."""
+    model, variables, _ = tiny
+    splits = make_synthetic.make_dataset(
+        str(tmp_path / "data"),
+        num_train=1,
+        num_valid=2,
+        seed=4,  # both videos have an object starting at 00005
+        frame_sizes=(FRAME_SIZE,),
+        num_frames=(3, 3),  # 3 valid frames, 15 in valid_all_frames
+        num_objects=(2, 2),  # one object bucket: one compilation
+        all_frames=True,
+    )
+    valid = vos_reader.VOSReader(splits["valid"])
+    dense = vos_reader.VOSReader(splits["valid_all_frames"])
+    predictor = inference.predictor_for(model, variables, IMAGE_SIZE)
+    config = _config(tiny, splits["valid"], all_frames_dir=splits["valid_all_frames"])
+    result = evaluate.evaluate_checkpoint(config, str(tmp_path / "all"))
+    out = tmp_path / "all" / "eval" / "valid" / "Annotations"
+    late = 0
+    for name in valid.video_names():
+        info = valid.video(name)
+        assert sorted(p[:-4] for p in os.listdir(out / name)) == info.frames  # valid's frames only
+        video = eval_data.reader_video(valid, name, dense)
+        keep = video.output_indices()
+        assert [video.frame_names[i] for i in keep] == info.frames
+        assert video.frame_names == [f"{t:05d}" for t in range(5 * len(info.frames))]
+        for n in (1, 7, len(video.frame_names) - 1):  # valid_all_frames' JPEGs, in order
+            np.testing.assert_array_equal(
+                video.frames[n], _read(dense.frame_path(name, video.frame_names[n]))
+            )
+        probs = np.stack(list(evaluate._probabilities(predictor, video, 0)))
+        sparse = eval_data.reader_video(valid, name)
+        sparse_probs = np.stack(list(evaluate._probabilities(predictor, sparse, 0)))
+        for n, i in enumerate(keep):  # the PNGs are these probabilities merged
+            ids = inference.merge_probabilities(probs[i], video.object_ids.tolist())
+            np.testing.assert_array_equal(_read(out / name / (info.frames[n] + ".png")), ids)
+        for k, obj in enumerate(video.object_ids):
+            first = int(video.first_frame[k])
+            assert video.frame_names[first] == info.objects[int(obj)].frames[0]
+            np.testing.assert_array_equal(probs[:first, k], 0.0)  # nothing before its start
+            np.testing.assert_array_equal(probs[first, k], video.annotations[first] == obj)
+            late += first > 0
+            after = [n for n, i in enumerate(keep) if i > first]
+            assert after, "every object has a valid frame after its first"
+            gap = np.abs(probs[keep[after], k] - sparse_probs[after, k]).max()
+            assert gap > 1e-3, f"{name}/{obj}: the in-between frames changed nothing"
+    assert late == 2, "each video has an object that starts after frame 0"
+    # Scored on valid's frames: first frames and the last frame (00010) left out.
+    assert result["scored"] and result["num_objects"] == 2
+    assert all(o["num_frames"] == 1 for o in result["per_object"].values())
+    assert len(result["unscored_objects"]) == 2  # the late objects: 00005 given, 00010 last
+
+    # Bad input: a valid frame missing from valid_all_frames; all frames with records.
+    broken = tmp_path / "broken"
+    shutil.copytree(splits["valid_all_frames"], broken)
+    os.remove(broken / "JPEGImages" / name / "00005.jpg")
+    with pytest.raises(ValueError, match=f"video {name}: frames \\['00005'\\] .* not in"):
+        eval_data.reader_video(valid, name, vos_reader.VOSReader(str(broken)))
+    records = _config(tiny, "", all_frames_dir=str(broken))
+    records.data.eval_records = str(tmp_path / "records")
+    with pytest.raises(ValueError, match="all_frames_dir.*needs config.data.eval_dir"):
+        eval_data.EvalSource(records)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one(tiny, tmp_path, tmp_path_factory):
+    """Two JAX processes each evaluate a disjoint share of the videos and write their PNGs;
+    process 0 merges once: the same metrics.json and PNGs as one process."""
+    splits = make_synthetic.make_dataset(
+        str(tmp_path / "data"),
+        num_train=1,
+        num_valid=3,
+        seed=5,
+        frame_sizes=(FRAME_SIZE,),
+        num_frames=(3, 4),
+        num_objects=(1, 2),
+    )
+    config = _config(tiny, splits["valid"])
+    cache = tiny_run.compilation_cache_dir(tmp_path_factory)
+    old = tiny_run.use_compilation_cache(cache)  # the subprocesses reuse these compilations
+    try:
+        one = evaluate.evaluate_checkpoint(config, str(tmp_path / "one"))
+    finally:
+        for key, value in old.items():
+            jax.config.update(key, value)
+    with open(tmp_path / "config.pkl", "wb") as f:
+        pickle.dump(config, f)
+    port, script = _free_port(), os.path.join(os.path.dirname(__file__), "eval_process.py")
+    workdir = str(tmp_path / "two")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, script, str(tmp_path / "config.pkl"), workdir, str(port), str(i), "2"],
+            env=tiny_run.subprocess_env(cache),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    logs = []
+    try:
+        for proc in procs:
+            logs.append(proc.communicate(timeout=240)[0])
+    finally:
+        for proc in procs:
+            proc.kill()
+    for proc, log in zip(procs, logs):
+        assert proc.returncode == 0, log[-3000:]
+
+    out_one, out_two = tmp_path / "one" / "eval" / "valid", tmp_path / "two" / "eval" / "valid"
+    shares = [
+        json.loads((out_two / "shares" / f"process_{i}.json").read_text())["videos"]
+        for i in range(2)
+    ]
+    names = vos_reader.VOSReader(splits["valid"]).video_names()
+    assert shares == [names[0::2], names[1::2]]  # disjoint, every video once
+    assert (out_two / "metrics.json").read_text() == (out_one / "metrics.json").read_text()
+    assert json.loads((out_two / "metrics.json").read_text())["num_videos"] == len(names) == 3
+    assert one["scored"] and one["num_objects"] >= 3
+    for name in names:
+        frames = sorted(os.listdir(out_one / "Annotations" / name))
+        assert sorted(os.listdir(out_two / "Annotations" / name)) == frames
+        for frame in frames:
+            a = (out_one / "Annotations" / name / frame).read_bytes()
+            assert (out_two / "Annotations" / name / frame).read_bytes() == a

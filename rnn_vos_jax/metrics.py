@@ -123,8 +123,11 @@ def boundary_f(
     bound_pix = (
         bound_th if bound_th >= 1 else float(np.ceil(bound_th * np.linalg.norm(annotation.shape)))
     )
-    fg_boundary = seg2bmap(segmentation)
-    gt_boundary = seg2bmap(annotation)
+    box = _box(annotation | segmentation)
+    if box is None:  # both masks empty
+        return 1.0
+    fg_boundary = seg2bmap(segmentation[box])
+    gt_boundary = seg2bmap(annotation[box])
     n_fg = np.count_nonzero(fg_boundary)
     n_gt = np.count_nonzero(gt_boundary)
     if n_fg == 0 or n_gt == 0:
@@ -138,6 +141,26 @@ def boundary_f(
     if precision + recall == 0:
         return 0.0
     return 2 * precision * recall / (precision + recall)
+
+
+def _box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of a bool[H, W] mask grown by one pixel (within the image), or None.
+
+    Why F may be computed inside it: every boundary pixel of either mask lies in it; its added
+    rows and columns are background (or the image's own last row/column, where seg2bmap's edge
+    rules then apply as on the whole image), so seg2bmap gives the whole image's values there;
+    and dilation treats pixels outside as absent, so the dilated maps agree wherever they are
+    read (at boundary pixels). Scoring time then follows the objects' size, not the frame's.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    height, width = mask.shape
+    return (
+        slice(max(rows[0] - 1, 0), min(rows[-1] + 2, height)),
+        slice(max(cols[0] - 1, 0), min(cols[-1] + 2, width)),
+    )
 
 
 def _check_shapes(annotation, segmentation, void):

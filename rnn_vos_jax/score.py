@@ -107,7 +107,9 @@ def score_video_dir(
             categories[obj_id] = o.get("category")
     else:
         for n, ann in enumerate(annotations):
-            for obj_id in np.unique(ann):
+            for obj_id in np.flatnonzero(
+                np.bincount(ann.ravel(), minlength=256)
+            ):  # np.unique sorts
                 if obj_id not in (0, metrics.VOID_LABEL):
                     first_frames.setdefault(int(obj_id), n)
     predictions = None
@@ -146,6 +148,16 @@ def _init_worker() -> None:
     import cv2
 
     cv2.setNumThreads(1)
+
+
+def _worker_context():
+    """Workers start from a fresh single-threaded server that has imported this module, not by
+    forking the caller (which may run JAX or TensorFlow threads): cheaper than spawning each."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 def _no_object_message(annotations: str, videos: list[str], scores: dict) -> str:
@@ -217,7 +229,7 @@ def score_directory(
     else:
         # Longest videos first, so that no worker is left with a long one at the end.
         order = sorted(videos, key=lambda v: -len(os.listdir(tasks[v][1])))
-        context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+        context = _worker_context()
         with concurrent.futures.ProcessPoolExecutor(
             min(workers, len(videos)), mp_context=context, initializer=_init_worker
         ) as pool:

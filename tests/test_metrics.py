@@ -1,5 +1,6 @@
 """Known-answer tests of the DAVIS J and F measures and the per-object protocol."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -196,3 +197,43 @@ def test_statistics_errors_and_object_statistics():
     s = _obj([1.0, 0.2, 0.6, 0.4, 0.9], [0.9, 0.9, 0.9, 0.3, 0.3])
     stats = s.statistics()
     assert stats["J_recall"] == pytest.approx(0.6) and stats["F_decay"] == pytest.approx(0.6)
+
+
+def _boundary_f_whole_frame(gt, pred, bound_pix):
+    """F on the whole frame, the toolkit's steps without the bounding-box shortcut."""
+    fg, gb = metrics.seg2bmap(pred), metrics.seg2bmap(gt)
+    n_fg, n_gt = fg.sum(), gb.sum()
+    if n_fg == 0 or n_gt == 0:
+        return 1.0 if n_fg == n_gt else 0.0
+    kernel = metrics.disk(float(bound_pix))
+    fg_dil = cv2.dilate(fg.astype(np.uint8), kernel).astype(bool)
+    gt_dil = cv2.dilate(gb.astype(np.uint8), kernel).astype(bool)
+    p, r = (fg & gt_dil).sum() / n_fg, (gb & fg_dil).sum() / n_gt
+    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+def test_boundary_f_inside_the_box_equals_whole_frame():
+    """F computed inside the masks' bounding box equals the whole-frame computation, also for
+    masks touching every image edge and corner, single pixels and empty masks."""
+    rng = np.random.default_rng(0)
+    h, w = 37, 53
+    bound_pix = np.ceil(metrics.BOUND_TH * np.linalg.norm((h, w)))
+    cases = []
+    for _ in range(150):
+        masks = []
+        for _ in range(2):
+            m = np.zeros((h, w), bool)
+            for _ in range(rng.integers(0, 4)):
+                r0, c0 = rng.integers(-5, h), rng.integers(-5, w)
+                m[max(r0, 0) : r0 + rng.integers(1, 20), max(c0, 0) : c0 + rng.integers(1, 20)] = 1
+            if rng.random() < 0.2:
+                m[rng.integers(h), rng.integers(w)] = True
+            masks.append(m)
+        cases.append(masks)
+    full = np.ones((h, w), bool)
+    corner = np.zeros((h, w), bool)
+    corner[-1, -1] = True
+    cases += [[full, corner], [corner, corner], [full, full], [np.zeros((h, w), bool), corner]]
+    for gt, pred in cases:
+        want = _boundary_f_whole_frame(gt, pred, bound_pix)
+        assert metrics.boundary_f(gt, pred) == pytest.approx(want, abs=1e-15)

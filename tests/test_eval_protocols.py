@@ -219,6 +219,7 @@ def test_two_processes_equal_one(tiny, tmp_path, tmp_path_factory):
     assert (out_two / "metrics.json").read_text() == (out_one / "metrics.json").read_text()
     assert json.loads((out_two / "metrics.json").read_text())["num_videos"] == len(names) == 3
     assert one["scored"] and one["num_objects"] >= 3
+    assert all(k in one for k in ("J_recall", "J_decay", "F_recall", "F_decay"))
     for name in names:
         frames = sorted(os.listdir(out_one / "Annotations" / name))
         assert sorted(os.listdir(out_two / "Annotations" / name)) == frames

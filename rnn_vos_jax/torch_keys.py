@@ -13,7 +13,8 @@ leaf has been renamed:
     BatchNorm `weight` (ndim 1)      -> params `scale`
     `bias`                           -> params `bias`
     `running_mean` / `running_var`   -> batch_stats `mean` / `var`
-    `num_batches_tracked`            -> dropped
+    any other parameter (`relative`) -> params of the same name
+    `num_batches_tracked`, `flatten_index` -> dropped
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from typing import Any
 import numpy as np
 from flax import traverse_util
 
-DROPPED_LEAVES = ("num_batches_tracked",)
+# Buffers with no Flax counterpart: BatchNorm's step counter, and the offset index Axial-DeepLab's
+# attention layers derive from their span (models/backbones/axial.py).
+DROPPED_LEAVES = ("num_batches_tracked", "flatten_index")
 _STATS = {"running_mean": "mean", "running_var": "var"}
 
 Path = tuple[str, ...]  # (collection, module..., leaf)
@@ -40,11 +43,13 @@ _STAT_LEAVES = {v: k for k, v in _STATS.items()}
 
 
 def torch_leaf(collection: str, leaf: str) -> str:
-    """The torch leaf name of a Flax leaf: kernel/scale -> weight, mean -> running_mean, ..."""
-    table = _PARAM_LEAVES if collection == "params" else _STAT_LEAVES
-    if leaf not in table:
+    """The torch leaf name of a Flax leaf: kernel/scale -> weight, mean -> running_mean, ...;
+    other params keep their name (torch nn.Parameter attributes, as `flax_leaf` reads them)."""
+    if collection == "params":
+        return _PARAM_LEAVES.get(leaf, leaf)
+    if leaf not in _STAT_LEAVES:
         raise ValueError(f"no torch name for Flax leaf {collection}/{leaf}")
-    return table[leaf]
+    return _STAT_LEAVES[leaf]
 
 
 def flax_leaf(key: str, ndim: int) -> Path | None:

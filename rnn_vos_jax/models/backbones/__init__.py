@@ -33,6 +33,13 @@ attributes give its torchvision key map (used by `torchvision_init`):
     FIRST_CONV           the first conv's own prefix: a kernel with more input channels than
                          the file's (a mask channel) takes the file's channels first and keeps
                          the rest
+and, optionally, static methods for tensors whose file layout is not torch_keys' (Conv1d
+weights, tables that are not Linear weights, tables resized to the model's shape):
+    torchvision_adapt(own key, file tensor, Flax shape of its variable) -> the tensor in the
+                         layout torch_keys.to_flax_layout converts (torchvision_init)
+    torchvision_export(torchvision key, tensor after to_torch_layout) -> the file's layout
+                         (torchvision_state)
+A file saved from DataParallel (every key prefixed 'module.') is read without the prefix.
 A family that wraps a backbone in its own module may share that module's scope
 (`nn.share_scope`), so the backbone's variables sit beside the family's own (the authors' layout).
 Adding a backbone: one file in this folder and one line below.
@@ -47,6 +54,7 @@ import flax.linen as nn
 import numpy as np
 
 from rnn_vos_jax.models.registry import Registry
+from rnn_vos_jax.models.torch_layouts import DATA_PARALLEL_PREFIX
 from rnn_vos_jax.torch_keys import (
     KeyIndex,
     Path,
@@ -64,6 +72,7 @@ REGISTRY = Registry(
         "vgg16": "rnn_vos_jax.models.backbones.vgg:VGG16",
         "deeplab_r50": "rnn_vos_jax.models.backbones.deeplab:DeepLabR50",
         "deeplab_r50_aspp": "rnn_vos_jax.models.backbones.deeplab:DeepLabR50ASPP",
+        "axial_s": "rnn_vos_jax.models.backbones.axial:AxialDeepLabS",
     },
 )
 
@@ -139,6 +148,8 @@ def torchvision_state(variables: Mapping[str, Any], backbone: str) -> dict[str, 
             tensor = to_torch_layout(np.asarray(value))
             if _linear_k(cls, key) is not None and tensor.ndim == 4:
                 tensor = tensor.reshape(tensor.shape[0], -1)
+            if hasattr(cls, "torchvision_export"):
+                tensor = cls.torchvision_export(key, tensor)
             state[key] = tensor
     return state
 
@@ -172,6 +183,8 @@ def torchvision_init(
       ConversionError: listing every missing, unexpected and mis-shaped tensor.
     """
     index_all = KeyIndex(flat)
+    if state and all(k.startswith(DATA_PARALLEL_PREFIX) for k in state):
+        state = {k[len(DATA_PARALLEL_PREFIX) :]: v for k, v in state.items()}
     extra = dict(extra or {})
     renamed = {k: v for k, v in extra.items() if v is not None}
     subset: dict[Path, Any] = {}
@@ -197,6 +210,9 @@ def torchvision_init(
                 k = _linear_k(cls, key)
                 if k is not None and np.ndim(value) == 2 and value.shape[1] % (k * k) == 0:
                     value = np.reshape(value, (value.shape[0], -1, k, k))
+                var = index_all.resolve(f"{prefix}.{own}", np.ndim(value))
+                if hasattr(cls, "torchvision_adapt") and var is not None:
+                    value = cls.torchvision_adapt(own, value, tuple(flat[var].shape))
                 if f"{prefix}.{own}" in renamed:  # a second layout's copy of a filled tensor
                     doubled[key] = value
                 else:

@@ -44,6 +44,7 @@ VARIANTS = (
     "backbone=vgg16",
     "backbone=deeplab_r50",
     "backbone=deeplab_r50_aspp",
+    "backbone=axial_s",
     "cell=tanh",
     "cell=deep_rnn",
     "cell=tt_lstm",

@@ -18,7 +18,7 @@ assignment. The default sizes are the HS2S demo's 96x96 and the paper's 256x448.
 XLA's optimisations; they include parameters the backward reads, the same in every mode).
 XLA:CPU may expand rematerialisation's optimisation barriers and CSE the recomputation away: on
 CPU (2026-12-01) the demo's temp at 96x96 did not move with remat while its residuals fell
-12-fold; at 256x448 the full axial_s model's temp fell from 15.2 to 8.3 GiB (encoder remat).
+12-fold; at 256x448 the full axial_s model's temp fell from 15,204 to 8,291 MiB (encoder remat).
 
 Rematerialisation modes:
   off       config.model.remat = False

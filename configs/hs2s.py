@@ -89,6 +89,7 @@ def model_config(arg, data) -> ml_collections.ConfigDict:
     m.blocks = config_dict.placeholder(tuple)  # ResNet stage depths; None = the backbone's
     m.dtype = "bfloat16" if arg.bf16 else "float32"
     m.remat = arg.bf16  # rematerialise encoders: the full model is ~396M params
+    m.backbone_remat = False  # per-block remat inside the backbone (axial_s: attention maps)
     m.mask_jitter = 0  # px; > 0 shifts GT previous masks randomly in training (authors: 0)
     m.scan_unroll = 1  # time steps per scan iteration; CPU runs: the clip length
     m.backbone_init = ""  # ImageNet torchvision weights (.pth) for both encoders; '' = random

@@ -88,3 +88,15 @@ def test_unknown_references_value_is_an_error_listing_the_known_ones():
     frames, masks = mt.clip(1, 2, 64, 64)
     with pytest.raises(ValueError, match="references 'last'; known: \\['both', 'first'"):
         mt.abstract_variables(_tiny(references="last"), frames, masks)
+
+
+def test_backbone_remat_reaches_the_backbone_blocks_or_is_refused():
+    frames, masks = mt.clip(1, 2, 64, 64)
+    model = _tiny(backbone="axial_s", backbone_remat=True)
+    variables = mt.abstract_variables(model, frames, masks)
+    bound = model.bind(variables)
+    assert bound.encoder.trunk.remat and bound.encoder_ref.trunk.remat
+    assert not _tiny(backbone="axial_s").bind(variables).encoder.trunk.remat
+    with pytest.raises(ValueError, match="'resnet50' has no per-block rematerialisation"):
+        mt.abstract_variables(_tiny(backbone_remat=True), frames, masks)
+    assert hs2s_config.get_config().model.backbone_remat is False

@@ -81,6 +81,8 @@ class HS2S(nn.Module):
       blocks: optional override of the ResNet stage depths, e.g. (1, 1, 1, 1).
       dtype: compute dtype (params, BatchNorm statistics, memories and outputs stay float32).
       remat: rematerialise the encoders in the backward pass (saves activation memory).
+      backbone_remat: rematerialise the backbone block by block (backbones with a `remat`
+        field: axial_s); combinable with remat.
       mask_jitter: training only (__call__): each GT previous mask after the first is moved by a
         random offset of up to this many pixels per axis (zero fill), per sample and step, so the
         model must find the object in the frame instead of copying the mask (MaskTrack-style
@@ -102,6 +104,7 @@ class HS2S(nn.Module):
     blocks: Sequence[int] | None = None
     dtype: Any = jnp.float32
     remat: bool = False
+    backbone_remat: bool = False
     mask_jitter: int = 0
     scan_unroll: int = 1
 
@@ -120,6 +123,7 @@ class HS2S(nn.Module):
             "blocks": self.blocks,
             "width_divisor": self.width_divisor,
             "dtype": self.dtype,
+            "backbone_remat": self.backbone_remat,
         }
         self.encoder_ref = enc_cls(**enc)
         self.encoder = enc_cls(**enc)

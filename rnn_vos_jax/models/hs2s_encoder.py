@@ -38,6 +38,8 @@ class HS2SEncoder(nn.Module):
       blocks: optional override of the backbone's stage depths.
       width_divisor: divides every channel count (including out_ch).
       dtype: compute dtype (params float32).
+      backbone_remat: rematerialise the backbone's blocks one by one (backbones with a
+        `remat` field, e.g. axial_s, whose attention maps dominate its training memory).
     """
 
     backbone: str = "resnet50"
@@ -45,14 +47,23 @@ class HS2SEncoder(nn.Module):
     blocks: Sequence[int] | None = None
     width_divisor: int = 1
     dtype: Any = jnp.float32
+    backbone_remat: bool = False
 
     def setup(self):
+        fields = dict(BACKBONE_FIELDS.get(self.backbone, {}))
+        if self.backbone_remat:
+            if "remat" not in backbones.REGISTRY[self.backbone].__dataclass_fields__:
+                raise ValueError(
+                    f"config.model.backbone_remat: backbone {self.backbone!r} has no per-block "
+                    "rematerialisation; config.model.remat rematerialises whole encoders"
+                )
+            fields["remat"] = True
         self.trunk = backbones.build(
             self.backbone,
             blocks=self.blocks,
             width_divisor=self.width_divisor,
             dtype=self.dtype,
-            **BACKBONE_FIELDS.get(self.backbone, {}),
+            **fields,
         )
         nn.share_scope(self, self.trunk)
         new = {"kernel_init": "he_fan_out", "bias_init": "zeros", "dtype": self.dtype}

@@ -14,7 +14,7 @@ the full-size model at 256x448 and of the demo model, training steps/s and wall 
 
 Training speed: with `--timing` each variant's demo-size training step (batch 4, 6 frames =
 5 predicted, scan unrolled, 96x96: benchmarks/train_step.py's `bench`) is timed on its own
-(median of 5 after a warm-up) and stored in WORKDIR/<variant>/timing.json; the table's steps/s
+(median of 3 after a warm-up) and stored in WORKDIR/<variant>/timing.json; the table's steps/s
 then come from it, so the scores can be trained while the machine does other work (training is
 deterministic) and the speeds measured on an otherwise idle machine. Without timing.json the
 column shows the median logged rate of the training run itself, marked *.
@@ -152,7 +152,7 @@ def run_variant(arg: str, workdir: str, epochs: int, seed: int) -> dict:
     }
 
 
-TIMING = {"batch": 4, "frames": 6, "objects": 1, "repeats": 5}
+TIMING = {"batch": 4, "frames": 6, "objects": 1, "repeats": 3}
 
 
 def time_variant(arg: str, workdir: str) -> dict:
@@ -170,6 +170,7 @@ def time_variant(arg: str, workdir: str) -> dict:
         TIMING["repeats"],
         tuple(config.data.image_size),
         scan_unroll=TIMING["frames"] - 1,
+        inference=False,
     )
     r.update(TIMING, image_size=list(config.data.image_size), host=platform.node())
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -190,7 +191,9 @@ def format_table(table: str, rows: list[tuple[str, dict]]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )
     lines = [head]
-    for (label, r), paper in zip(rows, PAPER[table]):
+    papers = dict(zip((label for label, _ in TABLES[table]), PAPER[table]))
+    for label, r in rows:
+        paper = papers.get(label, "-")
         rate = "-" if r["steps_per_sec"] is None else f"{r['steps_per_sec']:.2f}"
         rate += "*" if r.get("rate_source") == "run" and r["steps_per_sec"] else ""
         lines.append(
@@ -201,7 +204,10 @@ def format_table(table: str, rows: list[tuple[str, dict]]) -> str:
         )
     if any(r.get("rate_source") == "run" for _, r in rows):
         lines.append("\n\\* steps/s logged by the training run itself (not timed on its own).")
-    base = rows[0][1].get("baseline_JF")
+    missing = [label for label, _ in TABLES[table] if label not in dict(rows)]
+    if missing:
+        lines.append(f"\nNot run yet: {', '.join(missing)}.")
+    base = rows[0][1].get("baseline_JF") if rows else None
     if base is not None:
         lines.append(f"\nCopy-the-first-mask baseline on the same split: J&F {_pct(base)}.")
     return "\n".join(lines)
@@ -257,6 +263,9 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=24, help=f"demo: {DEMO_EPOCHS}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timing", action="store_true", help="time each variant's step alone")
+    parser.add_argument(
+        "--only_finished", action="store_true", help="tabulate finished variants, train none"
+    )
     parser.add_argument("--write_results", action="store_true")
     parser.add_argument("--commands", action="store_true", help="print pod commands and exit")
     args = parser.parse_args(argv)
@@ -269,6 +278,9 @@ def main(argv=None) -> None:
     for table in tables:
         rows = []
         for label, arg in TABLES[table]:
+            finished = os.path.exists(os.path.join(workdir, variant_name(arg), "demo_summary.json"))
+            if args.only_finished and not finished:
+                continue
             if arg not in done:
                 if args.timing:
                     time_variant(arg, workdir)

@@ -56,9 +56,11 @@ def _inference(model, variables, host, objects):
     return (lambda: step(variables, carry, frames[:, 1])[1]), 1
 
 
-def bench(name, batch, frames, objects, repeats, image_size, scan_unroll=1, train=True):
-    """Returns a dict of timings for configs/<name>.py[:arg] at `image_size` (train=False:
-    inference only; the train-step entries are then None)."""
+def bench(
+    name, batch, frames, objects, repeats, image_size, scan_unroll=1, train=True, inference=True
+):
+    """Returns a dict of timings for configs/<name>.py[:arg] at `image_size` (train=False or
+    inference=False: the other part only; the skipped part's entries are then None)."""
     module, _, arg = name.partition(":")
     config = importlib.import_module(f"configs.{module}").get_config(arg or None)
     config.unlock()
@@ -99,12 +101,14 @@ def bench(name, batch, frames, objects, repeats, image_size, scan_unroll=1, trai
 
         step_s = _median_time(one_step, repeats)
 
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    infer, frames_per_call = _inference(model, variables, host, objects)
-    t0 = time.perf_counter()
-    jax.block_until_ready(infer())
-    infer_compile_s = time.perf_counter() - t0
-    infer_s = _median_time(infer, repeats) / frames_per_call
+    infer_compile_s = infer_s = None
+    if inference:
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        infer, frames_per_call = _inference(model, variables, host, objects)
+        t0 = time.perf_counter()
+        jax.block_until_ready(infer())
+        infer_compile_s = time.perf_counter() - t0
+        infer_s = _median_time(infer, repeats) / frames_per_call
     return {
         "params_M": n_params / 1e6,
         "init_s": init_s,
@@ -113,7 +117,7 @@ def bench(name, batch, frames, objects, repeats, image_size, scan_unroll=1, trai
         "clips_per_s": batch / step_s if step_s else None,
         "infer_compile_s": infer_compile_s,
         "infer_frame_s": infer_s,
-        "frames_per_s_per_object": objects / infer_s,
+        "frames_per_s_per_object": objects / infer_s if infer_s else None,
     }
 
 

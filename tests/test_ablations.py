@@ -56,6 +56,9 @@ def test_results_sections_are_replaced_one_table_at_a_time(tmp_path):
     assert "395.8M" in text and "J&F 20.0" in text and "| 2.00 |" in text and "*" not in text
     logged = ablations.format_table("references", [rows[0], ("x", {**row, "rate_source": "run"})])
     assert "| 2.00* |" in logged and "logged by the training run" in logged
+    # A table with rows left out names them; the paper column stays with its row.
+    partial = ablations.format_table("fusion", [("axial attention (HS2S_attn)", row)])
+    assert "| 55.0 | 69.1 |" in partial and "Not run yet: GC (authors'), cosine" in partial
     path = tmp_path / "RESULTS.md"
     path.write_text("# Results\n\nkept\n")
     args = argparse.Namespace(epochs=24, seed=0)

@@ -187,7 +187,7 @@ def _pct(v) -> str:
 def format_table(table: str, rows: list[tuple[str, dict]]) -> str:
     head = (
         "| variant | J seen | J unseen | F seen | F unseen | overall | J&F | paper B overall "
-        "| params 256x448 | params demo | steps | steps/s | min |\n"
+        "| params 256x448 | params demo | steps | steps/s | run wall min |\n"
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )
     lines = [head]

@@ -20,143 +20,25 @@ input size; the per-video predictor is the one the model's family asks for
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from collections.abc import Mapping
 from typing import Any
 
-import jax
-import numpy as np
+from rnn_vos_jax import segment
+from rnn_vos_jax.segmenter import (
+    TORCH_SUFFIXES,
+    Segmenter,
+    check_variables,
+    load_config,
+    object_ids,
+)
 
-from rnn_vos_jax import checkpoints, convert_torch, inference, models
-from rnn_vos_jax.torch_keys import flatten_variables, path_str
-
-TORCH_SUFFIXES = (".pth", ".pt")
-
-
-def load_config(spec: str) -> Any:
-    """Loads 'configs/hs2s.py' or 'configs/hs2s.py:demo' (get_config(arg)) as a ConfigDict."""
-    file, _, arg = spec.partition(":")
-    if not os.path.isfile(file):
-        raise FileNotFoundError(f"config file not found: {file}")
-    module_spec = importlib.util.spec_from_file_location("_rnn_vos_config", file)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
-
-
-def object_ids(first_mask: np.ndarray) -> list[int]:
-    """The object ids `segment` reports, in its order: [1] for a boolean mask, else the sorted
-    nonzero ids of an integer id mask."""
-    first_mask = np.asarray(first_mask)
-    if first_mask.dtype == bool:
-        return [1]
-    return [int(i) for i in np.unique(first_mask) if i != 0]
-
-
-def check_variables(variables: Mapping[str, Any], model_config: Any, source: str) -> None:
-    """Raises ValueError listing every variable whose presence or shape differs from the model."""
-    expected = convert_torch.expected_variables(model_config)
-    got = flatten_variables(variables)
-    missing = [f"{path_str(p)} {tuple(v.shape)}" for p, v in expected.items() if p not in got]
-    extra = [path_str(p) for p in got if p not in expected]
-    bad = [
-        f"{path_str(p)}: {tuple(np.shape(got[p]))} != {tuple(v.shape)}"
-        for p, v in expected.items()
-        if p in got and tuple(np.shape(got[p])) != tuple(v.shape)
-    ]
-    if missing or extra or bad:
-        lines = [f"{source} does not fit config.model ({model_config['name']}):"]
-        for title, items in (("missing", missing), ("unexpected", extra), ("mis-shaped", bad)):
-            if items:
-                lines.append(f"  {title}: " + ", ".join(items[:20]))
-                if len(items) > 20:
-                    lines.append(f"    ... and {len(items) - 20} more")
-        raise ValueError("\n".join(lines))
-
-
-class Segmenter:
-    """A model with its weights, segmenting one video at a time.
-
-    Args:
-      model: the Flax model of a registered family (models/family.py).
-      variables: its {'params'[, 'batch_stats']}.
-      image_size: (H, W) the model runs at (multiples of 32).
-    """
-
-    def __init__(self, model: Any, variables: Mapping[str, Any], image_size: Any):
-        self.model = model
-        self.variables = jax.device_put({k: v for k, v in variables.items() if v})
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.predictor = inference.predictor_for(model, self.variables, self.image_size)
-        self.source = None  # the checkpoint path, when built by from_checkpoint
-
-    @classmethod
-    def from_checkpoint(cls, path: str, config: Any) -> Segmenter:
-        """Builds the configured model and loads its weights.
-
-        Args:
-          path: orbax variables/workdir/step directory, or an authors' .pth/.pt file.
-          config: full config (ConfigDict with `model` and `data.image_size`) or a config file
-            spec such as 'configs/hs2s.py:demo'.
-
-        Raises:
-          FileNotFoundError: path or config file missing.
-          ValueError / ConversionError: weights that do not fit the configured model.
-        """
-        if isinstance(config, str):
-            config = load_config(config)
-        model = models.build(config.model)
-        if os.path.isfile(path) and path.endswith(TORCH_SUFFIXES):
-            variables = convert_torch.convert_checkpoint(path, config.model)
-        elif os.path.isfile(path):
-            raise ValueError(
-                f"{path}: expected an orbax checkpoint directory or a PyTorch {TORCH_SUFFIXES} file"
-            )
-        else:
-            variables = checkpoints.load_variables(path)
-            check_variables(variables, config.model, path)
-        segmenter = cls(model, variables, config.data.image_size)
-        segmenter.source = path
-        return segmenter
-
-    def segment(self, frames: np.ndarray, first_mask: np.ndarray) -> np.ndarray:
-        """Per-frame foreground probabilities of the objects marked on frame 0.
-
-        Args:
-          frames: uint8[T, H, W, 3] RGB video, T >= 1, any H, W.
-          first_mask: bool[H, W] (one object) or integer[H, W] object ids (0 = background) on
-            frame 0.
-
-        Returns:
-          float32[T, H, W] for a boolean mask, float32[T, K, H, W] for an id mask (K objects in
-          ascending id order, see `object_ids`). Frame 0 holds the given mask(s) as 0/1.
-
-        Raises:
-          ValueError: wrong shapes, dtypes, or a first mask without any object.
-        """
-        frames = np.asarray(frames)
-        mask = np.asarray(first_mask)
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"frames must be uint8[T,H,W,3], got {frames.dtype}{frames.shape}")
-        if frames.shape[0] < 1:
-            raise ValueError("frames is empty (T = 0)")
-        if mask.shape != frames.shape[1:3]:
-            raise ValueError(
-                f"first_mask must be [H,W] = {frames.shape[1:3]} like the frames, got {mask.shape}"
-            )
-        if mask.dtype != bool and not np.issubdtype(mask.dtype, np.integer):
-            raise ValueError(
-                f"first_mask must be bool (one object) or integer object ids, got {mask.dtype}"
-            )
-        if mask.dtype != bool and mask.min() < 0:
-            raise ValueError(f"first_mask ids must be >= 0, got {int(mask.min())}")
-        ids = object_ids(mask)
-        if not ids or not mask.any():
-            raise ValueError("first_mask is empty: mark at least one object pixel on frame 0")
-        first = {i: (0, mask if mask.dtype == bool else mask == i) for i in ids}
-        probs = np.stack(list(self.predictor.predict(frames, first)))
-        return probs[:, 0] if mask.dtype == bool else probs
+__all__ = [
+    "TORCH_SUFFIXES",
+    "Segmenter",
+    "check_variables",
+    "load_config",
+    "object_ids",
+    "segment_video",
+]
 
 
 def segment_video(
@@ -184,6 +66,4 @@ def segment_video(
       segment.SegmentResult: the written paths (annotations, pngs, overlay, record), object ids
       and their first frames.
     """
-    from rnn_vos_jax import segment  # segment imports this module
-
     return segment.segment_video(config, checkpoint, video, masks, output, overlay, **kwargs)

@@ -92,7 +92,7 @@ def read_torch_file(path: str) -> dict[str, Any]:
     except Exception as e:  # torch raises many types (pickle, zip, unpickling policy)
         raise ValueError(f"cannot read PyTorch checkpoint {path}: {e}") from e
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, expected a dict of state dicts")
+        raise ValueError(f"{path} holds a {type(obj).__name__}, expected a dict of state dicts")  # noqa: TRY004 (bad file content)
     return _to_numpy(obj, torch)
 
 

@@ -52,7 +52,8 @@ from typing import Any
 
 import numpy as np
 
-from rnn_vos_jax import annotations, inference, models, png_writer, progress, score, video_io
+from rnn_vos_jax import first_masks, inference, models, png_writer, progress, score, video_io
+from rnn_vos_jax import segmenter as segmenter_lib
 
 USAGE = (
     "python -m rnn_vos_jax.segment --config=CFG --checkpoint=PATH --video=IN.mp4|FRAMES_DIR "
@@ -61,7 +62,6 @@ USAGE = (
 ANNOTATIONS_DIR = "Annotations"
 RECORD = "segment.json"
 OVERLAY_FILES = {"mp4": "overlay.mp4", "gif": "overlay.gif"}
-VOID = 255
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,99 +89,6 @@ class SegmentResult:
     first_frames: dict[int, str]
     num_frames: int
     reused: bool = False
-
-
-# -- first masks ---------------------------------------------------------------------------------
-
-
-def _read_mask(file: str, size: tuple[int, int], video: str) -> np.ndarray:
-    """uint8[H, W] ids of one mask PNG, checked against the frame size."""
-    try:
-        ids = annotations.decode(file)
-    except ValueError as error:
-        if "DAVIS palette" in str(error):
-            raise ValueError(
-                f"{error}; an RGB mask may only use black and DAVIS palette colours "
-                "((128, 0, 0) = object 1, (0, 128, 0) = 2, ...): save it as a palette PNG or as a "
-                "greyscale PNG of object ids instead"
-            ) from None
-        raise
-    if ids.shape != tuple(size):
-        raise ValueError(
-            f"mask {file} is {ids.shape[0]}x{ids.shape[1]} (height x width) but the frames of "
-            f"{video} are {size[0]}x{size[1]}"
-        )
-    return ids
-
-
-def _mask_files(path: str, source) -> list[tuple[int, str]]:
-    """[(frame index, PNG path)] in frame order; raises on names that are not frames."""
-    if os.path.isfile(path):
-        return [(0, path)]  # a single PNG is the first frame's, whatever its name
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"masks not found: {path} (a PNG file or a folder of PNGs)")
-    pngs = sorted(n for n in os.listdir(path) if n.lower().endswith(".png"))
-    if not pngs:
-        raise ValueError(f"mask folder {path} holds no .png files")
-    files, unknown = [], []
-    for name in pngs:
-        index = source.index_of(os.path.splitext(name)[0])
-        if index is None:
-            unknown.append(name)
-        else:
-            files.append((index, os.path.join(path, name)))
-    if unknown:
-        if source.frame_names is not None:
-            names = source.frame_names
-            frames = f"{names[0]} .. {names[-1]}" if len(names) > 1 else names[0]
-        else:
-            frames = f"{source.name(0)}, {source.name(1)}, ... (or 0, 1, ...)"
-        raise ValueError(
-            f"mask folder {path}: {len(unknown)} PNGs are not named like a frame of "
-            f"{source.path}: {unknown[:5]}; the frames are named {frames}"
-        )
-    if source.num_frames is not None:
-        late = [f for i, f in files if i >= source.num_frames]
-        if late:
-            raise ValueError(
-                f"mask folder {path}: {late[:5]} name frames past the end of {source.path} "
-                f"({source.num_frames} frames)"
-            )
-    return sorted(files)
-
-
-def read_first_masks(path: str, source) -> tuple[dict[int, tuple[int, np.ndarray]], dict[int, str]]:
-    """Each object's first mask, from one PNG or a folder of PNGs named like the frames.
-
-    Args:
-      path: a PNG (the first frame's objects) or a folder of FRAME.png masks.
-      source: the frames (`video_io.open_frames`), for their names and size (H, W).
-
-    Returns:
-      (object id -> (frame index, bool[H, W] mask), object id -> the PNG it came from), ids
-      ascending.
-
-    Raises:
-      FileNotFoundError / ValueError: naming the file for a missing path, a PNG whose name is
-        not a frame, an unreadable PNG, RGB colours outside the DAVIS palette, a size that
-        differs from the frames (both sizes given), or masks without any object.
-    """
-    first, files = {}, {}
-    for index, file in _mask_files(path, source):
-        ids = _read_mask(file, source.size, source.path)
-        for obj in np.unique(ids):
-            obj = int(obj)
-            if obj in (0, VOID) or obj in first:
-                continue
-            first[obj], files[obj] = (index, ids == obj), file
-    if not first:
-        where = f"mask {path}" if os.path.isfile(path) else f"no PNG in mask folder {path}"
-        raise ValueError(
-            f"{where} has no object: every pixel is background (0) or void (255); mark each "
-            "object with its id (1, 2, ...) or a palette colour"
-        )
-    order = sorted(first)
-    return {o: first[o] for o in order}, {o: files[o] for o in order}
 
 
 # -- earlier results -----------------------------------------------------------------------------
@@ -293,8 +200,8 @@ def segment_video(
 
     Args:
       config: full config or a config file spec ('configs/hs2s.py[:ARG]'); may be None when
-        `checkpoint` is an `api.Segmenter`.
-      checkpoint: orbax checkpoint directory or authors' .pth path, or a ready `api.Segmenter`
+        `checkpoint` is a `Segmenter`.
+      checkpoint: orbax checkpoint directory or authors' .pth path, or a ready `Segmenter`
         (reuses its compiled model; a run with one is never reused, as its weights' origin is
         unknown unless it came from `Segmenter.from_checkpoint`).
       video: a video file or a folder of JPEG/PNG frames.
@@ -312,21 +219,19 @@ def segment_video(
       FileNotFoundError / ValueError: bad inputs, naming the file (see the module docstring).
       FileExistsError: `output` holds other results and `overwrite` is False.
     """
-    from rnn_vos_jax import api  # api imports this module for its segment_video
-
     if overlay not in video_io.OVERLAY_KINDS:
         raise ValueError(f"overlay must be one of {video_io.OVERLAY_KINDS}, got {overlay!r}")
     # Inputs first: a bad mask is reported before any weights are loaded or compiled.
     source = video_io.open_frames(video)
-    first, mask_files = read_first_masks(masks, source)
-    if isinstance(checkpoint, api.Segmenter):
+    first, mask_files = first_masks.read_first_masks(masks, source)
+    if isinstance(checkpoint, segmenter_lib.Segmenter):
         segmenter, model = checkpoint, checkpoint.model
         inputs = _inputs(video, masks, segmenter.source, model, segmenter.image_size)
     else:
         if config is None:
             raise ValueError(f"a config is needed to build the model of checkpoint {checkpoint}")
         if isinstance(config, str):
-            config = api.load_config(config)
+            config = segmenter_lib.load_config(config)
         segmenter, model = None, models.build(config.model)
         inputs = _inputs(video, masks, checkpoint, model, config.data.image_size)
 
@@ -345,7 +250,7 @@ def segment_video(
             "those frames would be recomputed anyway."
         )
     if segmenter is None:  # before removing anything: bad weights must not cost old results
-        segmenter = api.Segmenter.from_checkpoint(checkpoint, config)
+        segmenter = segmenter_lib.Segmenter.from_checkpoint(checkpoint, config)
     if found:
         _remove_earlier_results(output)
 

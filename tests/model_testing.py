@@ -76,6 +76,22 @@ def random_variables_of(module, *args, seed=0, **kwargs):
     return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
+def save_random_checkpoint(path, model_config, seed=0):
+    """Saves fan-in-scaled random variables of `model_config`'s model (its own variable tree,
+    without compiling model.init) as an orbax variables directory; returns `path`."""
+    from rnn_vos_jax import checkpoints, convert_torch, torch_keys
+
+    rng = np.random.default_rng(seed)
+    flat = {}
+    for p, s in convert_torch.expected_variables(model_config).items():
+        scale = 1.0 / np.sqrt(np.prod(s.shape[:-1])) if len(s.shape) > 1 else 0.05
+        flat[p] = rng.normal(0.0, scale, s.shape).astype(np.float32)
+        if p[-1] == "var":  # BatchNorm variances must be positive
+            flat[p] = np.abs(flat[p]) + 0.5
+    checkpoints.save_variables(path, torch_keys.unflatten_variables(flat))
+    return path
+
+
 def assert_close(got, want, rtol=1e-5):
     """Equal up to float32 reassociation: `rtol` of the reference's scale (at least 1)."""
     want = np.asarray(want)

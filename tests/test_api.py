@@ -2,10 +2,11 @@
 
 import os
 
+import model_testing
 import numpy as np
 import pytest
 
-from rnn_vos_jax import api, checkpoints, convert_torch, inference, torch_keys
+from rnn_vos_jax import api, inference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(ROOT, "configs/s2s.py:demo")
@@ -22,16 +23,8 @@ def _config(width_divisor=16):
 
 @pytest.fixture(scope="module")
 def checkpoint_dir(tmp_path_factory):
-    # Random fan-in-scaled weights on the model's own tree (compiling model.init costs ~1 min).
-    rng = np.random.default_rng(0)
-    flat = {}
-    for p, s in convert_torch.expected_variables(_config().model).items():
-        scale = 1.0 / np.sqrt(np.prod(s.shape[:-1])) if len(s.shape) > 1 else 0.05
-        flat[p] = rng.normal(0.0, scale, s.shape).astype(np.float32)
-    variables = torch_keys.unflatten_variables(flat)
     path = str(tmp_path_factory.mktemp("api") / "variables")
-    checkpoints.save_variables(path, variables)
-    return path
+    return model_testing.save_random_checkpoint(path, _config().model)
 
 
 def _video(t=3):

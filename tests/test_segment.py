@@ -10,6 +10,7 @@ import io
 import os
 
 import cv2
+import model_testing
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,12 +18,10 @@ from PIL import Image
 from rnn_vos_jax import (
     annotations,
     api,
-    checkpoints,
-    convert_torch,
+    first_masks,
     inference,
     progress,
     segment,
-    torch_keys,
     video_io,
 )
 
@@ -41,17 +40,8 @@ def _config():
 
 @pytest.fixture(scope="module")
 def checkpoint_dir(tmp_path_factory):
-    # Random weights on the model's own variable tree (model.init would cost a compilation).
-    rng = np.random.default_rng(0)
-    flat = {}
-    for p, s in convert_torch.expected_variables(_config().model).items():
-        scale = 1.0 / np.sqrt(np.prod(s.shape[:-1])) if len(s.shape) > 1 else 0.05
-        flat[p] = rng.normal(0.0, scale, s.shape).astype(np.float32)
-    if "batch_stats" in {p[0] for p in flat}:  # positive variances
-        flat = {p: np.abs(v) + 0.5 if p[-1] == "var" else v for p, v in flat.items()}
     path = str(tmp_path_factory.mktemp("segment") / "variables")
-    checkpoints.save_variables(path, torch_keys.unflatten_variables(flat))
-    return path
+    return model_testing.save_random_checkpoint(path, _config().model)
 
 
 @pytest.fixture(scope="module")
@@ -316,15 +306,15 @@ def test_mask_decoding_rules(tmp_path):
     ids = _ids()
     rgb = annotations.PALETTE[ids]  # palette colours as RGB: (128, 0, 0) = 1, (0, 128, 0) = 2
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
-    first, files = segment.read_first_masks(str(tmp_path / "rgb.png"), source)
+    first, files = first_masks.read_first_masks(str(tmp_path / "rgb.png"), source)
     assert list(first) == [1, 2] and files[2] == str(tmp_path / "rgb.png")
     np.testing.assert_array_equal(first[2][1], ids == 2)
     Image.fromarray(((ids == 1) * 255).astype(np.uint8), "L").save(tmp_path / "grey.png")
-    first, _ = segment.read_first_masks(str(tmp_path / "grey.png"), source)
+    first, _ = first_masks.read_first_masks(str(tmp_path / "grey.png"), source)
     assert list(first) == [1] and first[1][0] == 0
     np.testing.assert_array_equal(first[1][1], ids == 1)
     void = np.where(ids == 1, 255, ids).astype(np.uint8)  # 255 is void, not an object
-    first, _ = segment.read_first_masks(_write_mask(tmp_path / "void.png", void), source)
+    first, _ = first_masks.read_first_masks(_write_mask(tmp_path / "void.png", void), source)
     assert list(first) == [2]
 
 

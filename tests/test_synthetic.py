@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import make_synthetic
+from data_prep import make_synthetic, synthetic_scene
 from rnn_vos_jax import annotations
 
 SIZES = ((64, 96), (48, 80))
@@ -166,7 +166,9 @@ def test_high_contrast_same_geometry_and_objects_brighter_than_background(tmp_pa
     def render(contrast):
         rng = np.random.default_rng(11)
         cats = make_synthetic.SEEN_CATEGORIES
-        return make_synthetic._render_video(rng, 64, 96, 12, cats, None, (2, 3), contrast)
+        return make_synthetic._render_video(
+            rng, synthetic_scene.VideoSpec(64, 96, 12, tuple(cats), None, (2, 3), contrast)
+        )
 
     frames_n, labels_n, ids_n = render("natural")
     frames_h, labels_h, ids_h = render("high")

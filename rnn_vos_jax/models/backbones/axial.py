@@ -64,9 +64,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_vos_jax.models.axial_attention import AxialAttention
-from rnn_vos_jax.models.backbones.mask import first_conv
 from rnn_vos_jax.models.backbones.resnet import Downsample
-from rnn_vos_jax.models.layers import BatchNorm, Conv, max_pool2x2, scaled
+from rnn_vos_jax.models.backbones.stem import check_depths, extra_stem
+from rnn_vos_jax.models.layers import BatchNorm, Conv, scaled
 
 STEM = 32  # axialnet's int(64 * s)
 STAGE_PLANES = (64, 128, 256, 512)  # axialnet's int(128 * s) .. int(1024 * s), s = 0.5
@@ -289,17 +289,11 @@ class AxialDeepLabS(nn.Module):
           {'f2': [N,H/2,W/2,32/d], 'f4': [..,128/d], 'f8': [..,256/d], 'f16': [..,512/d],
            'f32': [N,H/32,W/32,1024/d]} in `dtype`, d = width_divisor.
         """
-        depths = tuple(int(b) for b in self.depths)
-        if len(depths) != 4 or min(depths) < 1:
-            raise ValueError(f"AxialDeepLabS needs 4 positive stage depths, got {self.depths!r}")
+        depths = check_depths("AxialDeepLabS", self.depths)
         channels = self.channels()  # raises for a divisor that does not divide the widths
         stem = channels["f2"]
-        new = {"kernel_init": "he_fan_out", "bias_init": "zeros", "dtype": self.dtype}
-        conv1 = Conv(stem, 7, strides=2, padding=3, use_bias=False, name="conv1", **new)
-        x = nn.relu(BatchNorm(dtype=self.dtype, name="bn")(first_conv(conv1, x, mask), train))
-        x = Conv(stem, 3, padding=1, name="added_conv", **new)(x)
-        f2 = nn.relu(BatchNorm(dtype=self.dtype, name="added_bn")(x, train))
-        x, feats = max_pool2x2(f2), {"f2": f2}
+        f2, x = extra_stem(x, mask, stem, self.dtype, train)
+        feats = {"f2": f2}
         stages = zip(STAGE_NAMES, STAGE_PLANES, self.widths(), depths, ("f4", "f8", "f16", "f32"))
         for k, (name, planes, width, depth, out) in enumerate(stages):
             x = AxialStage(

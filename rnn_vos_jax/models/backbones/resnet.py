@@ -25,8 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnn_vos_jax.models.backbones.mask import first_conv
-from rnn_vos_jax.models.layers import BatchNorm, Conv, max_pool2x2
+from rnn_vos_jax.models.backbones.stem import check_depths, extra_stem
+from rnn_vos_jax.models.layers import BatchNorm, Conv
 
 STAGE_PLANES = (64, 128, 256, 512)
 STAGE_NAMES = ("conv2", "conv3", "conv4", "conv5")
@@ -206,17 +206,11 @@ class ResNet(nn.Module):
            'f32': [N,H/32,W/32,2048/d]} in `dtype`, d = width_divisor (the sizes of strides();
           plus 'top' [N, h32, w32, top_channels()] when the class has a deep head).
         """
-        depths = tuple(int(b) for b in self.depths)
-        if len(depths) != 4 or min(depths) < 1:
-            raise ValueError(f"ResNet needs 4 positive stage depths, got {self.depths!r}")
+        depths = check_depths("ResNet", self.depths)
         d = self.width_divisor
         stem = 64 // d
-        new = {"kernel_init": "he_fan_out", "bias_init": "zeros", "dtype": self.dtype}
-        conv1 = Conv(stem, 7, strides=2, padding=3, use_bias=False, name="conv1", **new)
-        x = nn.relu(BatchNorm(dtype=self.dtype, name="bn")(first_conv(conv1, x, mask), train))
-        x = Conv(stem, 3, padding=1, name="added_conv", **new)(x)
-        f2 = nn.relu(BatchNorm(dtype=self.dtype, name="added_bn")(x, train))
-        x, feats = max_pool2x2(f2), {"f2": f2}
+        f2, x = extra_stem(x, mask, stem, self.dtype, train)
+        feats = {"f2": f2}
         dilate = (False, *self.REPLACE_STRIDE_WITH_DILATION)
         dilation = 1
         for k, (name, planes, depth) in enumerate(zip(STAGE_NAMES, STAGE_PLANES, depths)):

@@ -161,6 +161,10 @@ def eval_config() -> ml_collections.ConfigDict:
     # written and scored (every 5th); '' = run on eval_dir's frames (the authors' protocol).
     c.all_frames_dir = ""
     c.batch_objects = 0  # objects per inference batch; 0 = all objects of a video at once
+    # Whole-clip (offline) families: clips longer than clip_window frames run in windows of
+    # that many frames sharing clip_overlap frames (inference.ClipPredictor); 0 = whole clips.
+    c.clip_window = 0
+    c.clip_overlap = 1
     c.save_pngs = True
     c.train_meta = ""  # training split's meta.json (seen/unseen categories); '' = none
     return c

@@ -13,7 +13,8 @@ original frame size on a background thread, then WORKDIR/eval/<split>/metrics.js
 leaves a marker WORKDIR/eval/<split>/done/VIDEO.json (written atomically after its last PNG, with
 its scores), so an interrupted evaluation resumes where it stopped. Videos without ground truth on
 every frame (real YouTube-VOS valid) get PNGs but no scores. Inference uses the predictor the
-model's family asks for (inference.predictor_for: streaming, or whole-clip for offline models).
+model's family asks for (inference.predictor_for: streaming, or whole-clip for offline models;
+config.eval.clip_window / clip_overlap run long clips of those in overlapping windows).
 
 Protocols: by default the model sees the frames of config.data.eval_dir (YouTube-VOS valid: every
 5th frame, as the authors evaluate). With config.eval.all_frames_dir (YouTube-VOS
@@ -204,7 +205,10 @@ def evaluate_checkpoint(
         )
     if predictor is None:
         predictor = inference.predictor_for(
-            models.build(config.model), variables, config.data.image_size
+            models.build(config.model),
+            variables,
+            config.data.image_size,
+            **inference.predictor_options(config),
         )
     else:
         predictor.set_variables(variables)
@@ -389,7 +393,10 @@ def watch(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 logging.info("watch: skipping older checkpoints %s", pending[:-1])
             if predictor is None:  # one predictor: compiled steps are reused across checkpoints
                 predictor = inference.predictor_for(
-                    models.build(config.model), None, config.data.image_size
+                    models.build(config.model),
+                    None,
+                    config.data.image_size,
+                    **inference.predictor_options(config),
                 )
             try:  # process 0 alone: the others are not watching
                 result = evaluate_checkpoint(

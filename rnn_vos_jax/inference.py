@@ -7,7 +7,9 @@ probabilities, `set_variables`), chosen by the model family's `prediction` (`pre
                       object's first frame); memory does not grow with the video length.
   ClipPredictor       one jitted `predict_clip` over the whole clip from each object's first
                       frame (offline models, e.g. bidirectional ones); it holds every frame of
-                      the video at the model size, so memory grows with its length.
+                      the video at the model size, so memory grows with its length, unless
+                      config.eval.clip_window splits long clips into overlapping windows
+                      (`predictor_options`; what that changes: ClipPredictor's docstring).
 
 Frames are resized to the model's input size (bilinear, PIL, as the authors' torchvision
 ``Resize``), first masks with nearest neighbour; the sigmoid probabilities are resized bilinearly
@@ -224,18 +226,90 @@ def _compiled_clip(model):
     return jax.jit(run)
 
 
+def clip_windows(length: int, window: int, overlap: int) -> list[tuple[int, int, int]]:
+    """How ClipPredictor splits a clip of `length` frames into windows of `window` frames.
+
+    Consecutive windows share at least `overlap` frames. Window k covers frames [start, stop)
+    and keeps its outputs for frames (start, keep]; the next window starts at `keep`, from this
+    window's prediction there (so the hand-over frame's prediction has seen overlap - 1 frames
+    after it). The last window is moved back to end on the last frame, so every window has
+    exactly `window` frames (one compilation) and the last overlap may be larger.
+
+    Args:
+      length: frames of the clip (its first frame holds the given mask).
+      window: frames per window; <= 0, or >= length, means one window over the whole clip.
+      overlap: frames shared by consecutive windows, 1 <= overlap < window.
+
+    Returns:
+      [(start, stop, keep), ...]: the windows in order; their kept ranges (start, keep] tile
+      the frames 1..length-1.
+    """
+    if window <= 0 or length <= window:
+        return [(0, length, length - 1)]
+    if window < 2 or not 1 <= overlap < window:
+        raise ValueError(
+            f"config.eval.clip_window={window}, clip_overlap={overlap}: need a window of at least "
+            "2 frames and 1 <= overlap < window"
+        )
+    starts = [0]
+    while starts[-1] + window < length:
+        starts.append(min(starts[-1] + window - overlap, length - window))
+    keeps = [*starts[1:], length - 1]
+    return [(a, a + window, k) for a, k in zip(starts, keeps)]
+
+
 class ClipPredictor(Predictor):
     """Runs a model with a ``predict_clip`` method over whole videos (offline prediction).
 
     The model: ``predict_clip(frames [N,T,H,W,3], mask0 [N,H,W,1]) -> logits f32[N,T-1,H,W,1]``.
     Objects that start on the same frame run together, on the clip from that frame to the end.
-    Every frame of the video is held at the model size (memory grows with its length); one
+    Every frame of the video is held on the host at the model size.
+
+    Whole-clip mode (window 0, the default): one call per clip, so device memory grows with the
+    video length (every frame's features are alive at once in a bidirectional model); one
     compilation per clip length and object bucket.
+
+    Windowed mode (window N > 0, config.eval.clip_window) bounds it for long videos: a clip
+    longer than N frames runs as windows of exactly N frames (`clip_windows`), consecutive ones
+    sharing `overlap` frames (config.eval.clip_overlap). What changes against the whole clip:
+    each window after the first starts afresh from a hand-over frame, with the previous
+    window's prediction there, thresholded at 0.5, as its given first mask (the model's memory
+    and its frame-0 reference are rebuilt from it; nothing else crosses a window boundary), and
+    a frame's prediction sees the future only up to its window's end (at least overlap - 1
+    frames for a hand-over frame). Device memory is then that of an N-frame clip whatever the
+    video length, and one compilation serves all windows. A clip of at most N frames runs whole,
+    exactly as in whole-clip mode.
+
+    Args:
+      model, variables, image_size: as Predictor.
+      window: frames per window; 0 = whole clips.
+      overlap: frames consecutive windows share (1 <= overlap < window).
     """
 
-    def __init__(self, model, variables, image_size: Sequence[int]):
+    def __init__(self, model, variables, image_size: Sequence[int], window=0, overlap=1):
         super().__init__(model, variables, image_size)
+        self.window, self.overlap = int(window), int(overlap)
+        clip_windows(self.window + 1, self.window, self.overlap)  # bad settings fail here
         self._run = _compiled_clip(model)
+
+    def _clip_logits(self, frames: list[np.ndarray], masks: np.ndarray):
+        """Logits [K, T-1, H, W, 1] of frames[1:] from first masks [K, H, W, 1] (T = len(frames)):
+        one device array for a whole clip, a host array assembled from windows otherwise."""
+        windows = clip_windows(len(frames), self.window, self.overlap)
+        k = len(masks)
+        if len(windows) == 1:
+            clip = jnp.asarray(np.stack(frames))
+            return self._run(self.variables, jnp.broadcast_to(clip[None], (k, *clip.shape)), masks)
+        out = np.zeros((k, len(frames) - 1, *masks.shape[1:]), np.float32)
+        for start, stop, keep in windows:
+            clip = jnp.asarray(np.stack(frames[start:stop]))
+            clip = jnp.broadcast_to(clip[None], (k, *clip.shape))
+            logits = np.asarray(self._run(self.variables, clip, jnp.asarray(masks)))
+            # logits[:, i] is frame start + 1 + i; out[:, j] is frame j + 1.
+            out[:, start:keep] = logits[:, : keep - start]
+            # The hand-over frame's prediction becomes the next window's given (0/1) mask.
+            masks = (logits[:, keep - start - 1] > 0.0).astype(np.float32)
+        return out
 
     def _predict(self, frames, first_masks, object_ids):
         sizes, small = [], []
@@ -247,7 +321,7 @@ class ClipPredictor(Predictor):
         late = {o: s for o, s in starts.items() if not 0 <= s < len(small)}
         if late:
             raise ValueError(f"objects start outside the video of {len(small)} frames: {late}")
-        given, logits = {}, {}  # object -> given mask / device logits [T - start - 1, H, W, 1]
+        given, logits = {}, {}  # object -> given mask / logits [T - start - 1, H, W, 1]
         for s in sorted(set(starts.values())):
             group = [o for o in object_ids if starts[o] == s]
             masks = np.zeros((_bucket(len(group)), *self.image_size, 1), np.float32)
@@ -257,9 +331,7 @@ class ClipPredictor(Predictor):
                 )
             if s + 1 == len(small):
                 continue  # the object's only frame is its given mask
-            clip = jnp.asarray(np.stack(small[s:]))
-            clip = jnp.broadcast_to(clip[None], (len(masks), *clip.shape))
-            out = self._run(self.variables, clip, jnp.asarray(masks))
+            out = self._clip_logits(small[s:], masks)
             logits.update({o: out[i] for i, o in enumerate(group)})
         for t, size in enumerate(sizes):
             out = np.zeros((len(object_ids), *size), np.float32)
@@ -275,6 +347,34 @@ class ClipPredictor(Predictor):
 PREDICTORS = {"streaming": StreamingPredictor, "clip": ClipPredictor}
 
 
-def predictor_for(model, variables, image_size: Sequence[int]) -> Predictor:
-    """The predictor the model's family asks for (Family.prediction), ready to `predict`."""
-    return PREDICTORS[models.family_of(model).prediction](model, variables, image_size)
+def predictor_options(config) -> dict[str, int]:
+    """The predictor settings of a full config (its `eval` section), for `predictor_for`:
+    config.eval.clip_window (0 = whole clips) and config.eval.clip_overlap."""
+    ev = config.get("eval") or {}
+    return {
+        "clip_window": int(ev.get("clip_window", 0) or 0),
+        "clip_overlap": int(ev.get("clip_overlap", 1)),
+    }
+
+
+def predictor_for(
+    model, variables, image_size: Sequence[int], clip_window: int = 0, clip_overlap: int = 1
+) -> Predictor:
+    """The predictor the model's family asks for (Family.prediction), ready to `predict`.
+
+    Args:
+      model, variables, image_size: as Predictor.
+      clip_window, clip_overlap: windowed mode of whole-clip predictors (ClipPredictor;
+        `predictor_options` reads them from config.eval). Streaming predictors already have
+        memory flat in the video length, so a window there is an error.
+    """
+    fam = models.family_of(model)
+    if fam.prediction == "clip":
+        return ClipPredictor(model, variables, image_size, clip_window, clip_overlap)
+    if clip_window:
+        raise ValueError(
+            f"config.eval.clip_window={clip_window}: model family {fam.name!r} predicts "
+            f"{fam.prediction}, with memory flat in the video length; windows are for whole-clip "
+            "families (set it to 0)"
+        )
+    return PREDICTORS[fam.prediction](model, variables, image_size)

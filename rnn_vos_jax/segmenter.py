@@ -68,13 +68,15 @@ class Segmenter:
       model: the Flax model of a registered family (models/family.py).
       variables: its {'params'[, 'batch_stats']}.
       image_size: (H, W) the model runs at (multiples of 32).
+      **options: predictor settings (inference.predictor_for: clip_window, clip_overlap);
+        from_checkpoint takes them from config.eval.
     """
 
-    def __init__(self, model: Any, variables: Mapping[str, Any], image_size: Any):
+    def __init__(self, model: Any, variables: Mapping[str, Any], image_size: Any, **options):
         self.model = model
         self.variables = jax.device_put({k: v for k, v in variables.items() if v})
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.predictor = inference.predictor_for(model, self.variables, self.image_size)
+        self.predictor = inference.predictor_for(model, self.variables, self.image_size, **options)
         self.source = None  # the checkpoint path, when built by from_checkpoint
 
     @classmethod
@@ -102,7 +104,9 @@ class Segmenter:
         else:
             variables = checkpoints.load_variables(path)
             check_variables(variables, config.model, path)
-        segmenter = cls(model, variables, config.data.image_size)
+        segmenter = cls(
+            model, variables, config.data.image_size, **inference.predictor_options(config)
+        )
         segmenter.source = path
         return segmenter
 

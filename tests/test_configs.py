@@ -10,10 +10,11 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import common, hs2s, s2s, s2s_pp
+from configs import bi_hs2s, common, hs2s, s2s, s2s_pp
 from rnn_vos_jax import distance, models, schedules
 
-FAMILIES = {"hs2s": hs2s, "s2s": s2s, "s2s_pp": s2s_pp}
+FAMILIES = {"hs2s": hs2s, "s2s": s2s, "s2s_pp": s2s_pp, "bi_hs2s": bi_hs2s}
+CLASSES = {"hs2s": "HS2S", "s2s": "S2S", "s2s_pp": "S2SPlusPlus", "bi_hs2s": "BiHS2S"}
 
 
 def _parse(argv):
@@ -32,7 +33,7 @@ def test_every_config_builds_its_model(name, arg):
     config = FAMILIES[name].get_config(arg)
     model = models.build(config.model)
     assert config.model.name == name
-    assert type(model).__name__ == {"hs2s": "HS2S", "s2s": "S2S", "s2s_pp": "S2SPlusPlus"}[name]
+    assert type(model).__name__ == CLASSES[name]
     h, w = config.data.image_size
     assert h % 32 == 0 and w % 32 == 0
     if "num_classes" in config.model:
@@ -67,6 +68,18 @@ def test_hs2s_default_is_the_authors_recipe():
     assert (t.loss.bce_weight, t.loss.jaccard_weight, t.loss.distance_weight) == (0.6, 0.2, 0.2)
     assert hs2s.get_config("resnet101,bf16").model.backbone == "resnet101"
     assert hs2s.get_config("bf16").model.dtype == "bfloat16"
+
+
+def test_bi_hs2s_is_the_hs2s_recipe_with_its_model():
+    for arg in (None, "demo", "resnet101,bf16", "demo,fusion=cosine"):
+        hs, bi = hs2s.get_config(arg).to_dict(), bi_hs2s.get_config(arg).to_dict()
+        assert {k: v for k, v in bi.items() if k != "model"} == {
+            k: v for k, v in hs.items() if k != "model"
+        }
+        del hs["model"]["references"]
+        assert bi["model"] == {**hs["model"], "name": "bi_hs2s"}
+    with pytest.raises(ValueError, match="'references'"):
+        bi_hs2s.get_config("references=first")
 
 
 def test_s2s_pp_default_is_the_authors_recipe_and_skip_variants():

@@ -52,10 +52,28 @@ def _coins(module: nn.Module, n: int, sample_prob: Any) -> jax.Array:
             return jnp.ones((n,), bool)
     if not module.has_rng("sample"):
         raise ValueError(
-            f"HS2S: sample_prob={sample_prob!r} needs the 'sample' rng stream "
+            f"{type(module).__name__}: sample_prob={sample_prob!r} needs the 'sample' rng stream "
             "(pass rngs={'sample': key} to apply)"
         )
     return jax.random.uniform(module.make_rng("sample"), (n,)) < sample_prob
+
+
+def _jitter(module: nn.Module, masks: jax.Array, pixels: int) -> jax.Array:
+    """Moves masks[1:] ([T-1, B, H, W, 1], time-major) by random offsets of up to `pixels`."""
+    j = pixels
+    if j <= 0 or masks.shape[0] < 2:
+        return masks
+    if not module.has_rng("sample"):
+        raise ValueError(f"{type(module).__name__}: mask_jitter > 0 needs the 'sample' rng stream")
+    n, b, h, w, _ = masks.shape
+    offsets = jax.random.randint(module.make_rng("sample"), (n - 1, b, 2), 0, 2 * j + 1)
+    padded = jnp.pad(masks[1:], ((0, 0), (0, 0), (j, j), (j, j), (0, 0)))
+
+    def crop(m, o):  # m [H + 2j, W + 2j, 1], o = (dy, dx) + j
+        return jax.lax.dynamic_slice(m, (o[0], o[1], 0), (h, w, 1))
+
+    moved = jax.vmap(jax.vmap(crop))(padded, offsets)
+    return jnp.concatenate([masks[:1], moved], axis=0)
 
 
 class HS2S(nn.Module):
@@ -210,20 +228,7 @@ class HS2S(nn.Module):
 
     def _jitter(self, masks: jax.Array) -> jax.Array:
         """Moves masks[1:] ([T-1, B, H, W, 1], time-major) by random offsets (mask_jitter)."""
-        j = self.mask_jitter
-        if j <= 0 or masks.shape[0] < 2:
-            return masks
-        if not self.has_rng("sample"):
-            raise ValueError("HS2S: mask_jitter > 0 needs the 'sample' rng stream")
-        n, b, h, w, _ = masks.shape
-        offsets = jax.random.randint(self.make_rng("sample"), (n - 1, b, 2), 0, 2 * j + 1)
-        padded = jnp.pad(masks[1:], ((0, 0), (0, 0), (j, j), (j, j), (0, 0)))
-
-        def crop(m, o):  # m [H + 2j, W + 2j, 1], o = (dy, dx) + j
-            return jax.lax.dynamic_slice(m, (o[0], o[1], 0), (h, w, 1))
-
-        moved = jax.vmap(jax.vmap(crop))(padded, offsets)
-        return jnp.concatenate([masks[:1], moved], axis=0)
+        return _jitter(self, masks, self.mask_jitter)
 
     def _scan_body(self, carry: Carry, xs: tuple, train: bool):
         x, gt_prev, use_pred = xs

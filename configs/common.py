@@ -191,7 +191,9 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.init_from = ""  # params/batch_stats to start from (orbax dir); '' = none
-    c.mesh = ml_collections.ConfigDict({"num_devices": -1})
+    # fsdp: shard parameters and optimizer state over the devices (rnn_vos_jax/sharding.py has
+    # the rule: arrays of >= fsdp_min_size elements split on their last axis when it divides).
+    c.mesh = ml_collections.ConfigDict({"num_devices": -1, "fsdp": False, "fsdp_min_size": 2**18})
     c.eval = eval_config()
     c.demo = demo_config()
     return c

@@ -98,14 +98,18 @@ def _train_batches(config, start_batch: int, local_batch_size: int):
 
 def _initial_state(config, model, tx, mesh, ckpt, log) -> train_state.TrainState:
     image_size = tuple(config.data.image_size)
+    fsdp = sharding.fsdp_from_config(config.mesh)
 
     def fresh(variables=None):
-        return train_state.create_train_state(model, tx, config.seed, image_size, mesh, variables)
+        return train_state.create_train_state(
+            model, tx, config.seed, image_size, mesh, variables, fsdp=fsdp
+        )
 
     latest = ckpt.latest_step()
     if latest is not None:
         log(f"Resuming from {ckpt.directory}/{latest}")
-        target = train_state.abstract_state(fresh, mesh)
+        # Orbax reads the arrays into this layout whatever layout they were saved from.
+        target = train_state.abstract_state(fresh, mesh, fsdp)
         return ckpt.restore(latest, target)
     if config.init_from:
         log(f"Initialising params/batch_stats from {config.init_from} (fresh optimizer)")
@@ -170,7 +174,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainSta
       workdir: run directory: checkpoints/, metrics.jsonl, tensorboard/, config.json.
 
     Returns:
-      The final TrainState (replicated on the mesh).
+      The final TrainState (on the mesh: replicated, or sharded with config.mesh.fsdp).
     """
     log = logging.info
     check_distance_classes(config)
@@ -206,8 +210,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainSta
         writer.close()
         return state
 
+    layout = sharding.state_shardings(state, mesh, sharding.fsdp_from_config(config.mesh))
     step_fns = {
-        bn: train_state.jit_train_step(model, tx, config.train.loss, schedule, mesh, bn)
+        bn: train_state.jit_train_step(
+            model, tx, config.train.loss, schedule, mesh, bn, state_sharding=layout
+        )
         for bn in (True, False)
     }
     progress = _Progress(num_steps, global_batch)

@@ -1,9 +1,10 @@
 """Train state, optimizer and the pure, sharded training step.
 
 `train_step` is a top-level pure function (state, batch, sample_prob) -> (state, metrics). It is
-jitted once per BatchNorm mode with the state replicated and donated and the batch sharded over the
-mesh's 'data' axis; because the batch is one global array, BatchNorm statistics and the loss are
-computed over the global batch exactly as on a single device. The loss is the model family's
+jitted once per BatchNorm mode with the state donated (replicated, or FSDP-sharded by
+sharding.Fsdp) and the batch sharded over the mesh's 'data' axis; because the batch is one global
+array, BatchNorm statistics and the loss are computed over the global batch exactly as on a
+single device. The loss is the model family's
 (Family.loss), so any outputs a family adds get their loss there.
 """
 
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import struct
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rnn_vos_jax import models, sharding
 
@@ -80,8 +81,9 @@ def create_train_state(
     image_size: tuple[int, int],
     mesh: Mesh,
     variables: Mapping[str, Any] | None = None,
+    fsdp: sharding.Fsdp | None = None,
 ) -> TrainState:
-    """A fresh state created directly as replicated arrays on `mesh`.
+    """A fresh state created directly on `mesh`: replicated, or in the `fsdp` layout.
 
     Args:
       model: the Flax model.
@@ -91,13 +93,12 @@ def create_train_state(
       mesh: training mesh.
       variables: optional {'params', 'batch_stats'} to start from (init_from / pretrained);
         the optimizer state is always fresh.
+      fsdp: shard parameters and optimizer state by this rule (None: replicated).
     """
     # rbg keys for init: threefry's per-parameter streams dominate init time on CPU.
     k_init = jax.random.key(seed, impl="rbg")
     k_train = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
-    rep = sharding.replicated(mesh)
 
-    @functools.partial(jax.jit, out_shardings=rep)
     def init(k_init, k_train, given):
         fresh = init_variables(model, k_init, image_size)
         params = given["params"] if given is not None else fresh["params"]
@@ -113,7 +114,10 @@ def create_train_state(
     if variables is not None:
         check_variables_match(model, image_size, variables)
         variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-    return init(k_init, k_train, variables)
+    out = sharding.replicated(mesh)
+    if fsdp is not None:
+        out = sharding.state_shardings(jax.eval_shape(init, k_init, k_train, variables), mesh, fsdp)
+    return jax.jit(init, out_shardings=out)(k_init, k_train, variables)
 
 
 def check_variables_match(model: nn.Module, image_size: tuple[int, int], variables) -> None:
@@ -153,6 +157,7 @@ def train_step(
     loss_config: Mapping[str, Any],
     schedule: Callable,
     bn_train: bool,
+    param_sharding: Any = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a batch of clips.
 
@@ -167,6 +172,9 @@ def train_step(
       loss_config: keyword arguments of `loss_fn` (config.train.loss).
       schedule: learning-rate schedule (only logged here; tx holds its own).
       bn_train: BatchNorm uses batch statistics (True) or its frozen running statistics.
+      param_sharding: None when the parameters are replicated; under FSDP the pytree of their
+        shardings (static): the step gathers full copies for the forward and backward pass and
+        puts the gradients back in this layout, so the optimizer update runs on shards.
 
     Returns:
       (new state, metrics) with float32 scalars: loss, the loss's parts (e.g. bce, jaccard,
@@ -175,6 +183,10 @@ def train_step(
     rng, k_sample = jax.random.split(state.rng)
 
     def objective(params):
+        if param_sharding is not None:
+            # Gathered here (not left to GSPMD's propagation) so that every convolution runs
+            # data parallel on whole kernels, as in the replicated step.
+            params = jax.lax.with_sharding_constraint(params, _replicated_like(param_sharding))
         variables = {"params": params, "batch_stats": state.batch_stats}
         out, updates = model.apply(
             variables,
@@ -189,6 +201,8 @@ def train_step(
         return loss, (parts, updates.get("batch_stats", state.batch_stats))
 
     (loss, (parts, new_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    if param_sharding is not None:
+        grads = jax.lax.with_sharding_constraint(grads, param_sharding)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     if not bn_train:
@@ -207,6 +221,10 @@ def train_step(
     return new_state, metrics
 
 
+def _replicated_like(shardings: Any) -> Any:
+    return jax.tree.map(lambda s: NamedSharding(s.mesh, PartitionSpec()), shardings)
+
+
 def jit_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -216,12 +234,20 @@ def jit_train_step(
     bn_train: bool,
     *,
     loss_fn: Callable | None = None,
+    state_sharding: Any = None,
 ) -> Callable:
-    """`train_step` jitted for `mesh`: state replicated and donated, batch sharded on 'data'.
+    """`train_step` jitted for `mesh`: state donated, batch sharded on 'data'.
 
     `loss_fn` defaults to the loss of the model's family (models.family_of(model).loss).
+    `state_sharding` is the state's layout, a TrainState of shardings
+    (sharding.state_shardings(state, mesh, fsdp)); None = replicated. The step returns the state in the same layout.
     """
     rep = sharding.replicated(mesh)
+    param_sharding = None
+    if state_sharding is None:
+        state_sharding = rep
+    elif any(s.spec != PartitionSpec() for s in jax.tree.leaves(state_sharding.params)):
+        param_sharding = state_sharding.params
     step = functools.partial(
         train_step,
         model=model,
@@ -230,17 +256,23 @@ def jit_train_step(
         loss_config=dict(loss_config),
         schedule=schedule,
         bn_train=bn_train,
+        param_sharding=param_sharding,
     )
     return jax.jit(
         step,
-        in_shardings=(rep, sharding.batch_sharded(mesh), rep),
-        out_shardings=(rep, rep),
+        in_shardings=(state_sharding, sharding.batch_sharded(mesh), rep),
+        out_shardings=(state_sharding, rep),
         donate_argnums=(0,),
     )
 
 
-def abstract_state(state_fn: Callable[[], TrainState], mesh: Mesh) -> TrainState:
-    """ShapeDtypeStructs (with replicated shardings) of the state `state_fn` would build."""
-    rep = sharding.replicated(mesh)
+def abstract_state(
+    state_fn: Callable[[], TrainState], mesh: Mesh, fsdp: sharding.Fsdp | None = None
+) -> TrainState:
+    """ShapeDtypeStructs, with the shardings of the replicated or `fsdp` layout, of the state
+    `state_fn` would build (a restore target)."""
     shapes = jax.eval_shape(state_fn)
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)
+    layout = sharding.state_shardings(shapes, mesh, fsdp)
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, layout
+    )

@@ -162,6 +162,9 @@ def eval_config() -> ml_collections.ConfigDict:
     c.all_frames_dir = ""
     c.batch_objects = 0  # objects per inference batch; 0 = all objects of a video at once
     c.save_pngs = True
+    # Also write each frame's flow as a colour PNG under eval/<split>/Flow (families with a flow
+    # output, e.g. RAFT-HS2S; an error for the others).
+    c.save_flow = False
     c.train_meta = ""  # training split's meta.json (seen/unseen categories); '' = none
     return c
 

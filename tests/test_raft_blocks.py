@@ -103,27 +103,31 @@ def _smooth_frame(rng, h, w):
     return noise[4 : 4 + h, 4 : 4 + w]
 
 
+_photo_error = jax.jit(photometric.photometric_error)
+_photo_loss = jax.jit(photometric.photometric_loss)
+
+
 def test_photometric_loss_known_answers():
     rng = np.random.default_rng(2)
     prev = _smooth_frame(rng, 16, 20)[None]
     zero = jnp.zeros((1, 16, 20, 2))
-    assert float(photometric.photometric_loss(prev, prev, zero)) == 0.0
+    assert float(_photo_loss(prev, prev, zero)) == 0.0
     # Content moves by d = (dx, dy) = (3, -2): nxt(x, y) = prev(x - 3, y + 2), so sampling nxt
     # at p + d gives prev(p) exactly wherever p + d is inside the frame (the valid pixels);
     # what enters nxt from outside (zeros here) is never sampled.
     nxt = np.zeros_like(prev)
     nxt[:, :-2, 3:] = prev[:, 2:, :-3]
     flow = jnp.broadcast_to(jnp.asarray([3.0, -2.0], jnp.float32), (1, 16, 20, 2))
-    err, count = photometric.photometric_error(prev, nxt, flow)
+    err, count = _photo_error(prev, nxt, flow)
     ys, xs = np.mgrid[0:16, 0:20]
     assert float(count[0]) == ((xs + 3 <= 19) & (ys - 2 >= 0)).sum()
     assert float(err[0]) < 1e-5
-    assert float(photometric.photometric_loss(prev, nxt, zero)) > 0.05
+    assert float(_photo_loss(prev, nxt, zero)) > 0.05
     # Half the flow is worse than the true one, better than none on a smooth texture.
-    half = photometric.photometric_loss(prev, nxt, flow / 2)
-    assert 1e-3 < float(half) < float(photometric.photometric_loss(prev, nxt, zero))
+    half = _photo_loss(prev, nxt, flow / 2)
+    assert 1e-3 < float(half) < float(_photo_loss(prev, nxt, zero))
     # Gradients reach the flow through the bilinear weights.
-    g = jax.grad(lambda f: photometric.photometric_loss(prev, nxt, f))(flow / 2)
+    g = jax.jit(jax.grad(lambda f: photometric.photometric_loss(prev, nxt, f)))(flow / 2)
     assert np.isfinite(g).all() and np.abs(g).max() > 0
 
 
@@ -132,7 +136,9 @@ def test_sequence_photometric_loss_weights_iterations_and_frames():
     frames = (rng.uniform(0, 255, (2, 3, 8, 8, 3))).astype(np.uint8)
     flows = jnp.asarray(rng.normal(size=(2, 2, 3, 8, 8, 2)), jnp.float32)
     valid = np.array([[True, True, True], [True, True, False]])
-    got = photometric.sequence_photometric_loss(frames, flows, valid, gamma=0.5)
+    got = jax.jit(photometric.sequence_photometric_loss, static_argnums=3)(
+        frames, flows, valid, 0.5
+    )
     x = frames / 255.0
     w = np.array([0.25, 0.5, 1.0]) / 1.75
     per_frame = []
@@ -141,9 +147,7 @@ def test_sequence_photometric_loss_weights_iterations_and_frames():
         losses = []
         for i in range(3):
             errs = [
-                photometric.photometric_error(
-                    x[b : b + 1, t], x[b : b + 1, t + 1], flows[b : b + 1, t, i]
-                )
+                _photo_error(x[b : b + 1, t], x[b : b + 1, t + 1], flows[b : b + 1, t, i])
                 for b in samples
             ]
             losses.append(sum(float(e[0][0]) for e in errs) / sum(float(e[1][0]) for e in errs))

@@ -26,7 +26,7 @@ def bilinear_sample(image: jax.Array, coords: jax.Array) -> tuple[jax.Array, jax
        inside bool [N, h, w]: 0 <= x <= W-1 and 0 <= y <= H-1, so every tap is in the image).
     """
     n, hi, wi, c = image.shape
-    img = image.astype(jnp.float32)
+    img = jnp.asarray(image, jnp.float32)
     x, y = coords[..., 0].astype(jnp.float32), coords[..., 1].astype(jnp.float32)
     x0, y0 = jax.lax.stop_gradient(jnp.floor(x)), jax.lax.stop_gradient(jnp.floor(y))
     batch = jnp.arange(n).reshape(n, 1, 1)

@@ -166,6 +166,9 @@ def eval_config() -> ml_collections.ConfigDict:
     c.clip_window = 0
     c.clip_overlap = 1
     c.save_pngs = True
+    # Also write each frame's flow as a colour PNG under eval/<split>/Flow (families with a flow
+    # output, e.g. RAFT-HS2S; an error for the others).
+    c.save_flow = False
     c.train_meta = ""  # training split's meta.json (seen/unseen categories); '' = none
     return c
 

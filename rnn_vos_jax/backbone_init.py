@@ -25,15 +25,19 @@ from rnn_vos_jax import models
 from rnn_vos_jax.torch_keys import flatten_variables, unflatten_variables
 
 
-def load_state_dict(path: str) -> dict[str, np.ndarray]:
-    """Reads a torchvision state dict from .npz (numpy) or .pth/.pt (torch) as numpy arrays.
+def load_state_dict(path: str, key: str = "backbone_init") -> dict[str, np.ndarray]:
+    """Reads a state dict from .npz (numpy) or .pth/.pt (torch) as numpy arrays.
+
+    Args:
+      path: the file.
+      key: the config.model key that names it (for messages).
 
     Raises:
       FileNotFoundError: missing file.
       ValueError: unknown extension, or the file is not a flat dict of tensors.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"backbone_init file not found: {path}")
+        raise FileNotFoundError(f"{key} file not found: {path}")
     if path.endswith(".npz"):
         with np.load(path) as data:
             state = {k: np.asarray(data[k]) for k in data.files}
@@ -42,12 +46,10 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
 
         state = read_torch_file(path)
     else:
-        raise ValueError(
-            f"backbone_init {path}: expected a .pth/.pt or .npz torchvision state dict"
-        )
+        raise ValueError(f"{key} {path}: expected a .pth/.pt or .npz state dict")
     bad = sorted(k for k, v in state.items() if not isinstance(v, np.ndarray))
     if bad:
-        raise ValueError(f"backbone_init {path} is not a flat state dict; non-tensor entries {bad}")
+        raise ValueError(f"{key} {path} is not a flat state dict; non-tensor entries {bad}")
     return state
 
 
@@ -78,4 +80,27 @@ def apply(variables: Mapping[str, Any], path: str, model_config: Any) -> dict[st
     state = load_state_dict(path)
     flat = flatten_variables(variables)
     flat.update(fam.init_backbones(state, flat, model_config, f"backbone_init {path}"))
+    return unflatten_variables(flat)
+
+
+def init_file_keys(model_config: Any) -> list[str]:
+    """The family's weight-file keys (Family.init_files) that config.model sets."""
+    fam = models.family(model_config["name"])
+    return [key for key in fam.init_files if model_config.get(key)]
+
+
+def apply_init_files(variables: Mapping[str, Any], model_config: Any) -> dict[str, Any]:
+    """Returns `variables` with every family weight file config.model names loaded into them.
+
+    The files are the family's own (Family.init_files, e.g. RAFT-HS2S's raft_init: a RAFT
+    checkpoint into the update block); each is read as `load_state_dict` reads backbone files
+    and mapped by the family's function, whose errors list every missing, unexpected or
+    mis-shaped tensor. Keys left '' are skipped.
+    """
+    fam = models.family(model_config["name"])
+    flat = flatten_variables(variables)
+    for key in init_file_keys(model_config):
+        path = model_config[key]
+        state = load_state_dict(path, key)
+        flat.update(fam.init_files[key](state, flat, model_config, f"{key} {path}"))
     return unflatten_variables(flat)

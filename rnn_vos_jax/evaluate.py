@@ -16,6 +16,14 @@ every frame (real YouTube-VOS valid) get PNGs but no scores. Inference uses the 
 model's family asks for (inference.predictor_for: streaming, or whole-clip for offline models;
 config.eval.clip_window / clip_overlap run long clips of those in overlapping windows).
 
+With config.eval.save_flow (families whose streaming step outputs a flow, Family.frame_outputs)
+each frame's flow is also written as a colour-coded RGB PNG (flow_viz: the Middlebury colour
+wheel, normalised per frame) at the original size under WORKDIR/eval/<split>/Flow/VIDEO/FRAME.png:
+the flow from the previous frame the model ran on to this one, of the video's lowest object id
+the model stepped on at this frame (the flow head sees the object's mask through the encoder, so
+objects' flows differ). Frames on which no object was stepped (the first frame, frames before any
+object starts) have no flow PNG.
+
 Protocols: by default the model sees the frames of config.data.eval_dir (YouTube-VOS valid: every
 5th frame, as the authors evaluate). With config.eval.all_frames_dir (YouTube-VOS
 valid_all_frames) it runs on every frame of that folder (30 fps) while the first masks, and the
@@ -50,6 +58,7 @@ from absl import logging
 from rnn_vos_jax import (
     checkpoints,
     eval_data,
+    flow_viz,
     inference,
     metrics,
     models,
@@ -61,6 +70,9 @@ from rnn_vos_jax.eval_video import EvalVideo
 
 EVAL_DIR = "eval"
 SHARES_DIR = "shares"
+FLOW_DIR = "Flow"
+# config.eval switches -> the per-frame model output (Family.frame_outputs) each one writes.
+FRAME_OUTPUTS = {"save_flow": "flow"}
 # How often process 0 looks for the other processes' share files, and logs the missing ones.
 SHARE_POLL_S = 0.5
 SHARE_LOG_S = 60.0
@@ -79,9 +91,12 @@ def _checkpoint_steps(workdir: str) -> list[int]:
 class _Marker:
     """Per-video done markers under OUT/done/VIDEO.json."""
 
-    def __init__(self, out_dir: str, label: str, save_pngs: bool, protocol: dict):
+    def __init__(
+        self, out_dir: str, label: str, save_pngs: bool, protocol: dict, save_flow: bool = False
+    ):
         self.dir = os.path.join(out_dir, "done")
         self.png_dir = os.path.join(out_dir, "Annotations")
+        self.flow_dir = os.path.join(out_dir, FLOW_DIR) if save_flow else None
         # A marker counts only for the same checkpoint and evaluation protocol (the options that
         # change predictions or scores; markers from before void counted as background are
         # stale, as their label lacks ignore_void).
@@ -104,6 +119,9 @@ class _Marker:
         if self.save_pngs and not all(
             os.path.exists(os.path.join(self.png_dir, video, f + ".png")) for f in marker["frames"]
         ):
+            return None
+        # A video finished without save_flow is redone when its flows are asked for.
+        if self.flow_dir and not os.path.isdir(os.path.join(self.flow_dir, video)):
             return None
         return marker
 
@@ -147,8 +165,36 @@ def _score_and_mark(marker: _Marker, video: EvalVideo, pred_ids: list, fps: floa
     logging.info("%s", line)
 
 
-def _probabilities(predictor, video: EvalVideo, batch_objects: int) -> Iterator[np.ndarray]:
-    """Per-frame float32[K, H0, W0] for all objects, in groups of batch_objects run in lockstep."""
+def _frame_outputs(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The per-frame model outputs config.eval asks to be written (e.g. ('flow',))."""
+    return tuple(out for key, out in FRAME_OUTPUTS.items() if config.eval.get(key, False))
+
+
+def _predictor(config: ml_collections.ConfigDict, variables) -> inference.Predictor:
+    """The family's predictor for config.model, with the per-frame outputs config.eval asks for.
+
+    Raises:
+      ValueError: e.g. config.eval.save_flow for a model family that outputs no flow.
+    """
+    model = models.build(config.model)
+    outputs = _frame_outputs(config)
+    fam = models.family_of(model)
+    for key, out in FRAME_OUTPUTS.items():
+        if out in outputs and out not in fam.frame_outputs:
+            raise ValueError(
+                f"config.eval.{key}=True, but model family {fam.name!r} ({config.model.name}) "
+                f"has no {out!r} output (its per-frame outputs: {list(fam.frame_outputs) or 'none'})"
+            )
+    return inference.predictor_for(
+        model, variables, config.data.image_size, outputs, **inference.predictor_options(config)
+    )
+
+
+def _probabilities(
+    predictor, video: EvalVideo, batch_objects: int
+) -> Iterator[tuple[np.ndarray, dict]]:
+    """Per-frame (float32[K, H0, W0] for all objects, extras) in groups of batch_objects run in
+    lockstep; extras as StreamingPredictor.predict_with_outputs ({} without outputs)."""
     ids = [int(i) for i in video.object_ids]
     first_masks = {
         o: (int(f), video.annotations[int(f)] == o) for o, f in zip(ids, video.first_frame)
@@ -159,15 +205,26 @@ def _probabilities(predictor, video: EvalVideo, batch_objects: int) -> Iterator[
                 f"video {video.name}: object {o} has an empty mask on its first listed frame "
                 f"{video.frame_names[f]} (annotation or meta.json is wrong)"
             )
+    outputs = getattr(predictor, "outputs", ())
     if not ids:  # nothing to segment: all-background frames
         for frame in video.frames:
-            yield np.zeros((0, *frame.shape[:2]), np.float32)
+            yield np.zeros((0, *frame.shape[:2]), np.float32), {name: {} for name in outputs}
         return
     size = batch_objects if batch_objects > 0 else len(ids)
     groups = [ids[i : i + size] for i in range(0, len(ids), size)]
-    streams = [predictor.predict(video.frames, {o: first_masks[o] for o in g}) for g in groups]
-    for parts in zip(*streams):
-        yield np.concatenate(parts)
+
+    def stream(group):
+        masks = {o: first_masks[o] for o in group}
+        if outputs:
+            return predictor.predict_with_outputs(video.frames, masks)
+        return ((p, {}) for p in predictor.predict(video.frames, masks))
+
+    for parts in zip(*map(stream, groups)):
+        extras = {name: {} for name in outputs}
+        for _, more in parts:
+            for name, per_object in more.items():
+                extras[name].update(per_object)
+        yield np.concatenate([p for p, _ in parts]), extras
 
 
 def evaluate_checkpoint(
@@ -204,13 +261,11 @@ def evaluate_checkpoint(
             "config.init_from to evaluate"
         )
     if predictor is None:
-        predictor = inference.predictor_for(
-            models.build(config.model),
-            variables,
-            config.data.image_size,
-            **inference.predictor_options(config),
-        )
+        predictor = _predictor(config, variables)
     else:
+        missing = set(_frame_outputs(config)) - set(getattr(predictor, "outputs", ()))
+        if missing:
+            raise ValueError(f"the given predictor does not output {sorted(missing)}")
         predictor.set_variables(variables)
     source = eval_data.EvalSource(config, index, count)
     out_dir = os.path.join(workdir, EVAL_DIR, source.split)
@@ -220,7 +275,8 @@ def evaluate_checkpoint(
         "ignore_void": bool(config.eval.get("ignore_void", False)),
         "all_frames": source.all_frames is not None,
     }
-    marker = _Marker(out_dir, label, save_pngs, protocol)
+    save_flow = "flow" in _frame_outputs(config)
+    marker = _Marker(out_dir, label, save_pngs, protocol, save_flow)
     shares = _Shares(out_dir, marker.label, index, count)
     shares.start()
     logging.info(
@@ -246,16 +302,22 @@ def evaluate_checkpoint(
             output = np.zeros(len(video.frame_names), bool)
             output[video.output_indices()] = True
             pred_ids = []
-            for n, probs in enumerate(
+            if save_flow:  # the folder marks the video's flows as asked for (see _Marker.load)
+                os.makedirs(os.path.join(marker.flow_dir, video.name), exist_ok=True)
+            for n, (probs, extras) in enumerate(
                 _probabilities(predictor, video, int(config.eval.get("batch_objects", 0)))
             ):
                 if not output[n]:
                     continue
                 ids = inference.merge_probabilities(probs, video.object_ids.tolist())
                 pred_ids.append(ids)
+                frame = video.frame_names[n]
                 if save_pngs:
-                    frame = video.frame_names[n]
                     writer.write(os.path.join(marker.png_dir, video.name, frame + ".png"), ids)
+                if save_flow and extras["flow"]:
+                    flow = extras["flow"][min(extras["flow"])]
+                    path = os.path.join(marker.flow_dir, video.name, frame + ".png")
+                    writer.submit(flow_viz.write_png, path, flow, probs.shape[1:])
             seen = len(output)
             fps = seen / max(time.time() - start, 1e-9)
             view = video.output_view()  # without frames: they can go now
@@ -392,12 +454,7 @@ def watch(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if len(pending) > 1:
                 logging.info("watch: skipping older checkpoints %s", pending[:-1])
             if predictor is None:  # one predictor: compiled steps are reused across checkpoints
-                predictor = inference.predictor_for(
-                    models.build(config.model),
-                    None,
-                    config.data.image_size,
-                    **inference.predictor_options(config),
-                )
+                predictor = _predictor(config, None)
             try:  # process 0 alone: the others are not watching
                 result = evaluate_checkpoint(
                     config, workdir, step, predictor=predictor, process_index=0, process_count=1

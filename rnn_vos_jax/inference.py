@@ -11,6 +11,9 @@ probabilities, `set_variables`), chosen by the model family's `prediction` (`pre
                       config.eval.clip_window splits long clips into overlapping windows
                       (`predictor_options`; what that changes: ClipPredictor's docstring).
 
+A streaming predictor built with `outputs` (names from the family's Family.frame_outputs, e.g.
+'flow') also hands out those extra per-frame outputs (`predict_with_outputs`).
+
 Frames are resized to the model's input size (bilinear, PIL, as the authors' torchvision
 ``Resize``), first masks with nearest neighbour; the sigmoid probabilities are resized bilinearly
 back to the original frame size on device. Objects are padded to a power of two so videos with 3
@@ -104,6 +107,18 @@ def _compiled(model):
     return jax.jit(init), jax.jit(step), empty_carry
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled_outputs(model):
+    """Jitted step_outputs: (variables, carry, frame) -> (carry, logits, {name: [K,H,W,C]})."""
+
+    def step(variables, carry, frame):
+        k = jax.tree.leaves(carry)[0].shape[0]
+        frames = jnp.broadcast_to(frame[None], (k, *frame.shape))
+        return model.apply(variables, carry, frames, method="step_outputs")
+
+    return jax.jit(step)
+
+
 @functools.partial(jax.jit, static_argnums=(1,))
 def _probabilities(logits, size):
     probs = jax.nn.sigmoid(logits[..., 0].astype(jnp.float32))
@@ -178,13 +193,43 @@ class StreamingPredictor(Predictor):
     The model: ``init_carry(frame0 [N,H,W,3], mask0 [N,H,W,1]) -> carry`` and
     ``step(carry, frame [N,H,W,3]) -> (carry, logits f32[N,H,W,1])``. Only the carry lives
     across frames, so memory does not grow with the video length.
+
+    Args:
+      outputs: extra per-frame outputs to hand out (`predict_with_outputs`), names from the
+        family's Family.frame_outputs; the model then runs ``step_outputs`` instead of ``step``.
     """
 
-    def __init__(self, model, variables, image_size: Sequence[int]):
+    def __init__(self, model, variables, image_size: Sequence[int], outputs: Sequence[str] = ()):
         super().__init__(model, variables, image_size)
+        self.outputs = tuple(outputs)
         self._init, self._step, self._empty_carry = _compiled(model)
+        if self.outputs:
+            fam = models.family_of(model)
+            unknown = sorted(set(self.outputs) - set(fam.frame_outputs))
+            if unknown:
+                raise ValueError(
+                    f"model family {fam.name!r} has no per-frame outputs {unknown} "
+                    f"(it has {list(fam.frame_outputs) or 'none'})"
+                )
+            self._step_outputs = _compiled_outputs(model)
+
+    def predict_with_outputs(self, frames, first_masks) -> Iterator[tuple[np.ndarray, dict]]:
+        """As `predict`, yielding (probabilities, extras) per frame.
+
+        extras: {name: {object id: float32[H, W, C]}} for each name in `outputs`, at the model's
+        input size, for the objects the model stepped on at this frame (those whose first frame
+        came earlier); the other objects have no entry.
+        """
+        object_ids = sorted(first_masks)
+        if not object_ids:
+            raise ValueError("first_masks is empty: nothing to segment")
+        return self._run(frames, first_masks, object_ids)
 
     def _predict(self, frames, first_masks, object_ids):
+        for out, _ in self._run(frames, first_masks, object_ids):
+            yield out
+
+    def _run(self, frames, first_masks, object_ids):
         starts = np.array([int(first_masks[o][0]) for o in object_ids])
         k, kp = len(object_ids), _bucket(len(object_ids))
         carry = None
@@ -193,9 +238,16 @@ class StreamingPredictor(Predictor):
             size = frame.shape[:2]
             small = jnp.asarray(resize_frame(frame, self.image_size))
             out = np.zeros((k, *size), np.float32)
+            extras = {name: {} for name in self.outputs}
             running = np.flatnonzero(starts < t)
             if len(running):
-                carry, logits = self._step(self.variables, carry, small)
+                if self.outputs:
+                    carry, logits, more = self._step_outputs(self.variables, carry, small)
+                    for name in self.outputs:
+                        values = np.asarray(more[name])
+                        extras[name] = {object_ids[i]: values[i] for i in running}
+                else:
+                    carry, logits = self._step(self.variables, carry, small)
                 out[running] = np.asarray(_probabilities(logits, size))[running]
             starting = np.flatnonzero(starts == t)
             if len(starting):
@@ -208,7 +260,7 @@ class StreamingPredictor(Predictor):
                 if carry is None:
                     carry = self._empty_carry(self.variables, small, kp)
                 carry = self._init(self.variables, small, jnp.asarray(masks), start, carry)
-            yield out
+            yield out, extras
         if carry is None and len(starts):
             raise ValueError(f"no object starts within the video (first frames {starts.tolist()})")
 
@@ -358,18 +410,32 @@ def predictor_options(config) -> dict[str, int]:
 
 
 def predictor_for(
-    model, variables, image_size: Sequence[int], clip_window: int = 0, clip_overlap: int = 1
+    model,
+    variables,
+    image_size: Sequence[int],
+    outputs: Sequence[str] = (),
+    clip_window: int = 0,
+    clip_overlap: int = 1,
 ) -> Predictor:
     """The predictor the model's family asks for (Family.prediction), ready to `predict`.
 
     Args:
       model, variables, image_size: as Predictor.
+      outputs: extra per-frame outputs (Family.frame_outputs) the predictor must hand out.
       clip_window, clip_overlap: windowed mode of whole-clip predictors (ClipPredictor;
         `predictor_options` reads them from config.eval). Streaming predictors already have
         memory flat in the video length, so a window there is an error.
+
+    Raises:
+      ValueError: `outputs` the family does not have (clip families have none), or a window
+        for a streaming family.
     """
     fam = models.family_of(model)
     if fam.prediction == "clip":
+        if outputs:
+            raise ValueError(
+                f"model family {fam.name!r} predicts whole clips: no per-frame outputs {list(outputs)}"
+            )
         return ClipPredictor(model, variables, image_size, clip_window, clip_overlap)
     if clip_window:
         raise ValueError(
@@ -377,4 +443,6 @@ def predictor_for(
             f"{fam.prediction}, with memory flat in the video length; windows are for whole-clip "
             "families (set it to 0)"
         )
+    if outputs:
+        return StreamingPredictor(model, variables, image_size, outputs)
     return PREDICTORS[fam.prediction](model, variables, image_size)

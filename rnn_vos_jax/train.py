@@ -6,7 +6,8 @@ Resume order (first that exists wins):
   2. config.init_from              -> params + batch_stats only (an orbax variables directory, e.g.
                                       from convert_torch, or another workdir), fresh optimizer;
   3. scratch, with config.model.backbone_init (torchvision ImageNet weights) loaded into the
-     backbones when set.
+     backbones when set, and the family's own weight files (Family.init_files, e.g.
+     config.model.raft_init) when set.
 
 A non-finite loss or gradient stops the run with FloatingPointError; metrics are checked before
 every save, so the bad state is never written and the last good checkpoint stays the latest.
@@ -114,8 +115,14 @@ def _initial_state(config, model, tx, mesh, ckpt, log) -> train_state.TrainState
     if config.init_from:
         log(f"Initialising params/batch_stats from {config.init_from} (fresh optimizer)")
         return fresh(checkpoints.load_variables(config.init_from))
-    if config.model.get("backbone_init"):
-        log(f"Training from scratch, backbones from {config.model.backbone_init}")
+    from rnn_vos_jax import backbone_init
+
+    files = backbone_init.init_file_keys(config.model)
+    if config.model.get("backbone_init") or files:
+        sources = [f"{key} {config.model[key]}" for key in files]
+        if config.model.get("backbone_init"):
+            sources.insert(0, f"backbones from {config.model.backbone_init}")
+        log(f"Training from scratch, {', '.join(sources)}")
         return fresh(scratch_variables(config, model))
     log("Training from scratch")
     return fresh()
@@ -123,13 +130,17 @@ def _initial_state(config, model, tx, mesh, ckpt, log) -> train_state.TrainState
 
 def scratch_variables(config: ml_collections.ConfigDict, model) -> dict:
     """Freshly initialised variables with the ImageNet backbone file config.model.backbone_init
-    loaded into the backbones (backbone_init.apply; the authors' new layers keep their init)."""
+    loaded into the backbones (backbone_init.apply; the authors' new layers keep their init),
+    then the family's own weight files (backbone_init.apply_init_files, e.g. raft_init)."""
     from rnn_vos_jax import backbone_init
 
     key = jax.random.key(int(config.seed), impl="rbg")  # as create_train_state's own init
     image_size = tuple(config.data.image_size)
     variables = jax.jit(lambda k: train_state.init_variables(model, k, image_size))(key)
-    return backbone_init.apply(jax.device_get(variables), config.model.backbone_init, config.model)
+    variables = backbone_init.apply(
+        jax.device_get(variables), config.model.get("backbone_init", ""), config.model
+    )
+    return backbone_init.apply_init_files(variables, config.model)
 
 
 class _Progress:

@@ -28,6 +28,7 @@ FAMILIES = Registry(
         "s2s_pp": "rnn_vos_jax.models.s2s:S2SPP_FAMILY",
         "hs2s": "rnn_vos_jax.models.hs2s:FAMILY",
         "bi_hs2s": "rnn_vos_jax.models.bi_hs2s:FAMILY",
+        "raft_hs2s": "rnn_vos_jax.models.raft_hs2s:FAMILY",
     },
 )
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}

@@ -21,7 +21,11 @@ The model (`Family.model`, a Flax module whose fields are the keys of `config.mo
   For prediction == 'streaming' (memory flat in the video length):
     init_carry(frame0 uint8 [N, H, W, 3], mask0 float32 [N, H, W, 1]) -> carry
         a pytree with leading axis N whose size does not depend on the video length;
-    step(carry, frame uint8 [N, H, W, 3]) -> (carry, logits float32 [N, H, W, 1]).
+    step(carry, frame uint8 [N, H, W, 3]) -> (carry, logits float32 [N, H, W, 1]);
+    with Family.frame_outputs, also
+    step_outputs(carry, frame) -> (carry, logits, {name: float32 [N, H, W, C]})
+        the same step plus extra per-frame outputs at the model's input size (e.g. 'flow',
+        C = 2: pixels (x, y) from the previous frame to this one), which evaluation can write.
   For prediction == 'clip' (offline models that need the whole clip):
     predict_clip(frames uint8 [N, T, H, W, 3], mask0 float32 [N, H, W, 1])
         -> logits float32 [N, T-1, H, W, 1] for frames 1..T-1.
@@ -60,6 +64,11 @@ class Family:
       tiny: model fields of a tiny variant (tests and the contract test; small enough to compile
         in seconds on a CPU at 64x64).
       config_only_keys: config.model keys that are not model fields (weight files read at init).
+      frame_outputs: names of the extra per-frame outputs of `step_outputs` (streaming only);
+        evaluation writes 'flow' with config.eval.save_flow.
+      init_files: config.model key (one of config_only_keys) -> (state dict, flat variables,
+        config.model, source) -> {flax path: array}: further weight files read when training
+        starts from scratch (backbone_init.apply_init_files), like init_backbones.
     """
 
     name: str
@@ -70,6 +79,8 @@ class Family:
     init_backbones: Callable[..., dict] | None = None
     tiny: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     config_only_keys: tuple[str, ...] = ("backbone_init",)
+    frame_outputs: tuple[str, ...] = ()
+    init_files: Mapping[str, Callable[..., dict]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.prediction not in PREDICTIONS:
@@ -82,3 +93,13 @@ class Family:
                 f"family {self.name}: {self.model.__name__} lacks {missing} for "
                 f"prediction={self.prediction!r}"
             )
+        if self.frame_outputs and not (
+            self.prediction == "streaming" and hasattr(self.model, "step_outputs")
+        ):
+            raise TypeError(
+                f"family {self.name}: frame_outputs {self.frame_outputs} need streaming "
+                f"prediction and {self.model.__name__}.step_outputs"
+            )
+        stray = sorted(set(self.init_files) - set(self.config_only_keys))
+        if stray:
+            raise ValueError(f"family {self.name}: init_files keys {stray} not in config_only_keys")

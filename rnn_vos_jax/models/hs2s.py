@@ -201,12 +201,28 @@ class HS2S(nn.Module):
 
     def _step(
         self, carry: Carry, x: jax.Array, mask: jax.Array, train: bool
-    ) -> tuple[Carry, tuple[jax.Array, jax.Array]]:
-        """One step: segment normalised frame x given the mask `mask` of the previous frame."""
+    ) -> tuple[Carry, dict[str, jax.Array]]:
+        """One step: segment normalised frame x given the mask `mask` of the previous frame.
+
+        Returns (carry, {'logits': [N,H,W,1], 'distance': [N,H,W,K]}); families built on HS2S
+        add their own per-frame outputs to the dict (the scan stacks every entry over time).
+        """
+        prev, enc = self._encode(carry, x, mask, train)
+        return self._segment(carry, x, prev, enc, train)
+
+    def _encode(
+        self, carry: Carry, x: jax.Array, mask: jax.Array, train: bool
+    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+        """(RefEnc(x_{t-1}, mask) or {} without carry['prev_frame'], Enc(x, mask)) features."""
         prev = {}
         if "prev_frame" in carry:
             prev = self.encoder_ref(carry["prev_frame"], mask, train)
-        enc = self.encoder(x, mask, train)
+        return prev, self.encoder(x, mask, train)
+
+    def _segment(
+        self, carry: Carry, x: jax.Array, prev: dict, enc: dict, train: bool
+    ) -> tuple[Carry, dict[str, jax.Array]]:
+        """Memories and decoder on the encodings of one step; the carry moves on to frame x."""
         memory, h = self.memory(carry["memory"], enc["e"], train=train)
         skip_memory, h_sm = self.skip_memory(carry["skip_memory"], enc["f16"], train=train)
         logits, dist = self.decoder(
@@ -224,7 +240,7 @@ class HS2S(nn.Module):
         )
         if "prev_frame" in carry:
             carry["prev_frame"] = x
-        return carry, (logits, dist)
+        return carry, {"logits": logits, "distance": dist}
 
     def _jitter(self, masks: jax.Array) -> jax.Array:
         """Moves masks[1:] ([T-1, B, H, W, 1], time-major) by random offsets (mask_jitter)."""
@@ -264,11 +280,12 @@ class HS2S(nn.Module):
         if self.is_initializing():
             # BatchNorm statistics must exist before a scan carries them (DESIGN.md pitfalls).
             self._scan_body(carry, jax.tree.map(lambda v: v[0], xs), train)
-        logits, dist = self._scan(carry, xs, train)
-        return {"logits": jnp.swapaxes(logits, 0, 1), "distance": jnp.swapaxes(dist, 0, 1)}
+        outs = self._scan(carry, xs, train)
+        return {k: jnp.swapaxes(v, 0, 1) for k, v in outs.items()}
 
-    def _scan(self, carry: Carry, xs: tuple, train: bool) -> tuple[jax.Array, jax.Array]:
-        """Time-major (logits, distance) of the steps over xs = (frames, GT prev masks, coins)."""
+    def _scan(self, carry: Carry, xs: tuple, train: bool) -> dict[str, jax.Array]:
+        """Time-major step outputs ('logits', 'distance', ...) over xs = (frames, GT prev
+        masks, coins)."""
         scan = scan_over_time(
             type(self)._scan_body,
             train,
@@ -298,7 +315,7 @@ class HS2S(nn.Module):
         n = x.shape[0] - 1
         unused_gt = jnp.zeros((n, *mask0.shape), jnp.float32)
         xs = (x[1:], unused_gt, jnp.ones((n,), bool))
-        logits, _ = self._scan(self._start(x[0], mask0, False), xs, False)
+        logits = self._scan(self._start(x[0], mask0, False), xs, False)["logits"]
         return jnp.swapaxes(logits, 0, 1)
 
     def init_carry(self, frame0: jax.Array, mask0: jax.Array) -> Carry:
@@ -332,8 +349,8 @@ class HS2S(nn.Module):
         """
         mask = carry["prev_pred"]
         self._check(frame, mask, time_axis=False)
-        carry, (logits, _) = self._step(carry, normalize_frames(frame, self.dtype), mask, False)
-        return carry, logits
+        carry, out = self._step(carry, normalize_frames(frame, self.dtype), mask, False)
+        return carry, out["logits"]
 
 
 def _init_backbones(state, flat, model_config, source) -> dict:

@@ -1,10 +1,11 @@
 r"""Paper B's HS2S ablations at demo scale: train, evaluate and tabulate each variant (not a test).
 
-    python benchmarks/ablations.py --table=cells|fusion|references|backbones|all \
+    python benchmarks/ablations.py --table=cells|fusion|references|backbones|families|all \
         [--workdir=runs/ablations] [--epochs=24] [--seed=0] [--timing] [--write_results] \
         [--commands]
 
-Each variant is `configs/hs2s.py:demo,<arg>` (e.g. `demo,cell=tt_lstm`) trained by the demo
+Each variant is `configs/hs2s.py:demo,<arg>` (e.g. `demo,cell=tt_lstm`), or for the `families`
+table `configs/<family>.py:demo` (a row argument 'bi_hs2s:' names the config), trained by the demo
 command itself (synthetic data -> TFRecords -> training -> evaluation) in WORKDIR/<variant>/,
 with one shared schedule: the demo's, shortened to `--epochs` epochs (every epoch-valued
 setting scaled by the same factor; the scheduled-sampling slope by its inverse). Reruns skip
@@ -40,7 +41,8 @@ sys.path.insert(0, ROOT)
 
 from benchmarks import param_counts, train_step
 
-# table -> ((row label, configs/hs2s.py argument), ...); the first row is the authors' HS2S.
+# table -> ((row label, configs/hs2s.py argument or 'CONFIG:argument'), ...); the first row is
+# the authors' HS2S.
 TABLES = {
     "cells": (
         ("ConvLSTM (authors')", ""),
@@ -66,19 +68,45 @@ TABLES = {
         ("DeepLab-R50 + ASPP", "backbone=deeplab_r50_aspp"),
         ("Axial-DeepLab-S", "backbone=axial_s"),
     ),
+    "families": (
+        ("HS2S (authors')", ""),
+        ("Bi-HS2S", "bi_hs2s:"),
+        ("RAFT-HS2S", "raft_hs2s:"),
+    ),
 }
 PAPER = {  # paper B's overall YouTube-VOS 2018 scores of the same rows, for the reader
     "cells": ("68.9", "-", "-", "-"),
     "fusion": ("68.9", "-", "69.1"),
     "references": ("68.9", "-", "-"),
     "backbones": ("68.9", "69.0", "66.8", "68.9", "67.4", "65.1"),
+    "families": ("68.9", "69.8", "68.8"),
 }
 DEMO_EPOCHS = 80  # configs/hs2s.py demo()
 
 
+def split_arg(arg: str) -> tuple[str, str]:
+    """A row argument -> (configs/ module, its argument): 'bi_hs2s:' -> ('bi_hs2s', '');
+    'cell=tanh' -> ('hs2s', 'cell=tanh')."""
+    head, sep, rest = arg.partition(":")
+    return (head, rest) if sep else ("hs2s", arg)
+
+
+def demo_spec(arg: str) -> str:
+    """'hs2s:demo,cell=tanh' for the row argument 'cell=tanh' (param_counts / train_step name)."""
+    module, rest = split_arg(arg)
+    return f"{module}:{','.join(filter(None, ['demo', rest]))}"
+
+
+def full_spec(arg: str) -> str:
+    module, rest = split_arg(arg)
+    return f"{module}:{rest}" if rest else module
+
+
 def _config(arg: str):
-    module = importlib.import_module("configs.hs2s")
-    return module.get_config(",".join(filter(None, ["demo", arg])))
+    module, rest = split_arg(arg)
+    return importlib.import_module(f"configs.{module}").get_config(
+        ",".join(filter(None, ["demo", rest]))
+    )
 
 
 def schedule_overrides(epochs: int) -> dict[str, object]:
@@ -110,7 +138,7 @@ def run_variant(arg: str, workdir: str, epochs: int, seed: int) -> dict:
             sys.executable,
             "-m",
             "rnn_vos_jax.main",
-            f"--config={os.path.join(ROOT, 'configs', 'hs2s.py')}:{','.join(filter(None, ['demo', arg]))}",
+            f"--config={os.path.join(ROOT, 'configs', demo_spec(arg).replace(':', '.py:', 1))}",
             f"--workdir={out}",
             f"--config.seed={seed}",
             *(f"--config.{k}={v}" for k, v in schedule_overrides(epochs).items()),
@@ -125,9 +153,8 @@ def run_variant(arg: str, workdir: str, epochs: int, seed: int) -> dict:
         rows = [json.loads(line) for line in f if line.strip()]
     rates = [r["steps_per_sec"] for r in rows[1:] if "steps_per_sec" in r]  # [0] has compile
     steps = max((r.get("step", 0) for r in rows), default=0)
-    full = sum(param_counts.count_params(f"hs2s:{arg}" if arg else "hs2s").values())
-    demo_config = f"hs2s:{','.join(filter(None, ['demo', arg]))}"
-    _, demo_vars = param_counts.abstract_variables(demo_config, image_size=None)
+    full = sum(param_counts.count_params(full_spec(arg)).values())
+    _, demo_vars = param_counts.abstract_variables(demo_spec(arg), image_size=None)
     demo_params = sum(param_counts.counts_of(demo_vars).values())
     rate_source = "run"
     timing_path = os.path.join(out, "timing.json")
@@ -163,7 +190,7 @@ def time_variant(arg: str, workdir: str) -> dict:
             return json.load(f)
     config = _config(arg)
     r = train_step.bench(
-        f"hs2s:{','.join(filter(None, ['demo', arg]))}",
+        demo_spec(arg),
         TIMING["batch"],
         TIMING["frames"],
         TIMING["objects"],
@@ -243,8 +270,9 @@ def commands(tables) -> str:
     for table in tables:
         lines.append(f"# {table}")
         for label, arg in TABLES[table]:
-            config = f"configs/hs2s.py{':' + arg if arg else ''}"
-            run = f"gs://BUCKET/runs/hs2s_{variant_name(arg)}"
+            module, rest = split_arg(arg)
+            config = f"configs/{module}.py{':' + rest if rest else ''}"
+            run = f"gs://BUCKET/runs/{module}_{variant_name(rest)}"
             lines.append(
                 f"launch/tpu_pod.sh TPU ZONE {config} {run} "
                 "--config.data.train_records=gs://BUCKET/ytvos/train   # " + label

@@ -12,7 +12,10 @@ def test_every_variant_is_a_config_and_every_registered_block_is_in_a_table():
     args = {arg for rows in ablations.TABLES.values() for _, arg in rows}
     seen = {"cell": set(), "fusion": set(), "references": set(), "backbone": set()}
     for arg in args:
-        c = hs2s_config.get_config(",".join(filter(None, ["demo", arg])))
+        c = ablations._config(arg)
+        assert c.data.image_size == hs2s_config.get_config("demo").data.image_size, arg
+        if ablations.split_arg(arg)[0] != "hs2s":
+            continue
         seen["cell"].add(c.model.cell)
         seen["fusion"].add(c.model.fusion)
         seen["references"].add(c.model.references)
@@ -23,6 +26,12 @@ def test_every_variant_is_a_config_and_every_registered_block_is_in_a_table():
     assert seen["references"] == {"both", "first", "previous"}
     for table, rows in ablations.TABLES.items():
         assert rows[0][1] == "" and len(ablations.PAPER[table]) == len(rows)
+    # The families table: one row per family config, each a different model family.
+    names = [ablations._config(arg).model.name for _, arg in ablations.TABLES["families"]]
+    assert len(set(names)) == len(names) == len(ablations.TABLES["families"])
+    assert ablations.split_arg("bi_hs2s:") == ("bi_hs2s", "")
+    assert ablations.demo_spec("cell=tanh") == "hs2s:demo,cell=tanh"
+    assert ablations.full_spec("raft_hs2s:resnet101") == "raft_hs2s:resnet101"
 
 
 def test_shortened_schedule_scales_every_epoch_setting():
@@ -75,5 +84,6 @@ def test_pod_commands_cover_every_variant():
     text = ablations.commands(list(ablations.TABLES))
     for rows in ablations.TABLES.values():
         for _, arg in rows:
-            config = "configs/hs2s.py" + (f":{arg}" if arg else "")
+            module, rest = ablations.split_arg(arg)
+            config = f"configs/{module}.py" + (f":{rest}" if rest else "")
             assert f"TPU ZONE {config} " in text

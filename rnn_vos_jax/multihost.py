@@ -5,6 +5,11 @@ JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID (launch/gpu.sh,
 launch/local_multiprocess.sh), or JAX_DISTRIBUTED=auto where JAX finds the cluster itself (Cloud
 TPU pods: launch/tpu_pod.sh; SLURM). On CPU the processes' collectives run over gloo (JAX's
 default CPU collectives), needing nothing more.
+
+JAX's own preemption service is turned off: its SIGTERM handler (for orbax's reached_preemption)
+swallows the signal outside the training loop, so a job stopped while compiling would keep
+running. Without it a signal before the first step ends the process as usual, and during the
+steps rnn_vos_jax/preemption.py handles SIGTERM and SIGINT in every process alike.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ def initialize() -> None:
     import jax
 
     env = os.environ
+    jax.config.update("jax_enable_preemption_service", False)
     if int(env.get("JAX_NUM_PROCESSES", "1")) > 1:
         jax.distributed.initialize(
             coordinator_address=env["JAX_COORDINATOR_ADDRESS"],

@@ -1,8 +1,9 @@
 """Two processes on this CPU (launch/local_multiprocess.sh) train exactly as one process does.
 
-Every run trains the tiny HS2S of tiny_run on records in two shards with data.file_splits=2, so a
-process reads one shard in a 2-process run and the 1-process run reads both splits itself: the
-global batches (and with them the losses, BatchNorm statistics and updates) are the same. Runs:
+Every run trains configs/s2s.py:demo at tiny_run's sizes (half the compile time of the tiny HS2S)
+on records in two shards with data.file_splits=2, so a process reads one shard in a 2-process
+run and the 1-process run reads both splits itself: the global batches, and with them the
+losses and updates, are the same. Runs:
   reference   1 process, 2 devices, steps 0 -> 8 uninterrupted
   first       2 processes x 1 device, steps 0 -> 2 (alongside the reference)
   preempted   2 processes resume at 2; process 1 alone gets SIGTERM at a random step; both
@@ -30,11 +31,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "launch", "local_multiprocess.sh")
 STEPS = 8
 TIMEOUT_S = 420
+CONFIG = "configs/s2s.py:demo"
 CHANGES = {
     "data.file_splits": 2,
     "mesh.num_devices": -1,
     "train.num_steps": STEPS,
-    "train.bn_freeze_after_epoch": -1,  # one BatchNorm mode: one step to compile
+    "train.bn_freeze_after_epoch": -1,  # one step function to compile
     "train.tensorboard": False,
 }
 _STEP_LINE = re.compile(r"\] (step (\d+)/\d+ \| .*?) \| lr ")
@@ -68,7 +70,7 @@ def env(tmp_path_factory):
 
 def _args(workdir, records, **changes):
     return [
-        "--config=configs/hs2s.py:demo",
+        f"--config={CONFIG}",
         f"--workdir={workdir}",
         "--config.demo.enabled=False",
         *tiny_run.command_line(**{"data.train_records": records, **CHANGES, **changes}),
@@ -93,7 +95,7 @@ def _one_process(workdir, records, env, **changes):
 
 def _two_processes(workdir, records, env, **changes):
     """Starts launch/local_multiprocess.sh with 2 processes of 1 CPU device each."""
-    cmd = [LAUNCHER, "configs/hs2s.py:demo", workdir, "2", *_args(workdir, records, **changes)[2:]]
+    cmd = [LAUNCHER, CONFIG, workdir, "2", *_args(workdir, records, **changes)[2:]]
     return subprocess.Popen(
         cmd,
         cwd=REPO,

@@ -3,7 +3,7 @@
 # its own CPU devices, jax.distributed joins them (the variables launch/gpu.sh sets), and CPU
 # collectives (gloo) run between them. For trying multi-host code paths without a cluster.
 #
-#   launch/local_multiprocess.sh CONFIG WORKDIR N [--config.KEY=VALUE ...] [--mode=eval]
+#   launch/local_multiprocess.sh CONFIG WORKDIR N [--config.KEY=VALUE ...]   (main.py's flags)
 #
 # Environment: DEVICES_PER_PROCESS (default 1), PORT (coordinator port; default a free one),
 # KILL_AFTER (seconds a process may take to stop after SIGTERM before SIGKILL; default 60).
@@ -13,7 +13,7 @@
 # Exit status: 0 when all succeed, else the status of the first process that failed.
 set -euo pipefail
 if [[ $# -lt 3 ]]; then
-  sed -n '2,14p' "$0"; exit 2
+  sed -n '2,13p' "$0"; exit 2
 fi
 CONFIG=$1; WORKDIR=$2; N=$3; shift 3
 if ! [[ "$N" =~ ^[1-9][0-9]*$ ]]; then
@@ -32,9 +32,12 @@ export XLA_FLAGS="$XLA_FLAGS --xla_force_host_platform_device_count=${DEVICES_PE
 
 pids=()
 for ((i = 0; i < N; i++)); do
+  log="$WORKDIR/logs/process_$i.log"
   JAX_PROCESS_ID=$i python -u -m rnn_vos_jax.main --config="$CONFIG" --workdir="$WORKDIR" "$@" \
-    > >(tee "$WORKDIR/logs/process_$i.log" | sed -u "s/^/[$i] /") 2>&1 &
+    > "$log" 2>&1 &
   pids+=($!)
+  # The log file is complete when the process ends; the echo follows it and ends with it.
+  tail --pid="$!" -n +1 -F "$log" 2> /dev/null | sed -u "s/^/[$i] /" &
 done
 
 killer=""
@@ -63,4 +66,5 @@ while ((${#running[@]} > 0)); do
   fi
 done
 [[ -z "$killer" ]] || kill "$killer" 2> /dev/null || true
+wait  # for the echoes to finish
 exit "$status"

@@ -9,7 +9,9 @@ losses and updates, are the same. Runs:
   preempted   2 processes resume at 2; process 1 alone gets SIGTERM at a random step; both
               stop at the same step, save it and exit 143
   resumed     1 process resumes that checkpoint (another topology) and finishes at 8
-Every subprocess has a timeout, so a hung collective fails the test instead of hanging it.
+Every subprocess has a timeout, so a hung collective fails the test instead of hanging it. The
+launcher's own logic (environment, logs, stopping the rest when one fails) is tested first with a
+stand-in for python.
 """
 
 import os
@@ -104,6 +106,59 @@ def _two_processes(workdir, records, env, **changes):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+_FAKE_PYTHON = r"""#!/usr/bin/env bash
+# Stand-in for python: `-c` goes to the real one (the launcher's free-port probe); as main,
+# process 1 fails at once and process 0 waits, noting SIGTERM (or ignoring it).
+if [[ $1 == -c ]]; then exec "$REAL_PYTHON" "$@"; fi
+printf '%s\n' "id=$JAX_PROCESS_ID" "n=$JAX_NUM_PROCESSES" "at=$JAX_COORDINATOR_ADDRESS" \
+  "xla=$XLA_FLAGS" "args=$*"
+if [[ $JAX_PROCESS_ID == 1 ]]; then exit 3; fi
+if [[ -n ${IGNORE_TERM:-} ]]; then trap '' TERM; else trap 'echo TERM; exit 143' TERM; fi
+for _ in $(seq 600); do sleep 0.1; done
+"""
+
+
+@pytest.mark.parametrize("ignore_term", [False, True])
+def test_launcher_stops_all_when_one_fails(tmp_path, ignore_term):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(_FAKE_PYTHON)
+    (bin_dir / "python").chmod(0o755)
+    env = dict(
+        os.environ,
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+        REAL_PYTHON=sys.executable,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_foo=1",
+        DEVICES_PER_PROCESS="3",
+        KILL_AFTER="1",
+        IGNORE_TERM="1" if ignore_term else "",
+    )
+    workdir = str(tmp_path / "run")
+    run = subprocess.run(
+        [LAUNCHER, CONFIG, workdir, "2", "--config.x=1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 3, run.stderr  # the status of the process that failed
+    assert "exited with 3; stopping the others" in run.stderr
+    logs = _process_logs(workdir)
+    for i, text in enumerate(logs):
+        fields = dict(line.split("=", 1) for line in text.splitlines()[:5])
+        assert fields["id"] == str(i) and fields["n"] == "2"
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", fields["at"])
+        assert fields["xla"].split() == ["--xla_foo=1", "--xla_force_host_platform_device_count=3"]
+        assert fields["args"].split() == [
+            "-u", "-m", "rnn_vos_jax.main", f"--config={CONFIG}", f"--workdir={workdir}",
+            "--config.x=1",
+        ]  # fmt: skip
+        assert f"[{i}] id={i}" in run.stdout  # echoed, prefixed
+    # process 0 was stopped: by SIGTERM, or by SIGKILL KILL_AFTER s later when it ignores it
+    assert ("TERM" in logs[0]) != ignore_term
 
 
 def _finish(proc, what):

@@ -345,13 +345,6 @@ def train_dataset(
     return ds.with_options(options)
 
 
-def process_files(data, process_index: int = 0, process_count: int = 1) -> list[list[str]]:
-    """The record files of each file split that this process reads (data.file_splits)."""
-    splits, total = process_splits(data.get("file_splits", 0), process_index, process_count)
-    files = record_files(data.train_records)
-    return [split_files(files, s, total) for s in splits]
-
-
 def process_dataset(
     data, *, seed: int, process_index: int = 0, process_count: int = 1, start_batch: int = 0
 ) -> tf.data.Dataset:

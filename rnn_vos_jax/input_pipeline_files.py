@@ -83,6 +83,13 @@ def process_splits(
     return list(range(process_index * per, (process_index + 1) * per)), total
 
 
+def process_files(data, process_index: int = 0, process_count: int = 1) -> list[list[str]]:
+    """The record files of each file split that this process reads (data.file_splits)."""
+    splits, total = process_splits(data.get("file_splits", 0), process_index, process_count)
+    files = record_files(data.train_records)
+    return [split_files(files, s, total) for s in splits]
+
+
 def _count_fn(min_object_frames):
     spec = {
         record_schema.OBJECT_IDS: tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),

@@ -90,12 +90,12 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def _train_batches(config, start_batch: int, local_batch_size: int):
     # Imported here: the input pipeline is the only TensorFlow user on the training path.
-    from rnn_vos_jax import input_pipeline
+    from rnn_vos_jax import input_pipeline, input_pipeline_files
 
     data = ml_collections.ConfigDict(config.data.to_dict())
     data.batch_size = local_batch_size  # the pipeline batches per process
     where = {"process_index": jax.process_index(), "process_count": jax.process_count()}
-    splits = input_pipeline.process_files(data, **where)
+    splits = input_pipeline_files.process_files(data, **where)
     names = [[os.path.basename(f) for f in files] for files in splits]
     logging.info(f"Process {jax.process_index()} reads {len(splits)} file split(s): {names}")
     return input_pipeline.train_iterator(

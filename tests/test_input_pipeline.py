@@ -15,6 +15,7 @@ from rnn_vos_jax import (
     distance,
     input_pipeline,
     input_pipeline_eval,
+    input_pipeline_files,
     record_schema,
     vos_reader,
 )
@@ -388,12 +389,12 @@ def test_file_splits_keep_the_global_batches_for_any_process_count(records):
             np.testing.assert_array_equal(b[k], np.concatenate([h0[k], h1[k]]), err_msg=k)
     files = input_pipeline.record_files(",".join(records))
     # 0 (the default) is one split per process: files[p::n], the layout without the key
-    assert input_pipeline.process_files(_config(records), 1, 2) == [files[1::2]]
-    assert input_pipeline.process_files(_config(records, file_splits=2), 0, 1) == [
+    assert input_pipeline_files.process_files(_config(records), 1, 2) == [files[1::2]]
+    assert input_pipeline_files.process_files(_config(records, file_splits=2), 0, 1) == [
         files[0::2],
         files[1::2],
     ]
     with pytest.raises(ValueError, match="file_splits=2 cannot be shared by 3 processes"):
-        input_pipeline.process_files(_config(records, file_splits=2), 0, 3)
+        input_pipeline_files.process_files(_config(records, file_splits=2), 0, 3)
     with pytest.raises(ValueError, match="batch of 3 does not split over its 2 file splits"):
         input_pipeline.train_iterator(_config(records, file_splits=2), seed=0)

@@ -52,6 +52,9 @@ def data_config(*, batch_size: int, curriculum: str) -> ml_collections.ConfigDic
     c.eval_dir = ""  # raw YouTube-VOS/DAVIS folder evaluated without conversion
     c.image_size = (256, 448)  # (H, W), multiples of 32
     c.batch_size = batch_size
+    # Readers the training files are split over (files[s::S]), a block per process; a fixed S
+    # keeps the global batches when the process count changes (any n dividing S). 0 = n.
+    c.file_splits = 0
     # Clip length L (clips hold L + 1 frames, padded to max_clip_len + 1): 'uniform' (HS2S)
     # L ~ U{min..min(start + epoch // epochs, max)}; 'fixed_then_uniform' (S2S++)
     # L = start + epoch // epochs while <= max, then U{min..max}.

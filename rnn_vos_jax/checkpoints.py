@@ -2,7 +2,13 @@
 
 Layout:
   WORKDIR/checkpoints/<step>/default/   full train state (step, params, batch_stats, opt_state, rng)
+  WORKDIR/checkpoints/<step>.corrupt-<unix time>/  a step that failed to restore, moved aside
   DIR/ (save_variables)                 standalone {'params', 'batch_stats'} tree
+
+A step counts only once committed: orbax writes it into <step>.orbax-checkpoint-tmp-<n>/ and
+renames it (with commit_success.txt inside) when every process has written its part, so a save
+cut short by a kill or preemption is never taken for the latest. All processes of a run call
+save and restore; one set of files is written.
 
 `load_variables` reads model variables from any of these (a save_variables dir, a training
 workdir, its checkpoints/ folder or one step folder), so evaluation, `init_from`, weight conversion
@@ -13,11 +19,14 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 
 CHECKPOINT_DIR = "checkpoints"
 _ITEM = "default"
@@ -62,12 +71,66 @@ class TrainCheckpointer:
         with shardings), so it lands already sharded on the mesh."""
         return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any] | None:
+        """The newest committed checkpoint that restores, as (step, state); None if none exists.
+
+        A committed step that fails to read back (missing or truncated files) is skipped with a
+        warning naming it and the step before is tried; once one restores, the failed steps are
+        moved aside to <step>.corrupt-<unix time> (saving that step again would collide with
+        them). All processes must restore a step for it to count.
+
+        Raises:
+          RuntimeError: naming every checkpoint and its error when none restores (then nothing
+            is moved).
+        """
+        failed: list[tuple[int, str]] = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                state, error = self.restore(step, abstract_state), ""
+            except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many kinds
+                state, error = None, f"{type(e).__name__}: {str(e)[:500]}"
+            if _all_processes(not error):
+                if failed:
+                    self._move_aside([s for s, _ in failed])
+                return step, state
+            error = error or "failed in another process"
+            logging.warning(
+                "Checkpoint %s/%d does not restore (%s); falling back to the one before it",
+                self.directory,
+                step,
+                error,
+            )
+            failed.append((step, error))
+        if failed:
+            listed = "; ".join(f"{self.directory}/{s}: {e}" for s, e in failed)
+            raise RuntimeError(f"no checkpoint in {self.directory} restores: {listed}")
+        return None
+
+    def _move_aside(self, steps: list[int]) -> None:
+        if jax.process_index() == 0:
+            stamp = int(time.time())
+            for step in steps:
+                src = os.path.join(self.directory, str(step))
+                dst = f"{src}.corrupt-{stamp}"
+                os.rename(src, dst)
+                logging.warning("Moved the unreadable checkpoint %s to %s", src, dst)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("checkpoints_moved_aside")
+        self._manager.reload()
+
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are committed."""
         self._manager.wait_until_finished()
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _all_processes(ok: bool) -> bool:
+    """True when `ok` holds in every process (one all-gather; no collective with one process)."""
+    if jax.process_count() == 1:
+        return ok
+    return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
 def save_variables(path: str, variables: dict[str, Any]) -> None:

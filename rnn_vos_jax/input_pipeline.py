@@ -1,16 +1,17 @@
 """tf.data training pipeline: clips of one (video, object) pair per sample.
 
-Training, per process (`train_dataset` / `train_iterator`):
-  record files split by process (files[p::n]) -> for each epoch e: files shuffled by (seed, e) ->
+Training, per reader (`train_dataset`; one per process unless data.file_splits asks for more, and
+a process concatenates its readers' batches: `process_dataset` / `train_iterator`):
+  record files split by reader (files[s::S]) -> for each epoch e: files shuffled by (seed, e) ->
   records interleaved -> record shuffle buffer -> parse -> one element per (video, object) with at
   least `min_object_frames` listed frames -> pair shuffle buffer -> enumerate -> [resume skip] ->
   clip sampling + augmentation keyed by (seed, e, index) -> border-distance classes -> batch
   (drop remainder) -> prefetch.
   Every random choice is a function of (seed, epoch, index in epoch), so a run started at batch s
   yields exactly the batches an uninterrupted run yields from batch s on. Resuming counts the
-  process's samples per epoch (one pass reading only two small features) and skips the consumed
+  reader's samples per epoch (one pass reading only two small features) and skips the consumed
   part of the current epoch before any decoding: at most about one epoch of record reading.
-  An epoch is one pass over this process's (video, object) pairs; the clip-length curriculum is a
+  An epoch is one pass over this reader's (video, object) pairs; the clip-length curriculum is a
   function of that epoch index.
 
 Clip sampling (authors' dataloader): clip length L is drawn per sample (see `clip_length_range`);
@@ -32,6 +33,10 @@ uses, are set in one place: configs/common.py `data_config`):
   image_size           (H, W) output size
   batch_size           samples per batch of this process (configs hold the global batch;
                        training passes each process its share)
+  file_splits          S readers the training files are split over (files[s::S]), each
+                       giving batch_size / (S / n) samples of every batch of the n processes
+                       (a block of S / n per process); fixed S gives the same global batches
+                       for any n dividing S (resuming on another topology); 0 = one per process
   min_clip_len         shortest clip length L (clips have L + 1 frames)
   max_clip_len         longest L; T = max_clip_len + 1
   curriculum           'uniform' (HS2S: L ~ U{min..min(start + e // epochs, max)}),
@@ -68,6 +73,7 @@ import tensorflow as tf
 from rnn_vos_jax import augment, distance, record_schema
 from rnn_vos_jax.input_pipeline_files import (
     check_not_empty,
+    process_splits,
     record_files,
     samples_per_epoch,
     split_files,
@@ -85,6 +91,7 @@ DATA_KEYS = (
     "eval_dir",
     "image_size",
     "batch_size",
+    "file_splits",
     "min_clip_len",
     "max_clip_len",
     "curriculum",
@@ -286,16 +293,24 @@ def _load_clip(elem, seed, data):
 
 
 def train_dataset(
-    data, *, seed: int, process_index: int = 0, process_count: int = 1, start_batch: int = 0
+    data,
+    *,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    start_batch: int = 0,
+    batch_size: int | None = None,
 ) -> tf.data.Dataset:
-    """Infinite training dataset of this process's batches (see the module docstring).
+    """Infinite training dataset of one reader's batches (see the module docstring).
 
     Args:
         data: `config.data` (keys in the module docstring).
         seed: pipeline seed; the same seed gives the same batches.
-        process_index, process_count: this process and the number of processes (e.g.
-            jax.process_index(), jax.process_count()); each reads a disjoint set of files.
+        process_index, process_count: this reader and the number of readers (one per process
+            unless data.file_splits says otherwise: `process_dataset`); each reads a disjoint
+            set of files.
         start_batch: index of the first batch to yield (resuming); 0 starts from scratch.
+        batch_size: samples per batch (default data.batch_size).
 
     Returns:
         tf.data.Dataset of dicts frames uint8[B,T,H,W,3], masks float32[B,T,H,W,1],
@@ -308,7 +323,7 @@ def train_dataset(
             f"config.data.frame_resample must be bilinear|nearest: {data.frame_resample!r}"
         )
     files = split_files(record_files(data.train_records), process_index, process_count)
-    batch = int(data.batch_size)
+    batch = int(data.batch_size if batch_size is None else batch_size)
     check_not_empty(files, int(data.min_object_frames))  # else the epochs would spin forever
     first_epoch, offset = 0, 0
     if start_batch:
@@ -328,6 +343,40 @@ def train_dataset(
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options)
+
+
+def process_dataset(
+    data, *, seed: int, process_index: int = 0, process_count: int = 1, start_batch: int = 0
+) -> tf.data.Dataset:
+    """This process's rows of every global batch: its file splits' batches, concatenated.
+
+    Args:
+        data: `config.data`; batch_size is this process's share of the global batch.
+        seed, start_batch: as `train_dataset` (every split starts at batch `start_batch`).
+        process_index, process_count: this process and the number of processes.
+
+    Returns:
+        tf.data.Dataset as `train_dataset`'s with B = data.batch_size: the k splits of this
+        process (input_pipeline_files.process_splits) give B / k rows each, in split order.
+    """
+    splits, total = process_splits(data.get("file_splits", 0), process_index, process_count)
+    if int(data.batch_size) % len(splits):
+        raise ValueError(
+            f"this process's batch of {data.batch_size} does not split over its {len(splits)} "
+            f"file splits (config.data.file_splits={total}, {process_count} processes)"
+        )
+    kw = {"seed": seed, "process_count": total, "start_batch": start_batch}
+    readers = [
+        train_dataset(data, process_index=s, batch_size=int(data.batch_size) // len(splits), **kw)
+        for s in splits
+    ]
+    if len(readers) == 1:
+        return readers[0]
+
+    def concat(*batches):
+        return {k: tf.concat([b[k] for b in batches], axis=0) for k in batches[0]}
+
+    return tf.data.Dataset.zip(tuple(readers)).map(_plain(concat)).prefetch(AUTOTUNE)
 
 
 class _NumpyIterator:
@@ -358,5 +407,5 @@ class _NumpyIterator:
 
 
 def train_iterator(data, **kwargs):
-    """`train_dataset(data, **kwargs)` as an iterator of dicts of numpy arrays (has close())."""
-    return _NumpyIterator(train_dataset(data, **kwargs))
+    """`process_dataset(data, **kwargs)` as an iterator of dicts of numpy arrays (has close())."""
+    return _NumpyIterator(process_dataset(data, **kwargs))

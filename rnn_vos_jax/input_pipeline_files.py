@@ -57,6 +57,39 @@ def split_files(files: list[str], process_index: int, process_count: int) -> lis
     return mine
 
 
+def process_splits(
+    file_splits: int, process_index: int, process_count: int
+) -> tuple[list[int], int]:
+    """Which file splits a process reads: a contiguous block of S / n of the S splits.
+
+    The global batch is the concatenation of the S splits' batches in split order, and process p
+    holds the rows of its devices, so giving process p splits [p * S/n, (p + 1) * S/n) makes the
+    global batches the same for any process count n that divides S. S = 0 means one split per
+    process (files[p::n], the layout without the key).
+
+    Returns:
+        (this process's split indices, S).
+
+    Raises:
+        ValueError: naming config.data.file_splits when n does not divide it.
+    """
+    total = int(file_splits) or process_count
+    if total < 0 or total % process_count:
+        raise ValueError(
+            f"config.data.file_splits={file_splits} cannot be shared by {process_count} "
+            "processes: use a multiple of the process count (0 = one split per process)"
+        )
+    per = total // process_count
+    return list(range(process_index * per, (process_index + 1) * per)), total
+
+
+def process_files(data, process_index: int = 0, process_count: int = 1) -> list[list[str]]:
+    """The record files of each file split that this process reads (data.file_splits)."""
+    splits, total = process_splits(data.get("file_splits", 0), process_index, process_count)
+    files = record_files(data.train_records)
+    return [split_files(files, s, total) for s in splits]
+
+
 def _count_fn(min_object_frames):
     spec = {
         record_schema.OBJECT_IDS: tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),

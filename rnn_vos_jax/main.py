@@ -5,9 +5,11 @@ r"""Entry point: train or evaluate a config in a workdir.
 
 With a demo config (config.demo.enabled) --mode=train runs the whole demo: synthetic data ->
 conversion -> training -> evaluation -> J&F table.
-"""
 
-import os
+Exit status: 0 when done; 1 on an error; 143 / 130 when SIGTERM / SIGINT stopped training after
+it saved a checkpoint at the current step (rnn_vos_jax/preemption.py; rerun to resume). Several
+processes: rnn_vos_jax/multihost.py.
+"""
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -27,29 +29,15 @@ def _hide_accelerators_from_tensorflow() -> None:
     input_pipeline.hide_accelerators_from_tensorflow()
 
 
-def _maybe_initialize_distributed() -> None:
-    # Multi-process runs announce themselves: explicit coordinator variables (launch/gpu.sh), or
-    # JAX_DISTRIBUTED=auto where JAX detects the cluster itself (TPU pods: launch/tpu_pod.sh; SLURM).
-    import jax
-
-    env = os.environ
-    if int(env.get("JAX_NUM_PROCESSES", "1")) > 1:
-        jax.distributed.initialize(
-            coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
-            num_processes=int(env["JAX_NUM_PROCESSES"]),
-            process_id=int(env["JAX_PROCESS_ID"]),
-        )
-    elif env.get("JAX_DISTRIBUTED") == "auto":
-        jax.distributed.initialize()
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     _hide_accelerators_from_tensorflow()
     # Orbax logs each checkpoint write in detail at INFO; keep the progress lines readable.
     logging.get_absl_logger().addFilter(lambda r: r.levelno >= 30 or "orbax" not in r.pathname)
-    _maybe_initialize_distributed()
+    from rnn_vos_jax import multihost
+
+    multihost.initialize()
     import jax
 
     logging.info(
@@ -61,18 +49,19 @@ def main(argv):
         jax.devices(),
     )
     config, workdir = CONFIG.value, FLAGS.value
-    if MODE.value == "eval":
-        from rnn_vos_jax import evaluate
+    with multihost.exit_on_failure():
+        if MODE.value == "eval":
+            from rnn_vos_jax import evaluate
 
-        evaluate.run(config, workdir)
-    elif config.demo.enabled:
-        from rnn_vos_jax import demo
+            evaluate.run(config, workdir)
+        elif config.demo.enabled:
+            from rnn_vos_jax import demo
 
-        demo.run(config, workdir)
-    else:
-        from rnn_vos_jax import train
+            demo.run(config, workdir)
+        else:
+            from rnn_vos_jax import train
 
-        train.run(config, workdir)
+            train.run(config, workdir)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,18 @@ Resume order (first that exists wins):
 
 A non-finite loss or gradient stops the run with FloatingPointError; metrics are checked before
 every save, so the bad state is never written and the last good checkpoint stays the latest.
+
+SIGTERM / SIGINT during the steps (preemption, Ctrl-C): the run finishes the current step (all
+processes agree on which: preemption.py), saves a checkpoint at it, and exits with status 143 /
+130 (`preemption.Preempted`). A latest checkpoint that does not restore is skipped with a warning
+(checkpoints.TrainCheckpointer.restore_latest).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 
 import jax
@@ -30,6 +36,7 @@ from rnn_vos_jax import (
     distance,
     metric_writer,
     models,
+    preemption,
     run_info,
     schedules,
     sharding,
@@ -84,16 +91,16 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def _train_batches(config, start_batch: int, local_batch_size: int):
     # Imported here: the input pipeline is the only TensorFlow user on the training path.
-    from rnn_vos_jax import input_pipeline
+    from rnn_vos_jax import input_pipeline, input_pipeline_files
 
     data = ml_collections.ConfigDict(config.data.to_dict())
     data.batch_size = local_batch_size  # the pipeline batches per process
+    where = {"process_index": jax.process_index(), "process_count": jax.process_count()}
+    splits = input_pipeline_files.process_files(data, **where)
+    names = [[os.path.basename(f) for f in files] for files in splits]
+    logging.info(f"Process {jax.process_index()} reads {len(splits)} file split(s): {names}")
     return input_pipeline.train_iterator(
-        data,
-        seed=int(config.seed),
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        start_batch=start_batch,
+        data, seed=int(config.seed), start_batch=start_batch, **where
     )
 
 
@@ -106,12 +113,11 @@ def _initial_state(config, model, tx, mesh, ckpt, log) -> train_state.TrainState
             model, tx, config.seed, image_size, mesh, variables, fsdp=fsdp
         )
 
-    latest = ckpt.latest_step()
-    if latest is not None:
-        log(f"Resuming from {ckpt.directory}/{latest}")
+    if ckpt.latest_step() is not None:
         # Orbax reads the arrays into this layout whatever layout they were saved from.
-        target = train_state.abstract_state(fresh, mesh, fsdp)
-        return ckpt.restore(latest, target)
+        step, state = ckpt.restore_latest(train_state.abstract_state(fresh, mesh, fsdp))
+        log(f"Resuming from {ckpt.directory}/{step}")
+        return state
     if config.init_from:
         log(f"Initialising params/batch_stats from {config.init_from} (fresh optimizer)")
         return fresh(checkpoints.load_variables(config.init_from))
@@ -230,24 +236,40 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainSta
     }
     progress = _Progress(num_steps, global_batch)
     batches = _train_batches(config, start, local_batch)
+    stop_requests = preemption.StopRequests()
     try:
-        for step in range(start, num_steps):
-            host_batch = next(batches)
-            batch = sharding.global_batch(host_batch, mesh)
-            p = schedules.sample_prob(step, config.train, steps_per_epoch)
-            bn_train = schedules.batchnorm_train(step, config.train, steps_per_epoch)
-            state, metrics = step_fns[bn_train](state, batch, jnp.float32(p))
-            progress.add(metrics)
-            done = step + 1
-            is_last = done == num_steps
-            saving = is_last or done % ckpt_cfg.every_steps == 0
-            if saving or done % config.train.log_every_steps == 0 or done == start + 1:
-                means = progress.flush(done)  # raises before a bad state can be saved
-                means["epoch"] = done / steps_per_epoch
-                writer.write(done, means)
-                log(_progress_line(done, num_steps, means))
-            if saving:
-                ckpt.save(done, state, force=is_last)
+        with stop_requests:
+            for step in range(start, num_steps):
+                host_batch = next(batches)
+                batch = sharding.global_batch(host_batch, mesh)
+                p = schedules.sample_prob(step, config.train, steps_per_epoch)
+                bn_train = schedules.batchnorm_train(step, config.train, steps_per_epoch)
+                state, metrics = step_fns[bn_train](state, batch, jnp.float32(p))
+                progress.add(metrics)
+                done = step + 1
+                stop = stop_requests.poll()  # SIGTERM / SIGINT: save this step and exit
+                is_last = done == num_steps
+                saving = is_last or stop is not None or done % ckpt_cfg.every_steps == 0
+                if saving or done % config.train.log_every_steps == 0 or done == start + 1:
+                    means = progress.flush(done)  # raises before a bad state can be saved
+                    means["epoch"] = done / steps_per_epoch
+                    writer.write(done, means)
+                    log(_progress_line(done, num_steps, means))
+                if saving:
+                    ckpt.save(done, state, force=is_last or stop is not None)
+                if stop is not None and not is_last:
+                    ckpt.wait()
+                    logging.warning(
+                        "Stopped by %s at step %d: checkpoint %s/%d saved %.1f s after the "
+                        "signal; exiting with status %d (rerun the same command to resume)",
+                        signal.Signals(stop).name,
+                        done,
+                        ckpt.directory,
+                        done,
+                        stop_requests.seconds_since_signal(),
+                        preemption.exit_status(stop),
+                    )
+                    raise preemption.Preempted(stop, done)
     finally:
         ckpt.wait()
         ckpt.close()

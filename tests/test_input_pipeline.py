@@ -15,6 +15,7 @@ from rnn_vos_jax import (
     distance,
     input_pipeline,
     input_pipeline_eval,
+    input_pipeline_files,
     record_schema,
     vos_reader,
 )
@@ -366,3 +367,34 @@ def test_synthetic_dataset_round_trip(tmp_path):
     data.train_records = out
     b = _take(data, 1, seed=0)[0]
     assert b["frames"].shape == (2, 5, 32, 64, 3) and b["masks"].any()
+
+
+def test_file_splits_keep_the_global_batches_for_any_process_count(records):
+    """data.file_splits=2: one process reading both splits yields the rows of two processes."""
+    one = _take(_config(records, batch_size=4, file_splits=2), 3, seed=5, start_batch=1)
+    halves = [
+        _take(
+            _config(records, batch_size=2, file_splits=2),
+            3,
+            seed=5,
+            start_batch=1,
+            process_index=p,
+            process_count=2,
+        )
+        for p in range(2)
+    ]
+    for b, h0, h1 in zip(one, *halves):
+        assert not np.array_equal(h0["frames"], h1["frames"])
+        for k in b:
+            np.testing.assert_array_equal(b[k], np.concatenate([h0[k], h1[k]]), err_msg=k)
+    files = input_pipeline.record_files(",".join(records))
+    # 0 (the default) is one split per process: files[p::n], the layout without the key
+    assert input_pipeline_files.process_files(_config(records), 1, 2) == [files[1::2]]
+    assert input_pipeline_files.process_files(_config(records, file_splits=2), 0, 1) == [
+        files[0::2],
+        files[1::2],
+    ]
+    with pytest.raises(ValueError, match="file_splits=2 cannot be shared by 3 processes"):
+        input_pipeline_files.process_files(_config(records, file_splits=2), 0, 3)
+    with pytest.raises(ValueError, match="batch of 3 does not split over its 2 file splits"):
+        input_pipeline.train_iterator(_config(records, file_splits=2), seed=0)

@@ -32,7 +32,6 @@ and TPU): the device is printed.
 
 import argparse
 import contextlib
-import importlib
 import os
 import sys
 import time
@@ -43,20 +42,12 @@ if __package__ in (None, ""):
 import jax
 import jax.numpy as jnp
 
+from benchmarks.config_spec import load_config
 from rnn_vos_jax import models, schedules, sharding, train_state
 from rnn_vos_jax.models import backbones, hs2s_encoder
 
 MODES = ("off", "encoder", "blocks")
 MIB = 2**20
-
-
-def load_config(spec: str):
-    """config of 'configs/hs2s.py:ARG' or 'hs2s:ARG' (unlocked)."""
-    name, _, arg = spec.partition(":")
-    module = os.path.splitext(os.path.basename(name))[0]
-    config = importlib.import_module(f"configs.{module}").get_config(arg or None)
-    config.unlock()
-    return config
 
 
 @contextlib.contextmanager

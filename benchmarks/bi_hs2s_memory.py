@@ -23,7 +23,6 @@ TPU): the device is printed. Host memory (every frame at the model size, uint8) 
 """
 
 import argparse
-import importlib
 import os
 import sys
 import time
@@ -34,18 +33,10 @@ if __package__ in (None, ""):
 import jax
 import jax.numpy as jnp
 
+from benchmarks.config_spec import load_config
 from rnn_vos_jax import inference, models
 
 MIB = 2**20
-
-
-def load_config(spec: str):
-    """config of 'configs/bi_hs2s.py:ARG' or 'bi_hs2s:ARG' (unlocked)."""
-    name, _, arg = spec.partition(":")
-    module = os.path.splitext(os.path.basename(name))[0]
-    config = importlib.import_module(f"configs.{module}").get_config(arg or None)
-    config.unlock()
-    return config
 
 
 def abstract_variables(model, image_size):

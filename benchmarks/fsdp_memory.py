@@ -22,7 +22,6 @@ state's bytes per device from the layout alone (no compiler). The figures depend
 """
 
 import argparse
-import importlib
 import math
 import os
 import sys
@@ -30,6 +29,8 @@ import time
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.config_spec import load_config
 
 
 def _force_devices(n: int) -> None:
@@ -41,15 +42,6 @@ def _force_devices(n: int) -> None:
 
 MIB = 2**20
 LAYOUTS = ("replicated", "fsdp")
-
-
-def load_config(spec: str):
-    """config of 'configs/hs2s.py:ARG' or 'hs2s:ARG' (unlocked)."""
-    name, _, arg = spec.partition(":")
-    module = os.path.splitext(os.path.basename(name))[0]
-    config = importlib.import_module(f"configs.{module}").get_config(arg or None)
-    config.unlock()
-    return config
 
 
 def step_memory(config, image_size, batch, frames, mesh, fsdp):

@@ -125,9 +125,9 @@ def test_all_frames_protocol(tiny, tmp_path):
             np.testing.assert_array_equal(
                 video.frames[n], _read(dense.frame_path(name, video.frame_names[n]))
             )
-        probs = np.stack(list(evaluate._probabilities(predictor, video, 0)))
+        probs = np.stack([p for p, _ in evaluate._probabilities(predictor, video, 0)])
         sparse = eval_data.reader_video(valid, name)
-        sparse_probs = np.stack(list(evaluate._probabilities(predictor, sparse, 0)))
+        sparse_probs = np.stack([p for p, _ in evaluate._probabilities(predictor, sparse, 0)])
         for n, i in enumerate(keep):  # the PNGs are these probabilities merged
             ids = inference.merge_probabilities(probs[i], video.object_ids.tolist())
             np.testing.assert_array_equal(_read(out / name / (info.frames[n] + ".png")), ids)

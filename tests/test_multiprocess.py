@@ -110,11 +110,17 @@ def _two_processes(workdir, records, env, **changes):
 
 _FAKE_PYTHON = r"""#!/usr/bin/env bash
 # Stand-in for python: `-c` goes to the real one (the launcher's free-port probe); as main,
-# process 1 fails at once and process 0 waits, noting SIGTERM (or ignoring it).
+# process 1 fails once process 0 has logged its start (on a loaded machine the launcher could
+# otherwise stop process 0 before it printed anything) and process 0 waits, noting SIGTERM (or
+# ignoring it).
 if [[ $1 == -c ]]; then exec "$REAL_PYTHON" "$@"; fi
 printf '%s\n' "id=$JAX_PROCESS_ID" "n=$JAX_NUM_PROCESSES" "at=$JAX_COORDINATOR_ADDRESS" \
   "xla=$XLA_FLAGS" "args=$*"
-if [[ $JAX_PROCESS_ID == 1 ]]; then exit 3; fi
+if [[ $JAX_PROCESS_ID == 0 ]]; then touch "$READY_DIR/0"; fi
+if [[ $JAX_PROCESS_ID == 1 ]]; then
+  for _ in $(seq 300); do [[ -e $READY_DIR/0 ]] && break; sleep 0.1; done
+  exit 3
+fi
 if [[ -n ${IGNORE_TERM:-} ]]; then trap '' TERM; else trap 'echo TERM; exit 143' TERM; fi
 for _ in $(seq 600); do sleep 0.1; done
 """
@@ -134,6 +140,7 @@ def test_launcher_stops_all_when_one_fails(tmp_path, ignore_term):
         DEVICES_PER_PROCESS="3",
         KILL_AFTER="1",
         IGNORE_TERM="1" if ignore_term else "",
+        READY_DIR=str(tmp_path),
     )
     workdir = str(tmp_path / "run")
     run = subprocess.run(

@@ -48,7 +48,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 
 import jax
 import ml_collections
@@ -58,10 +57,10 @@ from absl import logging
 from rnn_vos_jax import (
     checkpoints,
     eval_data,
+    eval_predict,
     flow_viz,
     inference,
     metrics,
-    models,
     png_writer,
     run_info,
     score,
@@ -72,7 +71,6 @@ EVAL_DIR = "eval"
 SHARES_DIR = "shares"
 FLOW_DIR = "Flow"
 # config.eval switches -> the per-frame model output (Family.frame_outputs) each one writes.
-FRAME_OUTPUTS = {"save_flow": "flow"}
 # How often process 0 looks for the other processes' share files, and logs the missing ones.
 SHARE_POLL_S = 0.5
 SHARE_LOG_S = 60.0
@@ -165,68 +163,6 @@ def _score_and_mark(marker: _Marker, video: EvalVideo, pred_ids: list, fps: floa
     logging.info("%s", line)
 
 
-def _frame_outputs(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-    """The per-frame model outputs config.eval asks to be written (e.g. ('flow',))."""
-    return tuple(out for key, out in FRAME_OUTPUTS.items() if config.eval.get(key, False))
-
-
-def _predictor(config: ml_collections.ConfigDict, variables) -> inference.Predictor:
-    """The family's predictor for config.model, with the per-frame outputs config.eval asks for.
-
-    Raises:
-      ValueError: e.g. config.eval.save_flow for a model family that outputs no flow.
-    """
-    model = models.build(config.model)
-    outputs = _frame_outputs(config)
-    fam = models.family_of(model)
-    for key, out in FRAME_OUTPUTS.items():
-        if out in outputs and out not in fam.frame_outputs:
-            raise ValueError(
-                f"config.eval.{key}=True, but model family {fam.name!r} ({config.model.name}) "
-                f"has no {out!r} output (its per-frame outputs: {list(fam.frame_outputs) or 'none'})"
-            )
-    return inference.predictor_for(
-        model, variables, config.data.image_size, outputs, **inference.predictor_options(config)
-    )
-
-
-def _probabilities(
-    predictor, video: EvalVideo, batch_objects: int
-) -> Iterator[tuple[np.ndarray, dict]]:
-    """Per-frame (float32[K, H0, W0] for all objects, extras) in groups of batch_objects run in
-    lockstep; extras as StreamingPredictor.predict_with_outputs ({} without outputs)."""
-    ids = [int(i) for i in video.object_ids]
-    first_masks = {
-        o: (int(f), video.annotations[int(f)] == o) for o, f in zip(ids, video.first_frame)
-    }
-    for o, (f, mask) in first_masks.items():
-        if not mask.any():
-            raise ValueError(
-                f"video {video.name}: object {o} has an empty mask on its first listed frame "
-                f"{video.frame_names[f]} (annotation or meta.json is wrong)"
-            )
-    outputs = getattr(predictor, "outputs", ())
-    if not ids:  # nothing to segment: all-background frames
-        for frame in video.frames:
-            yield np.zeros((0, *frame.shape[:2]), np.float32), {name: {} for name in outputs}
-        return
-    size = batch_objects if batch_objects > 0 else len(ids)
-    groups = [ids[i : i + size] for i in range(0, len(ids), size)]
-
-    def stream(group):
-        masks = {o: first_masks[o] for o in group}
-        if outputs:
-            return predictor.predict_with_outputs(video.frames, masks)
-        return ((p, {}) for p in predictor.predict(video.frames, masks))
-
-    for parts in zip(*map(stream, groups)):
-        extras = {name: {} for name in outputs}
-        for _, more in parts:
-            for name, per_object in more.items():
-                extras[name].update(per_object)
-        yield np.concatenate([p for p, _ in parts]), extras
-
-
 def evaluate_checkpoint(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -261,9 +197,9 @@ def evaluate_checkpoint(
             "config.init_from to evaluate"
         )
     if predictor is None:
-        predictor = _predictor(config, variables)
+        predictor = eval_predict.predictor(config, variables)
     else:
-        missing = set(_frame_outputs(config)) - set(getattr(predictor, "outputs", ()))
+        missing = set(eval_predict.frame_outputs(config)) - set(getattr(predictor, "outputs", ()))
         if missing:
             raise ValueError(f"the given predictor does not output {sorted(missing)}")
         predictor.set_variables(variables)
@@ -275,7 +211,7 @@ def evaluate_checkpoint(
         "ignore_void": bool(config.eval.get("ignore_void", False)),
         "all_frames": source.all_frames is not None,
     }
-    save_flow = "flow" in _frame_outputs(config)
+    save_flow = "flow" in eval_predict.frame_outputs(config)
     marker = _Marker(out_dir, label, save_pngs, protocol, save_flow)
     shares = _Shares(out_dir, marker.label, index, count)
     shares.start()
@@ -305,7 +241,9 @@ def evaluate_checkpoint(
             if save_flow:  # the folder marks the video's flows as asked for (see _Marker.load)
                 os.makedirs(os.path.join(marker.flow_dir, video.name), exist_ok=True)
             for n, (probs, extras) in enumerate(
-                _probabilities(predictor, video, int(config.eval.get("batch_objects", 0)))
+                eval_predict.probabilities(
+                    predictor, video, int(config.eval.get("batch_objects", 0))
+                )
             ):
                 if not output[n]:
                     continue
@@ -454,7 +392,7 @@ def watch(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if len(pending) > 1:
                 logging.info("watch: skipping older checkpoints %s", pending[:-1])
             if predictor is None:  # one predictor: compiled steps are reused across checkpoints
-                predictor = _predictor(config, None)
+                predictor = eval_predict.predictor(config, None)
             try:  # process 0 alone: the others are not watching
                 result = evaluate_checkpoint(
                     config, workdir, step, predictor=predictor, process_index=0, process_count=1

@@ -18,7 +18,15 @@ import tiny_run
 from PIL import Image
 
 from data_prep import make_synthetic
-from rnn_vos_jax import checkpoints, eval_data, evaluate, inference, models, vos_reader
+from rnn_vos_jax import (
+    checkpoints,
+    eval_data,
+    eval_predict,
+    evaluate,
+    inference,
+    models,
+    vos_reader,
+)
 
 TINY_MODEL = {"name": "hs2s", "width_divisor": 16, "blocks": (1, 1, 1, 1), "num_classes": 6}
 IMAGE_SIZE = (32, 64)
@@ -125,9 +133,9 @@ def test_all_frames_protocol(tiny, tmp_path):
             np.testing.assert_array_equal(
                 video.frames[n], _read(dense.frame_path(name, video.frame_names[n]))
             )
-        probs = np.stack([p for p, _ in evaluate._probabilities(predictor, video, 0)])
+        probs = np.stack([p for p, _ in eval_predict.probabilities(predictor, video, 0)])
         sparse = eval_data.reader_video(valid, name)
-        sparse_probs = np.stack([p for p, _ in evaluate._probabilities(predictor, sparse, 0)])
+        sparse_probs = np.stack([p for p, _ in eval_predict.probabilities(predictor, sparse, 0)])
         for n, i in enumerate(keep):  # the PNGs are these probabilities merged
             ids = inference.merge_probabilities(probs[i], video.object_ids.tolist())
             np.testing.assert_array_equal(_read(out / name / (info.frames[n] + ".png")), ids)

@@ -16,6 +16,7 @@ from rnn_vos_jax import (
     annotations,
     checkpoints,
     eval_data,
+    eval_predict,
     evaluate,
     inference,
     models,
@@ -129,7 +130,7 @@ def test_predict_late_objects_and_batching_equivalence(tiny):
         width=frames.shape[2],
     )
     with pytest.raises(ValueError, match="video vid7: object 3 has an empty mask .* 00005"):
-        next(evaluate._probabilities(predictor, video, 0))
+        next(eval_predict.probabilities(predictor, video, 0))
 
 
 def test_clip_predictor_equals_streaming_predictor(tiny):

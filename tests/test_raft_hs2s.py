@@ -19,7 +19,7 @@ from PIL import Image
 
 from configs import raft_hs2s as raft_config
 from data_prep import make_synthetic
-from rnn_vos_jax import checkpoints, evaluate, inference, models, torch_keys
+from rnn_vos_jax import checkpoints, eval_predict, evaluate, inference, models, torch_keys
 from rnn_vos_jax.models.layers import Conv
 from rnn_vos_jax.models.raft import photometric
 from rnn_vos_jax.models.raft.flow import estimate_flow
@@ -204,6 +204,6 @@ def test_save_flow_without_a_flow_output_is_an_error(dataset, tmp_path):
     hs2s = {"name": "hs2s", **models.family("hs2s").tiny, "num_classes": 6}
     config = _config(dataset, hs2s)
     with pytest.raises(ValueError, match="save_flow=True.*'hs2s'.*no 'flow' output"):
-        evaluate._predictor(config, None)
+        eval_predict.predictor(config, None)
     with pytest.raises(ValueError, match="no per-frame outputs"):
         inference.predictor_for(models.build(hs2s), None, IMAGE_SIZE, outputs=("flow",))

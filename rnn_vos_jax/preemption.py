@@ -60,6 +60,7 @@ class StopRequests:
         self._old: dict[int, object] = {}
         self.signum: int | None = None
         self.received_at: float | None = None
+        self.received_step: int | None = None  # the step first polled after the signal
         self._pending = None  # previous step's all-process max, still on the devices
         self._reduce = None
 
@@ -85,12 +86,15 @@ class StopRequests:
             "Received %s: finishing the current step, then saving a checkpoint and exiting", name
         )
 
-    def poll(self) -> int | None:
-        """Called once per dispatched step; the signal to stop on after this step, or None.
+    def poll(self, step: int = 0) -> int | None:
+        """Called once per dispatched `step`; the signal to stop on after this step, or None.
 
         Single process: the signal received so far. Several processes: the all-process max of
-        the previous step's poll, the same answer in every process.
+        the previous step's poll, the same answer in every process. `received_step` is the
+        first step polled after this process received (or learned of) the signal.
         """
+        if self.signum is not None and self.received_step is None:
+            self.received_step = int(step)
         if jax.process_count() == 1:
             return self.signum
         if self._reduce is None:
@@ -100,7 +104,7 @@ class StopRequests:
             return None
         agreed = int(np.asarray(previous.addressable_data(0)))
         if agreed and self.signum is None:
-            self.signum, self.received_at = agreed, time.time()
+            self.signum, self.received_at, self.received_step = agreed, time.time(), int(step)
             logging.warning(
                 "Another process received %s: stopping with it", signal.Signals(agreed).name
             )

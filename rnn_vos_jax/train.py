@@ -247,7 +247,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainSta
                 state, metrics = step_fns[bn_train](state, batch, jnp.float32(p))
                 progress.add(metrics)
                 done = step + 1
-                stop = stop_requests.poll()  # SIGTERM / SIGINT: save this step and exit
+                stop = stop_requests.poll(done)  # SIGTERM / SIGINT: save this step and exit
                 is_last = done == num_steps
                 saving = is_last or stop is not None or done % ckpt_cfg.every_steps == 0
                 if saving or done % config.train.log_every_steps == 0 or done == start + 1:
@@ -260,10 +260,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainSta
                 if stop is not None and not is_last:
                     ckpt.wait()
                     logging.warning(
-                        "Stopped by %s at step %d: checkpoint %s/%d saved %.1f s after the "
-                        "signal; exiting with status %d (rerun the same command to resume)",
+                        "Stopped by %s at step %d (signal seen at step %d): checkpoint %s/%d "
+                        "saved %.1f s after the signal; exiting with status %d (rerun the same "
+                        "command to resume)",
                         signal.Signals(stop).name,
                         done,
+                        stop_requests.received_step,
                         ckpt.directory,
                         done,
                         stop_requests.seconds_since_signal(),

@@ -31,7 +31,7 @@ from rnn_vos_jax import checkpoints, metric_writer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "launch", "local_multiprocess.sh")
-STEPS = 8
+STEPS = 16  # room after a late signal on a loaded box
 TIMEOUT_S = 420
 CONFIG = "configs/s2s.py:demo"
 CHANGES = {
@@ -287,16 +287,23 @@ def test_sigterm_to_one_process_stops_both_and_resumes_in_one(
     os.kill(pids[1], signal.SIGTERM)
     assert _finish(launcher, "the preempted 2-process run") == 143
     logs = _process_logs(workdir)
-    stopped = set()
+    stopped, seen = set(), []
     for text in logs:
         assert "Resuming from " + os.path.join(workdir, "checkpoints", "2") in text
-        match = re.search(r"Stopped by SIGTERM at step (\d+): checkpoint \S+ saved", text)
+        match = re.search(
+            r"Stopped by SIGTERM at step (\d+) \(signal seen at step (\d+)\): checkpoint \S+ saved",
+            text,
+        )
         assert match, text[-3000:]
         stopped.add(int(match.group(1)))
+        seen.append(int(match.group(2)))
     assert "Another process received SIGTERM" in logs[0]  # only process 1 got the signal
     assert len(stopped) == 1, stopped  # both stopped after the same step
     (stop,) = stopped
-    assert at <= stop <= at + 2, (at, stop)  # the current step, or the next (agreement)
+    # Process 1 saw the signal after step `at` was logged (how long after depends on the box's
+    # load); both stop at that step or the next two (agreement reads the previous step's max).
+    assert at <= seen[1] <= stop <= seen[1] + 2, (at, seen, stop)
+    assert stop < STEPS, f"the signal came too late to resume (step {stop} of {STEPS})"
     assert max(_logged_steps(logs[0])) == max(_losses(workdir)) == stop
     ckpt = checkpoints.TrainCheckpointer(workdir, save_interval_steps=2, max_to_keep=10)
     assert ckpt.latest_step() == stop

@@ -22,11 +22,12 @@ from rnn_vos_jax import checkpoints, preemption, sharding, train_state
 def test_signals_are_recorded_and_handlers_restored():
     before = {s: signal.getsignal(s) for s in preemption.SIGNALS}
     with preemption.StopRequests() as requests:
-        assert requests.poll() is None
+        assert requests.poll(5) is None
         os.kill(os.getpid(), signal.SIGINT)  # handled before kill returns (main thread)
-        assert requests.poll() == signal.SIGINT
+        assert requests.poll(6) == signal.SIGINT
         os.kill(os.getpid(), signal.SIGTERM)  # a second signal: logged, the first one stays
-        assert requests.poll() == signal.SIGINT
+        assert requests.poll(7) == signal.SIGINT
+        assert requests.received_step == 6
         assert requests.seconds_since_signal() >= 0
     assert {s: signal.getsignal(s) for s in preemption.SIGNALS} == before
     with preemption.StopRequests() as requests:

@@ -40,6 +40,7 @@ from rnn_vos_jax import (
     run_info,
     schedules,
     sharding,
+    throughput,
     train_state,
 )
 
@@ -150,20 +151,27 @@ def scratch_variables(config: ml_collections.ConfigDict, model) -> dict:
 
 
 class _Progress:
-    """Accumulates per-step device metrics and turns them into log lines (one host sync each)."""
+    """Accumulates per-step device metrics and turns them into log lines (one host sync each).
 
-    def __init__(self, total: int, global_batch: int):
-        self.total, self.global_batch = total, global_batch
+    Rates are over the steps since the last flush: steps/s, clips/s, ETA and, when the steps'
+    FLOPs are known (throughput.StepCost), achieved FLOP/s over all devices and MFU (against
+    `peak_flops`, the mesh's peak bf16 FLOP/s; None on CPU / unknown devices).
+    """
+
+    def __init__(self, total: int, global_batch: int, peak_flops: float | None = None):
+        self.total, self.global_batch, self.peak_flops = total, global_batch, peak_flops
         self.pending: list[dict] = []
+        self.flops: list[float | None] = []
         self.t0, self.step0 = None, None
 
-    def add(self, metrics):
+    def add(self, metrics, flops: float | None = None):
         self.pending.append(metrics)
+        self.flops.append(flops)
 
     def flush(self, step: int) -> dict[str, float]:
         """Host-fetches pending metrics; raises FloatingPointError on a non-finite value."""
         rows = jax.device_get(self.pending)
-        self.pending = []
+        flops, self.pending, self.flops = self.flops, [], []
         for i, row in enumerate(rows):
             bad = {k: float(v) for k, v in row.items() if not np.isfinite(v)}
             if bad:
@@ -175,10 +183,15 @@ class _Progress:
         means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
         now = time.time()
         if self.t0 is not None and step > self.step0:
-            rate = (step - self.step0) / (now - self.t0)
+            seconds = now - self.t0
+            rate = (step - self.step0) / seconds
             means["steps_per_sec"] = rate
             means["clips_per_sec"] = rate * self.global_batch
             means["eta_min"] = (self.total - step) / rate / 60
+            if flops and all(f is not None for f in flops):
+                means["flops_per_sec"] = sum(flops) / seconds
+                if self.peak_flops:
+                    means["mfu"] = means["flops_per_sec"] / self.peak_flops
         self.t0, self.step0 = now, step
         return means
 
@@ -234,7 +247,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainSta
         )
         for bn in (True, False)
     }
-    progress = _Progress(num_steps, global_batch)
+    costs: dict[tuple, throughput.StepCost] = {}  # per compiled step: BatchNorm mode, shapes
+    chip_peak = throughput.peak_flops_per_chip(mesh.devices.flat[0].device_kind)
+    progress = _Progress(num_steps, global_batch, chip_peak and chip_peak * mesh.devices.size)
     batches = _train_batches(config, start, local_batch)
     stop_requests = preemption.StopRequests()
     try:
@@ -244,8 +259,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainSta
                 batch = sharding.global_batch(host_batch, mesh)
                 p = schedules.sample_prob(step, config.train, steps_per_epoch)
                 bn_train = schedules.batchnorm_train(step, config.train, steps_per_epoch)
-                state, metrics = step_fns[bn_train](state, batch, jnp.float32(p))
-                progress.add(metrics)
+                p = jnp.float32(p)
+                key = (bn_train, batch["frames"].shape)  # clip lengths may vary: one step each
+                if key not in costs:  # compiles the step (jit's own cache entry) once
+                    costs[key] = throughput.step_cost(
+                        step_fns[bn_train], state, batch, p, num_devices=mesh.devices.size
+                    )
+                    mode = "BatchNorm " + ("batch statistics" if bn_train else "frozen")
+                    log(costs[key].describe(f"train step ({mode}, frames {list(key[1])})"))
+                state, metrics = step_fns[bn_train](state, batch, p)
+                progress.add(metrics, costs[key].flops)
                 done = step + 1
                 stop = stop_requests.poll(done)  # SIGTERM / SIGINT: save this step and exit
                 is_last = done == num_steps
@@ -287,6 +310,8 @@ _NOT_LOSS_PARTS = {
     "sample_prob",
     "steps_per_sec",
     "clips_per_sec",
+    "flops_per_sec",
+    "mfu",
     "eta_min",
 }
 
@@ -300,5 +325,8 @@ def _progress_line(step: int, total: int, m: dict[str, float]) -> str:
         parts.append(f"sample_prob {m['sample_prob']:.3f}")
     if "steps_per_sec" in m:
         parts.append(f"{m['steps_per_sec']:.2f} steps/s, {m['clips_per_sec']:.1f} clips/s")
+        if "flops_per_sec" in m:
+            rate = throughput.format_flops(m["flops_per_sec"]) + "/s"
+            parts.append(rate + (f", MFU {100 * m['mfu']:.1f}%" if "mfu" in m else ""))
         parts.append(f"ETA {m['eta_min']:.1f} min")
     return " | ".join(parts)

@@ -121,6 +121,13 @@ def test_run_writes_logs_config_and_checkpoints(uninterrupted):
     rows = metric_writer.read_metrics(uninterrupted)
     assert {"bce", "jaccard", "distance", "learning_rate", "sample_prob", "epoch"} <= set(rows[0])
     assert rows[-1]["sample_prob"] == pytest.approx(0.5)  # epoch 2: min(0.5, 0.25 * 2)
+    # Throughput: rates from the second log on; FLOP/s but no MFU on CPU. Each row covers one
+    # step, so FLOP/s over steps/s is that step's FLOP count, which depends only on the
+    # BatchNorm mode and the clip length (1 or 2 frames): at most 4 values, within 2x.
+    assert "flops_per_sec" not in rows[0] and not any("mfu" in r for r in rows)
+    per_step = [r["flops_per_sec"] / r["steps_per_sec"] for r in rows[1:]]
+    assert len({round(f) for f in per_step}) <= 4
+    assert 0 < max(per_step) < 2 * min(per_step)
     assert os.listdir(os.path.join(uninterrupted, "tensorboard"))
     with open(os.path.join(uninterrupted, "config.json")) as f:
         assert json.load(f)["train"]["num_steps"] == tiny_run.STEPS

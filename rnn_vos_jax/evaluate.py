@@ -15,6 +15,9 @@ its scores), so an interrupted evaluation resumes where it stopped. Videos witho
 every frame (real YouTube-VOS valid) get PNGs but no scores. Inference uses the predictor the
 model's family asks for (inference.predictor_for: streaming, or whole-clip for offline models;
 config.eval.clip_window / clip_overlap run long clips of those in overlapping windows).
+metrics.json also gives the inference speed, `object_frames_per_sec` (frames/s per object,
+compilation excluded: eval_speed), and J, F, J&F and that speed go to TensorBoard at the
+checkpoint's step under WORKDIR/eval/<split>/tensorboard (config.eval.tensorboard, default on).
 
 With config.eval.save_flow (families whose streaming step outputs a flow, Family.frame_outputs)
 each frame's flow is also written as a colour-coded RGB PNG (flow_viz: the Middlebury colour
@@ -58,6 +61,7 @@ from rnn_vos_jax import (
     checkpoints,
     eval_data,
     eval_predict,
+    eval_speed,
     flow_viz,
     inference,
     metrics,
@@ -124,20 +128,25 @@ class _Marker:
         return marker
 
 
-def _score_and_mark(marker: _Marker, video: EvalVideo, pred_ids: list, fps: float, seen: int):
+def _score_and_mark(marker: _Marker, video: EvalVideo, pred_ids: list, speed: dict, seen: int):
     """Writer-thread job: scores a finished video and writes its marker (after its PNGs).
 
     Args:
       video: the video's output view (EvalVideo.output_view: its M written frames).
       pred_ids: M uint8[H0, W0] predicted id maps of those frames.
-      fps, seen: inference speed and the number of frames the model ran on (for the log line).
+      speed: the video's eval_speed.VideoClock record; kept in the marker.
+      seen: the number of frames the model ran on.
     """
     name, ids = video.name, [int(i) for i in video.object_ids]
     first = dict(zip(ids, (int(f) for f in video.first_frame)))
     cats = {o: (c or None) for o, c in zip(ids, video.categories)}
     full_gt = bool(np.all(video.annotated))
     entry = {"checkpoint": marker.label, "frames": list(video.frame_names), "scored": full_gt}
-    line = f"{name}: {len(ids)} objects, {seen} frames, {fps:.1f} frames/s"
+    entry["speed"] = speed
+    rate = eval_speed.rate(speed)
+    line = f"{name}: {len(ids)} objects, {seen} frames, {rate:.1f} frames/s per object"
+    if speed["compile_seconds"] > 0.05:
+        line += f" (+{speed['compile_seconds']:.1f} s compiling)"
     if seen != len(pred_ids):
         line += f", {len(pred_ids)} written"
     if full_gt:
@@ -231,7 +240,7 @@ def evaluate_checkpoint(
                 names.append(item)
                 skipped += 1
                 continue
-            video, start = item, time.time()
+            video, clock = item, eval_speed.VideoClock()
             names.append(video.name)
             # All-frames protocol: the model runs on every frame (the recurrent state advances
             # on each); only the output frames are merged, written and scored.
@@ -257,9 +266,9 @@ def evaluate_checkpoint(
                     path = os.path.join(marker.flow_dir, video.name, frame + ".png")
                     writer.submit(flow_viz.write_png, path, flow, probs.shape[1:])
             seen = len(output)
-            fps = seen / max(time.time() - start, 1e-9)
+            speed = clock.record(seen, video.first_frame)
             view = video.output_view()  # without frames: they can go now
-            writer.submit(_score_and_mark, marker, view, pred_ids, fps, seen)
+            writer.submit(_score_and_mark, marker, view, pred_ids, speed, seen)
     if skipped:
         logging.info("resumed: %d of %d videos were already done", skipped, len(names))
     names = shares.merge(names)
@@ -267,7 +276,11 @@ def evaluate_checkpoint(
         return {}
     result = _summarize(marker, names, source.seen_categories)
     result.update(checkpoint=label, split=source.split, num_videos=len(names))
+    entries = [marker.load(n) for n in names]
+    result.update(eval_speed.summarize([e["speed"] for e in entries if e and "speed" in e]))
     score.write_json(os.path.join(out_dir, "metrics.json"), result)
+    if config.eval.get("tensorboard", True):
+        eval_speed.write_tensorboard(out_dir, step or 0, result)
     if result.get("scored"):
         logging.info("%s on %s:\n%s", label, source.split, metrics.format_table(result))
     return result
@@ -421,7 +434,7 @@ def watch(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _append_history(workdir: str, result: dict, step: int) -> None:
     out_dir = os.path.join(workdir, EVAL_DIR, result["split"])
     score.write_json(os.path.join(out_dir, f"metrics_{step}.json"), result)
-    keys = ("J_mean", "F_mean", "JF_mean", "overall", "scored")
+    keys = ("J_mean", "F_mean", "JF_mean", "overall", "scored", "object_frames_per_sec")
     line = {"step": step, **{k: result[k] for k in keys if k in result}}
     with open(os.path.join(out_dir, "metrics_history.jsonl"), "a") as f:
         f.write(json.dumps(line) + "\n")

@@ -20,11 +20,19 @@ class MetricWriter:
       workdir: directory receiving metrics.jsonl and tensorboard/ event files.
       enabled: defaults to `jax.process_index() == 0`.
       tensorboard: also write TensorBoard events (tensorboardX).
+      jsonl: write metrics.jsonl (False: TensorBoard only).
     """
 
-    def __init__(self, workdir: str, *, enabled: bool | None = None, tensorboard: bool = True):
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        enabled: bool | None = None,
+        tensorboard: bool = True,
+        jsonl: bool = True,
+    ):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = os.path.join(workdir, "metrics.jsonl") if jsonl else None
         self._tb = None
         if not self.enabled:
             return
@@ -43,8 +51,9 @@ class MetricWriter:
             value = float(value)
             # JSON has no NaN/Inf literal; keep the line parseable by strict readers.
             row[key] = value if math.isfinite(value) else str(value)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
         if self._tb is not None:
             for key, value in scalars.items():
                 self._tb.add_scalar(key, float(value), int(step))

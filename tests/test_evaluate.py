@@ -245,6 +245,15 @@ def test_evaluate_writes_pngs_and_metrics_and_resumes(tiny, dataset, tmp_path, m
         written["seen"]["num_objects"] + written["unseen"]["num_objects"] == written["num_objects"]
     )
     assert result["JF_mean"] == written["JF_mean"]
+    # Frames/s per object: every object is predicted on the frames after its first one.
+    pairs = 0
+    for name in reader.video_names():
+        info = reader.video(name)
+        pairs += sum(
+            len(info.frames) - 1 - info.frames.index(o.frames[0]) for o in info.objects.values()
+        )
+    assert written["object_frames"] == pairs and written["object_frames_per_sec"] > 0
+    assert os.listdir(os.path.join(out, "tensorboard"))
 
     # Resume: only the video whose marker is gone is predicted again; same numbers.
     loaded = []

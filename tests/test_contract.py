@@ -154,6 +154,25 @@ def test_bfloat16_runs_close_to_float32(name):
     assert {x.dtype for x in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_convolution_lowerings_give_the_same_outputs(name, monkeypatch):
+    """Every convolution as windows + matmul (the CPU path of deep layers, here forced on all
+    of them) gives today's outputs: models/conv_lowering.py."""
+    from rnn_vos_jax.models import conv_lowering
+
+    _, model, variables, frames, masks = _tiny(name)
+    want = _eval_outputs(name)  # traced under the default: the tiny models' convs are shallow
+    monkeypatch.setenv(conv_lowering.ENV, "patches")
+    got = mt.jit(
+        lambda v, f, m: model.apply(
+            v, f, m, sample_prob=1.0, train=False, rngs={"sample": jax.random.key(3)}
+        )
+    )(variables, frames, masks)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        mt.assert_close(a, b)
+
+
 @pytest.mark.parametrize("name", [n for n in MODELS if _tiny_family(n).checkpoint])
 def test_checkpoint_conversion_round_trip(name):
     """Our variables -> the authors' file layout -> convert_state gives them back, bit for bit."""

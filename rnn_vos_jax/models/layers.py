@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_vos_jax.models import conv_lowering
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -102,13 +104,12 @@ class Conv(nn.Module):
         kinit = self.kernel_init
         kinit = KERNEL_INITS[kinit] if isinstance(kinit, str) else kinit
         kernel = self.param("kernel", kinit, (kh, kw, cin, self.features), jnp.float32)
-        y = jax.lax.conv_general_dilated(
+        y = conv_lowering.conv2d(
             x.astype(self.dtype),
             kernel.astype(self.dtype),
-            window_strides=_pair(self.strides),
-            padding=((ph, ph), (pw, pw)),
-            rhs_dilation=(self.dilation, self.dilation),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            strides=_pair(self.strides),
+            padding=(ph, pw),
+            dilation=self.dilation,
             precision=self.precision,
         )
         if self.use_bias:

@@ -23,6 +23,7 @@ CPU (2026-12-01) the demo's temp at 96x96 did not move with remat while its resi
 Rematerialisation modes:
   off       config.model.remat = False
   encoder   config.model.remat = True (HS2S: each encoder call rematerialised as a whole)
+  steps     config.model.remat = 'steps' (HS2S: each whole time step rematerialised)
   blocks    the backbone's own `remat` field (axial_s: every AxialBlock), encoders not; HS2S has
             no config key for it, so the run sets it through hs2s_encoder.BACKBONE_FIELDS.
             Skipped for backbones without the field.
@@ -46,7 +47,8 @@ from benchmarks.config_spec import load_config
 from rnn_vos_jax import models, schedules, sharding, train_state
 from rnn_vos_jax.models import backbones, hs2s_encoder
 
-MODES = ("off", "encoder", "blocks")
+MODES = ("off", "encoder", "steps", "blocks")
+REMAT = {"off": False, "encoder": True, "steps": "steps", "blocks": False}
 MIB = 2**20
 
 
@@ -90,7 +92,7 @@ def _residual_bytes(model, config, state, data) -> int:
 def step_memory(config, image_size, batch, frames, mode, compile_step=True):
     """Compiled memory statistics (bytes) of the training step of `config`, or None when
     `mode` does not apply to its backbone."""
-    config.model.remat = mode == "encoder"
+    config.model.remat = REMAT[mode]
     backbone = config.model.get("backbone", "")
     blocks = mode == "blocks"
     # Registry lookups of unknown names raise ValueError, so Mapping.get would not default.
@@ -138,7 +140,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", action="append", help="configs/NAME.py[:ARG]; repeatable")
     p.add_argument("--image_sizes", default="96x96,256x448")
-    p.add_argument("--remat", default=",".join(MODES), help=f"subset of {MODES}")
+    p.add_argument("--remat", default="off,encoder,blocks", help=f"subset of {MODES}")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--frames", type=int, default=3, help="frames per clip (T; T-1 predicted)")
     p.add_argument("--scan_unroll", type=int, default=0, help="0 = the config's own")

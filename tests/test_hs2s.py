@@ -163,12 +163,12 @@ def test_teacher_forcing_equals_gt_loop_and_differs_from_sampling(tiny, scanned_
     assert np.abs(out0["logits"][:, 1] - out1["logits"][:, 1]).max() > 1e-4
 
 
-def test_train_mode_gradients_and_running_stats(tiny):
-    _, variables, frames, masks = tiny
+def _train_grads(variables, frames, masks, remat):
+    """(loss, batch_stats updates, gradients) of a fixed linear loss in train mode."""
     rng = np.random.default_rng(1)
     w_seg = jnp.asarray(rng.normal(size=(B, T - 1, H, W, 1)), jnp.float32)
     w_dist = jnp.asarray(rng.normal(size=(B, T - 1, H, W, 42)), jnp.float32)
-    remat_model = HS2S(remat=True, **TINY)
+    remat_model = HS2S(remat=remat, **TINY)
 
     def loss_fn(params, batch_stats):
         out, upd = remat_model.apply(
@@ -184,6 +184,12 @@ def test_train_mode_gradients_and_running_stats(tiny):
 
     grad_fn = _jit(jax.value_and_grad(loss_fn, has_aux=True))
     (loss, upd), grads = grad_fn(variables["params"], variables["batch_stats"])
+    return loss, upd, grads
+
+
+def test_train_mode_gradients_running_stats_and_remat_policies(tiny):
+    _, variables, frames, masks = tiny
+    loss, upd, grads = _train_grads(variables, frames, masks, remat=True)
     assert np.isfinite(loss)
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         assert np.isfinite(g).all(), path
@@ -194,6 +200,14 @@ def test_train_mode_gradients_and_running_stats(tiny):
         for p in path:
             old = old[p.key]
         assert np.abs(np.asarray(new) - np.asarray(old)).max() > 0, path
+    # Every remat policy recomputes instead of storing: the same loss, updates and gradients.
+    for policy in ("steps", "none"):
+        loss_p, upd_p, grads_p = _train_grads(variables, frames, masks, remat=policy)
+        np.testing.assert_allclose(loss_p, loss, rtol=1e-5)
+        for got, want in zip(jax.tree.leaves((upd_p, grads_p)), jax.tree.leaves((upd, grads))):
+            mt.assert_close(got, want)
+    with pytest.raises(ValueError, match="config.model.remat 'stpes'"):
+        HS2S(remat="stpes", **TINY).init(jax.random.key(0), frames, masks)
 
 
 def test_build_and_bad_inputs(tiny):

@@ -41,6 +41,27 @@ Carry = dict[str, Any]
 
 # config.model.references -> the reference frames the decoder matches against.
 REFERENCES = {"both": ("first", "previous"), "first": ("first",), "previous": ("previous",)}
+# What the backward pass recomputes instead of keeping (config.model.remat): nothing; each
+# encoder call (the ResNet activations); or each whole time step, so that training keeps only
+# the carries per frame and the memory of one step at a time (long clips).
+REMAT_POLICIES = {
+    False: "none",
+    True: "encoders",
+    "none": "none",
+    "encoders": "encoders",
+    "steps": "steps",
+}
+
+
+def remat_policy(value) -> str:
+    """config.model.remat (False / True / a name) -> 'none' | 'encoders' | 'steps'."""
+    try:
+        return REMAT_POLICIES[value]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown config.model.remat {value!r}; expected False, True or one of "
+            "'none', 'encoders', 'steps'"
+        ) from None
 
 
 def _coins(module: nn.Module, n: int, sample_prob: Any) -> jax.Array:
@@ -98,7 +119,9 @@ class HS2S(nn.Module):
       width_divisor: divides every channel count (tiny test/demo variants); 1 = authors'.
       blocks: optional override of the ResNet stage depths, e.g. (1, 1, 1, 1).
       dtype: compute dtype (params, BatchNorm statistics, memories and outputs stay float32).
-      remat: rematerialise the encoders in the backward pass (saves activation memory).
+      remat: what the backward pass recomputes (REMAT_POLICIES; same gradients): False /
+        'none'; True / 'encoders' (each encoder call); 'steps' (each whole time step: the
+        activation memory of one frame instead of the clip's, for long clips).
       backbone_remat: rematerialise the backbone block by block (backbones with a `remat`
         field: axial_s); combinable with remat.
       mask_jitter: training only (__call__): each GT previous mask after the first is moved by a
@@ -121,7 +144,7 @@ class HS2S(nn.Module):
     width_divisor: int = 1
     blocks: Sequence[int] | None = None
     dtype: Any = jnp.float32
-    remat: bool = False
+    remat: bool | str = False
     backbone_remat: bool = False
     mask_jitter: int = 0
     scan_unroll: int = 1
@@ -134,7 +157,8 @@ class HS2S(nn.Module):
                 f"Unknown config.model.references {self.references!r}; known: {sorted(REFERENCES)}"
             )
         # Argument 3 (self = 0) is `train`, a Python bool that selects the BatchNorm mode.
-        enc_cls = nn.remat(HS2SEncoder, static_argnums=(3,)) if self.remat else HS2SEncoder
+        remat_encoders = remat_policy(self.remat) == "encoders"
+        enc_cls = nn.remat(HS2SEncoder, static_argnums=(3,)) if remat_encoders else HS2SEncoder
         enc = {
             "backbone": self.backbone,
             "out_ch": self.num_ch,
@@ -286,8 +310,12 @@ class HS2S(nn.Module):
     def _scan(self, carry: Carry, xs: tuple, train: bool) -> dict[str, jax.Array]:
         """Time-major step outputs ('logits', 'distance', ...) over xs = (frames, GT prev
         masks, coins)."""
+        body = type(self)._scan_body
+        if remat_policy(self.remat) == "steps":
+            # Argument 3 (self = 0) is `train`, a Python bool.
+            body = nn.remat(body, static_argnums=(3,), prevent_cse=False)
         scan = scan_over_time(
-            type(self)._scan_body,
+            body,
             train,
             in_axes=(0, nn.broadcast),
             out_axes=0,

@@ -21,8 +21,8 @@ CPU (2026-12-01) the demo's temp at 96x96 did not move with remat while its resi
 12-fold; at 256x448 the full axial_s model's temp fell from 15,204 to 8,291 MiB (encoder remat).
 
 Rematerialisation modes:
-  off       config.model.remat = False
-  encoder   config.model.remat = True (HS2S: each encoder call rematerialised as a whole)
+  off       config.model.remat = 'none'
+  encoder   config.model.remat = 'encoders' (HS2S: each encoder call rematerialised as a whole)
   steps     config.model.remat = 'steps' (HS2S: each whole time step rematerialised)
   blocks    the backbone's own `remat` field (axial_s: every AxialBlock), encoders not; HS2S has
             no config key for it, so the run sets it through hs2s_encoder.BACKBONE_FIELDS.
@@ -48,7 +48,7 @@ from rnn_vos_jax import models, schedules, sharding, train_state
 from rnn_vos_jax.models import backbones, hs2s_encoder
 
 MODES = ("off", "encoder", "steps", "blocks")
-REMAT = {"off": False, "encoder": True, "steps": "steps", "blocks": False}
+REMAT = {"off": "none", "encoder": "encoders", "steps": "steps", "blocks": "none"}
 MIB = 2**20
 
 

@@ -88,7 +88,9 @@ def model_config(arg, data) -> ml_collections.ConfigDict:
     m.width_divisor = 1  # > 1: thinner tiny variants (tests, demo)
     m.blocks = config_dict.placeholder(tuple)  # ResNet stage depths; None = the backbone's
     m.dtype = "bfloat16" if arg.bf16 else "float32"
-    m.remat = arg.bf16  # rematerialise encoders: the full model is ~396M params
+    # What the backward pass recomputes: "none" | "encoders" | "steps" (models/hs2s.py); bf16
+    # runs target accelerators, where the full model (~396M params) leaves little room.
+    m.remat = "encoders" if arg.bf16 else "none"
     m.backbone_remat = False  # per-block remat inside the backbone (axial_s: attention maps)
     m.mask_jitter = 0  # px; > 0 shifts GT previous masks randomly in training (authors: 0)
     m.scan_unroll = 1  # time steps per scan iteration; CPU runs: the clip length

@@ -116,7 +116,8 @@ class BiHS2S(nn.Module):
       width_divisor: divides every channel count (tiny test/demo variants); 1 = full size.
       blocks: optional override of the backbone's stage depths, e.g. (1, 1, 1, 1).
       dtype: compute dtype (params, BatchNorm statistics, memories and outputs stay float32).
-      remat: rematerialise the encoders in the backward pass.
+      remat: False / 'none', or True / 'encoders': rematerialise the encoders in the backward
+        pass ('steps' is HS2S's only).
       backbone_remat: rematerialise the backbone block by block (backbones with `remat`).
       mask_jitter: training only: GT previous masks after the first are moved by up to this
         many pixels per axis (as HS2S.mask_jitter); 0 = off. Never applied in predict_clip.
@@ -134,7 +135,7 @@ class BiHS2S(nn.Module):
     width_divisor: int = 1
     blocks: Sequence[int] | None = None
     dtype: Any = jnp.float32
-    remat: bool = False
+    remat: bool | str = False
     backbone_remat: bool = False
     mask_jitter: int = 0
     scan_unroll: int = 1
@@ -149,7 +150,15 @@ class BiHS2S(nn.Module):
                     f"Bi-HS2S: config.model.{key}={name!r} has no ConvLSTM (h, c) state for the "
                     "initializer; use 'authors' or 'tanh'"
                 )
-        enc_cls = nn.remat(HS2SEncoder, static_argnums=(3,)) if self.remat else HS2SEncoder
+        policy = hs2s.remat_policy(self.remat)
+        if policy == "steps":
+            raise ValueError(
+                "Bi-HS2S: config.model.remat='steps' is not supported (its three scans share "
+                "the encodings of the whole clip); use True / 'encoders'"
+            )
+        enc_cls = (
+            nn.remat(HS2SEncoder, static_argnums=(3,)) if policy == "encoders" else HS2SEncoder
+        )
         enc = {
             "backbone": self.backbone,
             "out_ch": self.num_ch,

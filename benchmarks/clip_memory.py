@@ -38,9 +38,9 @@ GIB = 2**30
 def _run_once(spec, size, batch, frames, mode, unroll) -> dict:
     """One real training step in this process: seconds of the second call, peak RSS."""
     import jax.numpy as jnp
-    import numpy as np
 
     from benchmarks.backbone_memory import REMAT
+    from benchmarks.train_step import host_batch
     from rnn_vos_jax import models, schedules, sharding, train_state
 
     config = load_config(spec)
@@ -52,15 +52,7 @@ def _run_once(spec, size, batch, frames, mode, unroll) -> dict:
     schedule = schedules.learning_rate_fn(config.train, 100.0)
     tx = train_state.make_optimizer(config.train, schedule)
     state = train_state.create_train_state(model, tx, 0, (h, w), mesh)
-    rng = np.random.default_rng(0)
-    masks = np.zeros((batch, frames, h, w, 1), np.float32)
-    masks[:, :, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 1.0
-    host = {
-        "frames": rng.integers(0, 256, (batch, frames, h, w, 3), dtype=np.uint8),
-        "masks": masks,
-        "distance": np.zeros((batch, frames, h, w), np.int32),
-        "valid": np.ones((batch, frames), bool),
-    }
+    host = host_batch(batch, frames, h, w)
     data = sharding.global_batch(host, mesh)
     step = train_state.jit_train_step(model, tx, config.train.loss, schedule, mesh, True)
     times = []

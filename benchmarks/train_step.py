@@ -77,6 +77,20 @@ def _inference(model, variables, host, objects):
     return step, (variables, carry, frames[:, 1]), 1
 
 
+def host_batch(batch: int, frames: int, h: int, w: int) -> dict[str, np.ndarray]:
+    """A training batch of random frames with a centred box mask: frames uint8
+    [B, T, H, W, 3], masks f32 [B, T, H, W, 1], distance int32 [B, T, H, W], valid [B, T]."""
+    rng = np.random.default_rng(0)
+    masks = np.zeros((batch, frames, h, w, 1), np.float32)
+    masks[:, :, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 1.0
+    return {
+        "frames": rng.integers(0, 256, (batch, frames, h, w, 3), dtype=np.uint8),
+        "masks": masks,
+        "distance": np.zeros((batch, frames, h, w), np.int32),
+        "valid": np.ones((batch, frames), bool),
+    }
+
+
 def bench(
     name,
     batch,
@@ -113,15 +127,7 @@ def bench(
     init_s = time.perf_counter() - t0
     n_params = sum(x.size for x in jax.tree.leaves(variables["params"]))
 
-    rng = np.random.default_rng(0)
-    masks = np.zeros((batch, frames, h, w, 1), np.float32)
-    masks[:, :, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 1.0
-    host = {
-        "frames": rng.integers(0, 256, (batch, frames, h, w, 3), dtype=np.uint8),
-        "masks": masks,
-        "distance": np.zeros((batch, frames, h, w), np.int32),
-        "valid": np.ones((batch, frames), bool),
-    }
+    host = host_batch(batch, frames, h, w)
     compile_s = step_s = step_cost = None
     if train:
         gbatch = sharding.global_batch(host, mesh)

@@ -224,8 +224,14 @@ def test_two_processes_equal_one(tiny, tmp_path, tmp_path_factory):
     ]
     names = vos_reader.VOSReader(splits["valid"]).video_names()
     assert shares == [names[0::2], names[1::2]]  # disjoint, every video once
-    assert (out_two / "metrics.json").read_text() == (out_one / "metrics.json").read_text()
-    assert json.loads((out_two / "metrics.json").read_text())["num_videos"] == len(names) == 3
+    # The same scores; only the measured speed (frames/s of each run) may differ.
+    two_metrics, one_metrics = (
+        json.loads((d / "metrics.json").read_text()) for d in (out_two, out_one)
+    )
+    for metrics in (two_metrics, one_metrics):
+        assert metrics.pop("object_frames_per_sec") > 0
+    assert two_metrics == one_metrics
+    assert two_metrics["num_videos"] == len(names) == 3
     assert one["scored"] and one["num_objects"] >= 3
     assert all(k in one for k in ("J_recall", "J_decay", "F_recall", "F_decay"))
     for name in names:

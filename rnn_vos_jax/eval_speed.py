@@ -41,6 +41,14 @@ def rate(speed: dict) -> float:
     return speed["object_frames"] / max(speed["seconds"], 1e-9)
 
 
+def describe(speed: dict) -> str:
+    """'R frames/s per object' of one speed entry, with its compile time when it compiled."""
+    line = f"{rate(speed):.1f} frames/s per object"
+    if speed["compile_seconds"] > 0.05:
+        line += f" (+{speed['compile_seconds']:.1f} s compiling)"
+    return line
+
+
 def summarize(speeds: list[dict]) -> dict:
     """{'object_frames_per_sec', 'object_frames'} over the videos' speed entries ({} if none).
     With several processes sharing the videos, the rate is per process."""

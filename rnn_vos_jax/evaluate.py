@@ -143,10 +143,7 @@ def _score_and_mark(marker: _Marker, video: EvalVideo, pred_ids: list, speed: di
     full_gt = bool(np.all(video.annotated))
     entry = {"checkpoint": marker.label, "frames": list(video.frame_names), "scored": full_gt}
     entry["speed"] = speed
-    rate = eval_speed.rate(speed)
-    line = f"{name}: {len(ids)} objects, {seen} frames, {rate:.1f} frames/s per object"
-    if speed["compile_seconds"] > 0.05:
-        line += f" (+{speed['compile_seconds']:.1f} s compiling)"
+    line = f"{name}: {len(ids)} objects, {seen} frames, {eval_speed.describe(speed)}"
     if seen != len(pred_ids):
         line += f", {len(pred_ids)} written"
     if full_gt:

@@ -115,9 +115,12 @@ def train_config(
     c.optimizer = "adam"
     c.adam = ml_collections.ConfigDict({"b1": 0.9, "b2": 0.999, "eps": 1e-8})
     c.learning_rate = learning_rate
-    # torch StepLR stepped at the end of every epoch > after_epoch (-1: no decay).
+    # kind 'step' (authors): torch StepLR stepped at the end of every epoch > after_epoch (-1: no
+    # decay). 'cosine': from after_epoch to the last epoch the rate falls along a half cosine, per
+    # step, to factor x learning_rate (every_epochs unused).
     c.lr_decay = ml_collections.ConfigDict(
         {
+            "kind": "step",
             "after_epoch": decay_after_epoch,
             "every_epochs": decay_every_epochs,
             "factor": decay_factor,

@@ -20,15 +20,18 @@ def epoch_of(step: int, steps_per_epoch: float) -> int:
 
 
 def learning_rate_fn(train_config: ml_collections.ConfigDict, steps_per_epoch: float):
-    """Step -> learning rate: constant, then StepLR once the decay starts.
+    """Step -> learning rate: constant, then decaying once `lr_decay.after_epoch` is passed.
 
-    The authors call `StepLR.step()` at the end of every epoch e > decay_after_epoch, so during
-    epoch e the scheduler has counted max(0, e - decay_after_epoch - 1) epochs and the rate is
-    lr * factor ** (count // decay_every_epochs).
+    lr_decay.kind 'step' (the authors'): they call `StepLR.step()` at the end of every epoch
+    e > after_epoch, so during epoch e the scheduler has counted max(0, e - after_epoch - 1)
+    epochs and the rate is lr * factor ** (count // every_epochs).
+    'cosine': lr * (factor + (1 - factor) * (1 + cos(pi * p)) / 2), p the fraction of the steps
+    from after_epoch to num_epochs already done (0 before, 1 at the end), so the rate falls
+    smoothly, step by step, from lr to factor * lr at the last step.
 
     Args:
-      train_config: config.train with learning_rate and lr_decay.{after_epoch, every_epochs,
-        factor}; after_epoch < 0 disables the decay.
+      train_config: config.train with learning_rate, num_epochs and lr_decay.{kind, after_epoch,
+        every_epochs, factor}; after_epoch < 0 disables the decay.
       steps_per_epoch: optimizer steps per epoch.
 
     Returns:
@@ -36,12 +39,27 @@ def learning_rate_fn(train_config: ml_collections.ConfigDict, steps_per_epoch: f
     """
     base = float(train_config.learning_rate)
     decay = train_config.lr_decay
+    kind = decay.get("kind", "step")
     after, every, factor = int(decay.after_epoch), int(decay.every_epochs), float(decay.factor)
+    if kind not in ("step", "cosine"):
+        raise ValueError(f"config.train.lr_decay.kind must be 'step' or 'cosine', got {kind!r}")
+    if kind == "cosine" and after >= 0:
+        last = float(train_config.num_epochs)
+        if not last > after:
+            raise ValueError(
+                f"config.train.lr_decay.after_epoch={after} must be below num_epochs={last:g} "
+                "for the cosine decay"
+            )
 
     def schedule(step):
         if after < 0:
             return jnp.asarray(base, jnp.float32)
-        epoch = jnp.floor(jnp.asarray(step, jnp.float32) / steps_per_epoch + 1e-4).astype(jnp.int32)
+        epochs = jnp.asarray(step, jnp.float32) / steps_per_epoch
+        if kind == "cosine":
+            p = jnp.clip((epochs - after) / (last - after), 0.0, 1.0)
+            shape = factor + (1.0 - factor) * 0.5 * (1.0 + jnp.cos(jnp.pi * p))
+            return jnp.float32(base) * shape.astype(jnp.float32)
+        epoch = jnp.floor(epochs + 1e-4).astype(jnp.int32)
         count = jnp.maximum(epoch - after - 1, 0) // every
         return jnp.asarray(base, jnp.float32) * jnp.float32(factor) ** count.astype(jnp.float32)
 

@@ -203,6 +203,27 @@ def test_hs2s_schedules_follow_the_authors_epochs():
         assert schedules.epoch_of(step, pairs / batch) == step * batch // pairs
 
 
+def test_cosine_learning_rate_decay_known_values_and_bad_kind():
+    t = ml_collections.ConfigDict(hs2s.get_config().train.to_dict())
+    t.learning_rate, t.num_epochs = 1e-3, 30
+    t.lr_decay.update(kind="cosine", after_epoch=10, factor=0.1)
+    spe = 4.0
+    lr = schedules.learning_rate_fn(t, spe)
+    at = [float(lr(jnp.int32(round(e * spe)))) for e in (0, 10, 15, 20, 25, 30, 40)]
+    half = 0.1 + 0.9 * 0.5  # halfway through the decay: cos(pi / 2) = 0
+    quarter = 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi / 4))
+    expected = [1.0, 1.0, quarter, half, 0.1 + 0.9 - (quarter - 0.1), 0.1, 0.1]
+    np.testing.assert_allclose(at, np.multiply(expected, 1e-3), rtol=1e-5)
+    # Per step, not per epoch: the rate already moves within epoch 11.
+    assert float(lr(jnp.int32(41))) < float(lr(jnp.int32(40))) == pytest.approx(1e-3)
+    t.lr_decay.after_epoch = 30
+    with pytest.raises(ValueError, match="after_epoch=30 must be below num_epochs=30"):
+        schedules.learning_rate_fn(t, spe)
+    t.lr_decay.kind = "linear"
+    with pytest.raises(ValueError, match="lr_decay.kind must be 'step' or 'cosine', got 'linear'"):
+        schedules.learning_rate_fn(t, spe)
+
+
 def test_s2s_pp_schedule_and_disabled_switches():
     t = s2s_pp.get_config().train
     lr = schedules.learning_rate_fn(t, 1.0)

@@ -4,8 +4,9 @@ r"""Paper B's HS2S ablations at demo scale: train, evaluate and tabulate each va
         [--workdir=runs/ablations] [--epochs=24] [--seed=0] [--timing] [--write_results] \
         [--commands]
 
-Each variant is `configs/hs2s.py:demo,<arg>` (e.g. `demo,cell=tt_lstm`), or for the `families`
-table `configs/<family>.py:demo` (a row argument 'bi_hs2s:' names the config), trained by the demo
+Each variant is `configs/hs2s.py:demo_base,<arg>` (e.g. `demo_base,cell=tt_lstm`: the recipe of
+the recorded tables, not the faster `demo`), or for the `families` table
+`configs/<family>.py:demo_base` (a row argument 'bi_hs2s:' names the config), trained by the demo
 command itself (synthetic data -> TFRecords -> training -> evaluation) in WORKDIR/<variant>/,
 with one shared schedule: the demo's, shortened to `--epochs` epochs (every epoch-valued
 setting scaled by the same factor; the scheduled-sampling slope by its inverse). Reruns skip
@@ -81,7 +82,7 @@ PAPER = {  # paper B's overall YouTube-VOS 2018 scores of the same rows, for the
     "backbones": ("68.9", "69.0", "66.8", "68.9", "67.4", "65.1"),
     "families": ("68.9", "69.8", "68.8"),
 }
-DEMO_EPOCHS = 80  # configs/hs2s.py demo()
+DEMO_EPOCHS = 80  # configs/hs2s.py demo_base()
 
 
 def split_arg(arg: str) -> tuple[str, str]:
@@ -92,9 +93,10 @@ def split_arg(arg: str) -> tuple[str, str]:
 
 
 def demo_spec(arg: str) -> str:
-    """'hs2s:demo,cell=tanh' for the row argument 'cell=tanh' (param_counts / train_step name)."""
+    """'hs2s:demo_base,cell=tanh' for the row argument 'cell=tanh' (param_counts / train_step
+    name): every table runs on configs/hs2s.py demo_base, the recipe its recorded rows used."""
     module, rest = split_arg(arg)
-    return f"{module}:{','.join(filter(None, ['demo', rest]))}"
+    return f"{module}:{','.join(filter(None, ['demo_base', rest]))}"
 
 
 def full_spec(arg: str) -> str:
@@ -105,7 +107,7 @@ def full_spec(arg: str) -> str:
 def _config(arg: str):
     module, rest = split_arg(arg)
     return importlib.import_module(f"configs.{module}").get_config(
-        ",".join(filter(None, ["demo", rest]))
+        ",".join(filter(None, ["demo_base", rest]))
     )
 
 
@@ -113,7 +115,7 @@ def schedule_overrides(epochs: int) -> dict[str, object]:
     """--config.train.* values that shorten the demo's schedule to `epochs` epochs."""
     t = _config("").train
     f = epochs / t.num_epochs
-    scaled = lambda e: max(1, round(e * f))
+    scaled = lambda e: e if e < 0 else max(1, round(e * f))  # < 0: off, stays off
     ss = t.scheduled_sampling
     return {
         "train.num_epochs": epochs,

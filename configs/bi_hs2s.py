@@ -44,18 +44,20 @@ def model_config(arg, data) -> ml_collections.ConfigDict:
 
 
 def demo(c) -> None:
-    """HS2S's demo (configs/hs2s.py: width / 16, 96x96 frames, clips of 4..6 predicted frames,
-    jittered GT previous masks, scheduled sampling from epoch 5), for the Bi-HS2S model.
+    """HS2S's demo_base (configs/hs2s.py: width / 16, 96x96 frames, clips of 4..6 predicted
+    frames, jittered GT previous masks, scheduled sampling from epoch 5), for the Bi-HS2S model;
+    `demo_base` is the same thing here.
 
-    The same schedule, so the two demos' J&F compare the models; each step costs more than
-    HS2S's (two more memories and a third scan) but nothing else changes."""
-    hs2s.demo(c)
+    The same schedule as HS2S's demo_base, so the two J&F compare the models; each step costs more
+    than HS2S's (two more memories and a third scan) but nothing else changes."""
+    hs2s.demo_base(c)
 
 
 def get_config(arg=None):
     arg = common.parse_arg(
         arg,
         demo=False,
+        demo_base=False,
         resnet101=False,
         bf16=False,
         backbone="",
@@ -69,7 +71,7 @@ def get_config(arg=None):
     c = hs2s.get_config("bf16" if arg.bf16 else None)
     c.unlock()
     c.model = model_config(arg, c.data)
-    if arg.demo:
+    if arg.demo or arg.demo_base:
         demo(c)
     c.lock()
     return c

@@ -13,7 +13,8 @@ Evaluate:
 Demo (laptop CPU, no dataset: synthetic data -> convert -> train -> eval -> J&F table):
   python -m rnn_vos_jax.main --config=configs/hs2s.py:demo --workdir=runs/demo
 
-Arguments (comma separated): demo, resnet101, bf16, and the building blocks by name (paper B's
+Arguments (comma separated): demo, demo_base (the recipe of the recorded family demos and
+ablation tables), resnet101, bf16, and the building blocks by name (paper B's
 ablations; an unknown name is an error listing the known ones):
   backbone=NAME     both encoders (models/backbones/; resnet101 = backbone=resnet101)
   cell=NAME         the bottleneck memory (models/cells/: authors, tanh, deep_rnn, tt_lstm)
@@ -98,17 +99,20 @@ def model_config(arg, data) -> ml_collections.ConfigDict:
     return m
 
 
-def demo(c) -> None:
-    """Tiny HS2S trained from scratch in about 12 minutes on a laptop CPU (2 cores).
+def demo_base(c) -> None:
+    """The tiny-HS2S recipe of the recorded family demos and ablation tables (Bi-HS2S and
+    RAFT-HS2S demos, benchmarks/ablations.py): about 13 minutes on 2 CPU cores.
 
     Departures from the recipe, all for the CPU budget: width / 16, a sixth of the backbone's
-    blocks per stage (one per stage for ResNet-50), 3x3 skip-memory, 96x96 frames, clips of 4..6 predicted frames (scan fully unrolled), 6
-    distance classes (border 10, bin 5), lr 5e-4, gradients clipped at norm 5, and a loss
-    weighted towards Jaccard (0.1 BCE + 0.7 Jaccard + 0.2 CE). Two changes make a from-scratch
-    model use appearance instead of copying the previous mask, which alone erodes the mask a
-    little every frame: high-contrast synthetic videos (objects always brighter than the
-    background) and GT previous masks shifted by up to 4 px in training (model.mask_jitter). Scheduled sampling starts at epoch 5 and reaches
-    P = 0.75 (floor 0.25) at epoch 27, so the model also learns from its own fed-back masks.
+    blocks per stage (one per stage for ResNet-50), 3x3 skip-memory, 96x96 frames, clips of 4..6
+    predicted frames (scan fully unrolled), 6 distance classes (border 10, bin 5), lr 5e-4,
+    gradients clipped at norm 5, and a loss weighted towards Jaccard (0.1 BCE + 0.7 Jaccard + 0.2
+    CE). Two changes make a from-scratch model use appearance instead of copying the previous
+    mask, which alone erodes the mask a little every frame: high-contrast synthetic videos
+    (objects always brighter than the background) and GT previous masks shifted by up to 4 px in
+    training (model.mask_jitter). 48 training videos, 80 epochs (1,480 steps), StepLR from epoch
+    64; scheduled sampling starts at epoch 5 and reaches P = 0.75 (floor 0.25) at epoch 27, so the
+    model also learns from its own fed-back masks; BatchNorm frozen after epoch 72.
     """
     common.shrink_for_demo(c)
     c.demo.frame_size = (96, 96)
@@ -134,6 +138,8 @@ def demo(c) -> None:
     c.train.learning_rate = 5e-4
     c.train.num_epochs = 80
     c.train.grad_clip_norm = 5.0  # rare 10-40x spikes (fed-back masks that lost the object)
+    c.demo.num_train = 48
+    c.train.lr_decay.kind = "step"
     c.train.lr_decay.after_epoch = 64
     c.train.lr_decay.every_epochs = 4
     c.train.lr_decay.factor = 0.8
@@ -145,10 +151,34 @@ def demo(c) -> None:
     c.train.bn_freeze_after_epoch = 72
 
 
+
+
+def demo(c) -> None:
+    """The demo: demo_base's data and tiny model, made wider and trained shorter and harder, so
+    it finishes in about 8 minutes on 2 CPU cores (benchmarks/RESULTS.md).
+
+    On top of demo_base: width / 8 (a width / 8 step costs about 1.4x a width / 16 one on 2 cores,
+    where the tiny convolutions are overhead-bound), 96 training videos, 16 epochs (592 steps) at
+    lr 2e-3 falling along a cosine from epoch 2 to 0.02x, scheduled sampling from epoch 1 to
+    P = 0.75 at epoch 6, and BatchNorm never frozen (freezing recompiles the training step: 45 s
+    here). Each change was picked in one-seed trials recorded in benchmarks/RESULTS.md.
+    """
+    demo_base(c)
+    c.demo.num_train = 96
+    c.model.width_divisor = 8
+    c.train.learning_rate = 2e-3
+    c.train.num_epochs = 16
+    c.train.lr_decay.update(kind="cosine", after_epoch=2, factor=0.02)
+    c.train.scheduled_sampling.offset_epochs = 1
+    c.train.scheduled_sampling.slope = 0.14
+    c.train.bn_freeze_after_epoch = -1
+
+
 def get_config(arg=None):
     arg = common.parse_arg(
         arg,
         demo=False,
+        demo_base=False,
         resnet101=False,
         bf16=False,
         backbone="",
@@ -170,7 +200,9 @@ def get_config(arg=None):
         scheduled_sampling=True,
         bn_freeze_after_epoch=500,
     )
-    if arg.demo:
+    if arg.demo_base:
+        demo_base(c)
+    elif arg.demo:
         demo(c)
     c.lock()
     return c

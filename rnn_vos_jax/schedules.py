@@ -26,7 +26,8 @@ def learning_rate_fn(train_config: ml_collections.ConfigDict, steps_per_epoch: f
     e > after_epoch, so during epoch e the scheduler has counted max(0, e - after_epoch - 1)
     epochs and the rate is lr * factor ** (count // every_epochs).
     'cosine': lr * (factor + (1 - factor) * (1 + cos(pi * p)) / 2), p the fraction of the steps
-    from after_epoch to num_epochs already done (0 before, 1 at the end), so the rate falls
+    from after_epoch to the last epoch (num_steps / steps_per_epoch when num_steps > 0, else
+    num_epochs) already done (0 before, 1 at the end), so the rate falls
     smoothly, step by step, from lr to factor * lr at the last step.
 
     Args:
@@ -44,19 +45,17 @@ def learning_rate_fn(train_config: ml_collections.ConfigDict, steps_per_epoch: f
     if kind not in ("step", "cosine"):
         raise ValueError(f"config.train.lr_decay.kind must be 'step' or 'cosine', got {kind!r}")
     if kind == "cosine" and after >= 0:
-        last = float(train_config.num_epochs)
-        if not last > after:
-            raise ValueError(
-                f"config.train.lr_decay.after_epoch={after} must be below num_epochs={last:g} "
-                "for the cosine decay"
-            )
+        # The run's last epoch: num_steps (> 0) overrides num_epochs, as in train.total_steps.
+        steps = int(train_config.get("num_steps", 0) or 0)
+        last = steps / steps_per_epoch if steps > 0 else float(train_config.num_epochs)
 
     def schedule(step):
         if after < 0:
             return jnp.asarray(base, jnp.float32)
         epochs = jnp.asarray(step, jnp.float32) / steps_per_epoch
         if kind == "cosine":
-            p = jnp.clip((epochs - after) / (last - after), 0.0, 1.0)
+            # A run that ends before after_epoch never decays (as StepLR's would not).
+            p = jnp.clip((epochs - after) / max(last - after, 1e-9), 0.0, 1.0)
             shape = factor + (1.0 - factor) * 0.5 * (1.0 + jnp.cos(jnp.pi * p))
             return jnp.float32(base) * shape.astype(jnp.float32)
         epoch = jnp.floor(epochs + 1e-4).astype(jnp.int32)

@@ -1,7 +1,9 @@
 """benchmarks/ablations.py: its variants are valid configs, its schedule and its RESULTS sections."""
 
 import argparse
+from unittest import mock
 
+import ml_collections
 import pytest
 
 from benchmarks import ablations
@@ -30,23 +32,30 @@ def test_every_variant_is_a_config_and_every_registered_block_is_in_a_table():
     names = [ablations._config(arg).model.name for _, arg in ablations.TABLES["families"]]
     assert len(set(names)) == len(names) == len(ablations.TABLES["families"])
     assert ablations.split_arg("bi_hs2s:") == ("bi_hs2s", "")
-    assert ablations.demo_spec("cell=tanh") == "hs2s:demo,cell=tanh"
+    assert ablations.demo_spec("cell=tanh") == "hs2s:demo_base,cell=tanh"
     assert ablations.full_spec("raft_hs2s:resnet101") == "raft_hs2s:resnet101"
 
 
 def test_shortened_schedule_scales_every_epoch_setting():
-    demo = hs2s_config.get_config("demo").train
+    demo = hs2s_config.get_config("demo_base").train
     same = ablations.schedule_overrides(demo.num_epochs)
     assert same["train.lr_decay.after_epoch"] == demo.lr_decay.after_epoch
     assert same["train.scheduled_sampling.slope"] == pytest.approx(demo.scheduled_sampling.slope)
     half = ablations.schedule_overrides(demo.num_epochs // 2)
     assert half["train.num_epochs"] == demo.num_epochs // 2
-    assert half["train.bn_freeze_after_epoch"] == round(demo.bn_freeze_after_epoch / 2)
+    freeze = demo.bn_freeze_after_epoch
+    assert half["train.bn_freeze_after_epoch"] == (freeze if freeze < 0 else round(freeze / 2))
+    # A switched-off setting (< 0) stays off at any length.
+    off = ml_collections.ConfigDict(demo.to_dict())
+    off.bn_freeze_after_epoch = off.lr_decay.after_epoch = -1
+    with mock.patch.object(ablations, "_config", lambda arg: ml_collections.ConfigDict({"train": off})):
+        short = ablations.schedule_overrides(demo.num_epochs // 4)
+    assert short["train.bn_freeze_after_epoch"] == short["train.lr_decay.after_epoch"] == -1
     assert half["train.scheduled_sampling.slope"] == pytest.approx(
         2 * demo.scheduled_sampling.slope
     )
     # Every override names an existing config key.
-    config = hs2s_config.get_config("demo")
+    config = hs2s_config.get_config("demo_base")
     for key in half:
         node = config
         for part in key.split("."):

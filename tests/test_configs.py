@@ -70,9 +70,30 @@ def test_hs2s_default_is_the_authors_recipe():
     assert hs2s.get_config("bf16").model.dtype == "bfloat16"
 
 
+def test_demo_is_demo_base_made_wider_and_shorter_and_raft_keeps_demo_base():
+    base, demo = hs2s.get_config("demo_base"), hs2s.get_config("demo")
+    assert (base.model.width_divisor, demo.model.width_divisor) == (16, 8)
+    assert (base.train.num_epochs, demo.train.num_epochs) == (80, 16)
+    assert (base.train.lr_decay.kind, demo.train.lr_decay.kind) == ("step", "cosine")
+    assert (base.demo.num_train, demo.demo.num_train) == (48, 96)
+    assert demo.train.bn_freeze_after_epoch == -1 and base.train.bn_freeze_after_epoch == 72
+    # Everything else (data, loss, the model's blocks) is demo_base's.
+    assert demo.data.to_dict() == base.data.to_dict()
+    assert demo.train.loss.to_dict() == base.train.loss.to_dict()
+    assert {**demo.model.to_dict(), "width_divisor": 16} == base.model.to_dict()
+    from configs import raft_hs2s
+
+    for arg in ("demo", "demo_base"):
+        raft = raft_hs2s.get_config(arg)
+        same = lambda t: {k: v for k, v in t.to_dict().items() if k != "loss"}  # + photo loss
+        assert same(raft.train) == same(base.train) and raft.model.width_divisor == 16
+
+
 def test_bi_hs2s_is_the_hs2s_recipe_with_its_model():
+    # Bi-HS2S's demo is HS2S's demo_base (the recipe its recorded demo used).
     for arg in (None, "demo", "resnet101,bf16", "demo,fusion=cosine"):
-        hs, bi = hs2s.get_config(arg).to_dict(), bi_hs2s.get_config(arg).to_dict()
+        hs_arg = arg and arg.replace("demo", "demo_base")
+        hs, bi = hs2s.get_config(hs_arg).to_dict(), bi_hs2s.get_config(arg).to_dict()
         assert {k: v for k, v in bi.items() if k != "model"} == {
             k: v for k, v in hs.items() if k != "model"
         }
@@ -216,9 +237,13 @@ def test_cosine_learning_rate_decay_known_values_and_bad_kind():
     np.testing.assert_allclose(at, np.multiply(expected, 1e-3), rtol=1e-5)
     # Per step, not per epoch: the rate already moves within epoch 11.
     assert float(lr(jnp.int32(41))) < float(lr(jnp.int32(40))) == pytest.approx(1e-3)
-    t.lr_decay.after_epoch = 30
-    with pytest.raises(ValueError, match="after_epoch=30 must be below num_epochs=30"):
-        schedules.learning_rate_fn(t, spe)
+    # num_steps > 0 ends the run, and the decay with it, at num_steps / steps_per_epoch.
+    t.num_steps = 80  # epoch 20
+    short = schedules.learning_rate_fn(t, spe)
+    assert float(short(jnp.int32(60))) == pytest.approx(1e-3 * half)  # epoch 15: halfway
+    assert float(short(jnp.int32(80))) == pytest.approx(1e-4)
+    t.num_steps, t.lr_decay.after_epoch = 0, 30  # a run that ends first never decays
+    assert float(schedules.learning_rate_fn(t, spe)(jnp.int32(119))) == pytest.approx(1e-3)
     t.lr_decay.kind = "linear"
     with pytest.raises(ValueError, match="lr_decay.kind must be 'step' or 'cosine', got 'linear'"):
         schedules.learning_rate_fn(t, spe)

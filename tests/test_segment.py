@@ -26,7 +26,7 @@ from rnn_vos_jax import (
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPEC = os.path.join(ROOT, "configs/hs2s.py:demo")
+SPEC = os.path.join(ROOT, "configs/hs2s.py:demo_base")
 MODEL_SIZE = (32, 64)
 SIZE = (48, 80)  # the video's own size: not the model's, so everything is resized both ways
 T = 6

@@ -227,9 +227,9 @@ def test_compile_clock_counts_compilation():
 def test_benchmark_cpu_smoke(capsys):
     # The accelerator command at a tiny size on CPU: inference only (the tiny train step alone
     # takes ~30 s to compile on CPU; test_train covers the step's FLOP figures).
-    argv = ["--configs=hs2s:demo", "--image_size=32,32", "--frames=2", "--objects=2"]
+    argv = ["--configs=hs2s:demo_base", "--image_size=32,32", "--frames=2", "--objects=2"]
     bench_train_step.main([*argv, "--repeats=1", "--dtype=bfloat16", "--inference_only"])
     out = capsys.readouterr().out
     assert "bfloat16" in out and "peak bf16: unknown (no MFU)" in out
-    line = next(row for row in out.splitlines() if row.startswith("hs2s:demo"))
+    line = next(row for row in out.splitlines() if row.startswith("hs2s:demo_base"))
     assert "frames/s/object" in line and "TFLOP/s" in line and "MFU" not in line

@@ -14,6 +14,7 @@ STEPS = 6
 # Command-line form (--config.KEY=VALUE) of `tiny_config`.
 OVERRIDES = {
     "data.image_size": "(32,64)",
+    "model.width_divisor": 16,  # demo_base's width: the tests' tiny model
     "data.batch_size": 2,
     "data.min_clip_len": 1,
     "data.max_clip_len": 2,

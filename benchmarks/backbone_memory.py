@@ -1,7 +1,7 @@
 r"""Memory of one jitted training step, from XLA's compiled memory statistics (not a test).
 
     python benchmarks/backbone_memory.py --config=configs/hs2s.py:backbone=axial_s \
-        [--config=hs2s:demo,backbone=axial_s ...] [--image_sizes=96x96,256x448] \
+        [--config=hs2s:demo_base,backbone=axial_s ...] [--image_sizes=96x96,256x448] \
         [--remat=off,encoder,blocks] [--batch=1] [--frames=3] [--scan_unroll=0]
 
 For each config (a file of configs/ or its module name, with its argument) and image size, the

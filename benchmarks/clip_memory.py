@@ -2,13 +2,14 @@ r"""Training memory against clip length, with and without rematerialisation (not
 
     python benchmarks/clip_memory.py [--config=configs/hs2s.py] [--frames=3,5,8,11] \
         [--remat=off,encoder,steps] [--batch=2] [--image_size=256x448] [--scan_unroll=1] \
-        [--run=5:off,11:steps]
+        [--run=5:off,11:steps] [--run_steps=2]
 
 For each clip length and config.model.remat policy ('off' False, 'encoder' True, 'steps'),
 XLA's compiled memory statistics of the training step (benchmarks/backbone_memory.py:
-arguments + outputs - aliased + temporaries; nothing runs). `--run=T:MODE,...` also runs one
-step of those settings, each in a fresh process, and prints the process's peak resident memory
-(ru_maxrss: what the operating system saw, allocator slack included) and the step time.
+arguments + outputs - aliased + temporaries; nothing runs). `--run=T:MODE,...` also runs
+`--run_steps` steps of those settings (`--frames=` empty: only those), each in a fresh process,
+and prints the process's peak resident memory (ru_maxrss: what the operating system saw,
+allocator slack included) and the step time.
 
 The scan stays a loop (`--scan_unroll=1`, the default here): the forward and backward loops keep
 per frame only what the policy saves, which is what bounds memory in the clip length; an
@@ -35,8 +36,9 @@ from benchmarks.config_spec import load_config
 GIB = 2**30
 
 
-def _run_once(spec, size, batch, frames, mode, unroll) -> dict:
-    """One real training step in this process: seconds of the second call, peak RSS."""
+def _run_once(spec, size, batch, frames, mode, unroll, steps=2) -> dict:
+    """`steps` real training steps in this process: seconds of the first and the last call, and
+    the peak RSS (with steps=1 the first call, compilation included, is the only timing)."""
     import jax.numpy as jnp
 
     from benchmarks.backbone_memory import REMAT
@@ -56,13 +58,13 @@ def _run_once(spec, size, batch, frames, mode, unroll) -> dict:
     data = sharding.global_batch(host, mesh)
     step = train_state.jit_train_step(model, tx, config.train.loss, schedule, mesh, True)
     times = []
-    for _ in range(2):
+    for _ in range(max(1, steps)):
         t0 = time.perf_counter()
         state, metrics = step(state, data, jnp.float32(0.0))
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"step_s": times[1], "first_s": times[0], "peak_rss": peak}
+    return {"step_s": times[-1], "first_s": times[0], "peak_rss": peak, "steps": len(times)}
 
 
 def main(argv=None):
@@ -74,12 +76,15 @@ def main(argv=None):
     p.add_argument("--image_size", default="256x448")
     p.add_argument("--scan_unroll", type=int, default=1)
     p.add_argument("--run", default="", help="T:MODE,... settings to also run once")
+    p.add_argument("--run_steps", type=int, default=2, help="steps per --run (1: the first only)")
     p.add_argument("--_one", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     size = tuple(int(v) for v in args.image_size.split("x"))
     if args._one:
         frames, mode = args._one.split(":")
-        r = _run_once(args.config, size, args.batch, int(frames), mode, args.scan_unroll)
+        r = _run_once(
+            args.config, size, args.batch, int(frames), mode, args.scan_unroll, args.run_steps
+        )
         print("RESULT " + json.dumps(r), flush=True)
         return
     print(f"command: python benchmarks/clip_memory.py {' '.join(argv or sys.argv[1:])}")
@@ -87,7 +92,7 @@ def main(argv=None):
         f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); {args.config}, "
         f"batch {args.batch}, {size[0]}x{size[1]}, scan_unroll {args.scan_unroll}; GiB"
     )
-    for frames in (int(v) for v in args.frames.split(",")):
+    for frames in (int(v) for v in filter(None, args.frames.split(","))):
         for mode in args.remat.split(","):
             config = load_config(args.config)
             config.model.scan_unroll = args.scan_unroll
@@ -102,17 +107,17 @@ def main(argv=None):
         cmd = [sys.executable, os.path.abspath(__file__), f"--_one={item}"]
         cmd += [f"--config={args.config}", f"--batch={args.batch}"]
         cmd += [f"--image_size={args.image_size}", f"--scan_unroll={args.scan_unroll}"]
+        cmd += [f"--run_steps={args.run_steps}"]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if not lines:
             print(f"run {item}: failed (exit {out.returncode})\n{out.stderr[-2000:]}", flush=True)
             continue
         r = json.loads(lines[-1][len("RESULT ") :])
-        print(
-            f"run T={item}: process peak {r['peak_rss'] / GIB:6.2f} GiB, step "
-            f"{r['step_s']:.1f} s (first call {r['first_s']:.0f} s)",
-            flush=True,
-        )
+        timing = f"step {r['step_s']:.1f} s (first call {r['first_s']:.0f} s)"
+        if r["steps"] == 1:
+            timing = f"one step, compilation included, {r['first_s']:.0f} s"
+        print(f"run T={item}: process peak {r['peak_rss'] / GIB:6.2f} GiB, {timing}", flush=True)
 
 
 if __name__ == "__main__":

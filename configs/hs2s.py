@@ -155,7 +155,7 @@ def demo_base(c) -> None:
 
 def demo(c) -> None:
     """The demo: demo_base's data and tiny model, made wider and trained shorter and harder, so
-    it finishes in about 8 minutes on 2 CPU cores (benchmarks/RESULTS.md).
+    it finishes in 8-9 minutes on 2 CPU cores (benchmarks/RESULTS.md).
 
     On top of demo_base: width / 8 (a width / 8 step costs about 1.4x a width / 16 one on 2 cores,
     where the tiny convolutions are overhead-bound), 96 training videos, 16 epochs (592 steps) at

@@ -63,7 +63,9 @@ def test_previous_reference_model_sees_frame_0_only_as_the_previous_frame():
 def test_config_arguments_set_the_blocks_and_combine_with_demo():
     c = hs2s_config.get_config("demo,cell=tt_lstm,fusion=axial,references=first")
     assert (c.model.cell, c.model.fusion, c.model.references) == ("tt_lstm", "axial", "first")
-    assert c.model.skip_cell == "authors" and c.demo.enabled and c.model.width_divisor == 16
+    assert c.model.skip_cell == "authors" and c.demo.enabled and c.model.width_divisor == 8
+    base = hs2s_config.get_config("demo_base,cell=tt_lstm")
+    assert base.model.cell == "tt_lstm" and base.demo.enabled and base.model.width_divisor == 16
     c = hs2s_config.get_config("resnet101,skip_cell=tanh")
     assert c.model.backbone == "resnet101" and c.model.skip_cell == "tanh"
     assert hs2s_config.get_config("backbone=vgg16").model.backbone == "vgg16"

@@ -151,8 +151,6 @@ def demo_base(c) -> None:
     c.train.bn_freeze_after_epoch = 72
 
 
-
-
 def demo(c) -> None:
     """The demo: demo_base's data and tiny model, made wider and trained shorter and harder, so
     it finishes in 8-9 minutes on 2 CPU cores (benchmarks/RESULTS.md).

@@ -54,8 +54,8 @@ def add_raft(c: ml_collections.ConfigDict) -> None:
 
 
 def demo(c: ml_collections.ConfigDict) -> None:
-    """On top of HS2S's demo_base (configs/hs2s.py; `demo` and `demo_base` both give it): RAFT widths / 16 (as the HS2S widths) and
-    3 iterations, so the flow head adds about 40% to the tiny HS2S's training FLOPs (7.3 against
+    """On top of HS2S's demo_base (configs/hs2s.py; `demo` and `demo_base` both give it, the
+    recipe of the recorded RAFT-HS2S demo): RAFT widths / 16 (as the HS2S widths) and 3 iterations, so the flow head adds about 40% to the tiny HS2S's training FLOPs (7.3 against
     5.1 GFLOP per step, XLA's estimate; each iteration costs 0.7). 96x96 frames give a 12x12 map
     at 1/8, where RAFT's 4 levels and radius 4 still fit."""
     hs2s.demo_base(c)

@@ -1,4 +1,5 @@
-"""Convolutions as windows + one matmul (models/conv_lowering.py) against XLA's convolution."""
+"""The convolution lowerings of models/conv_lowering.py (windows + one matmul; XLA's convolution
+with NHWC gradients) against XLA's convolution with JAX's own gradients."""
 
 import jax
 import jax.numpy as jnp
@@ -29,21 +30,69 @@ def _conv(method, strides, padding, dilation):
     return conv
 
 
+@pytest.mark.parametrize("method", ["patches", "nhwc_grads"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
-def test_patches_equal_xla_convolution_and_gradients(case):
+def test_lowering_equals_xla_convolution_and_gradients(case, method):
     h, w, cin, cout, k, s, p, d = case
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((2, h, w, cin), np.float32))
     kernel = jnp.asarray(rng.standard_normal((k, k, cin, cout), np.float32))
     args = ((s, s), (p, p), d)
-    want, got = _conv("xla", *args)(x, kernel), _conv("patches", *args)(x, kernel)
+    want, got = _conv("xla", *args)(x, kernel), _conv(method, *args)(x, kernel)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=1e-5 * float(jnp.abs(want).max()))
     cotangent = jnp.asarray(rng.standard_normal(want.shape, np.float32))
     gx, gk = jax.vjp(_conv("xla", *args), x, kernel)[1](cotangent)
-    px, pk = jax.vjp(_conv("patches", *args), x, kernel)[1](cotangent)
+    px, pk = jax.vjp(_conv(method, *args), x, kernel)[1](cotangent)
+    assert px.shape == gx.shape and pk.shape == gk.shape
     np.testing.assert_allclose(px, gx, atol=1e-5 * float(jnp.abs(gx).max()))
     np.testing.assert_allclose(pk, gk, atol=1e-5 * float(jnp.abs(gk).max()))
+
+
+def _conv_dimension_numbers(jaxpr):
+    """The dimension numbers of every convolution in a (closed) jaxpr, sub-jaxprs included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            found.append(eqn.params["dimension_numbers"])
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                sub = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+                if hasattr(sub, "eqns"):
+                    found += _conv_dimension_numbers(sub)
+    return found
+
+
+def test_nhwc_grads_inside_a_loop():
+    """In a scanned loop (where XLA:CPU leaves JAX's transposed convolutions in their slow
+    dimension orders) every convolution of the gradient is NHWC x HWIO, and the gradients
+    equal JAX's own."""
+    rng = np.random.default_rng(2)
+    xs = jnp.asarray(rng.standard_normal((3, 2, 10, 9, 4), np.float32))
+    kernel = jnp.asarray(rng.standard_normal((3, 3, 4, 4), np.float32)) * 0.3
+
+    def loss(method):
+        conv = _conv(method, (1, 1), (1, 1), 1)
+
+        def total(xs, k):
+            def step(h, x):
+                h = jnp.tanh(conv(h + x, k))
+                return h, h.sum()
+
+            return jax.lax.scan(step, jnp.zeros_like(xs[0]), xs)[1].sum()
+
+        return total
+
+    canonical = jax.lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
+    grads = {}
+    for method in ("xla", "nhwc_grads"):
+        fn = jax.grad(loss(method), (0, 1))
+        numbers = _conv_dimension_numbers(jax.make_jaxpr(fn)(xs, kernel).jaxpr)
+        assert len(numbers) == 3, (method, numbers)  # forward, input gradient, kernel gradient
+        assert all(n == canonical for n in numbers) == (method == "nhwc_grads"), numbers
+        grads[method] = jax.jit(fn)(xs, kernel)
+    for got, want in zip(grads["nhwc_grads"], grads["xla"]):
+        np.testing.assert_allclose(got, want, atol=1e-5 * float(jnp.abs(want).max()))
 
 
 def test_backward_rebuilds_windows_without_recomputing_the_matmul(capsys):
@@ -64,10 +113,12 @@ def test_selection_by_environment_and_depth(monkeypatch):
     deep, shallow = (5, 5, 2048, 4096), (3, 3, 64, 64)
     cpu = jax.default_backend() == "cpu"
     assert conv_lowering.lowering(deep) == ("patches" if cpu else "xla")
-    assert conv_lowering.lowering(shallow) == "xla"
-    assert conv_lowering.lowering((1, 1, 4096, 4096)) == "xla"  # already a matmul
+    assert conv_lowering.lowering(shallow) == ("nhwc_grads" if cpu else "xla")
+    # A 1x1 convolution is a matmul: written as one on CPU, where its gradients then are too.
+    assert conv_lowering.lowering((1, 1, 4096, 4096)) == ("patches" if cpu else "xla")
     monkeypatch.setenv(conv_lowering.ENV, "patches")
     assert conv_lowering.lowering(shallow) == "patches"
+    assert conv_lowering.lowering((1, 1, 64, 64)) == "xla"
     monkeypatch.setenv(conv_lowering.ENV, "XLA")
     assert conv_lowering.lowering(deep) == "xla"
     monkeypatch.setenv(conv_lowering.ENV, "im2col")
@@ -76,7 +127,7 @@ def test_selection_by_environment_and_depth(monkeypatch):
 
 
 def test_conv_layer_follows_the_lowering(monkeypatch):
-    """layers.Conv's output is the same under both lowerings; only the HLO differs."""
+    """layers.Conv's output is the same under every lowering; only the HLO differs."""
     x = jnp.asarray(np.random.default_rng(1).standard_normal((1, 6, 7, 8), np.float32))
     conv = layers.Conv(5, 3, strides=2, dilation=1)
     variables = conv.init(jax.random.key(0), x)

@@ -9,23 +9,29 @@ agrees to ~1e-6 relative). Shallow convolutions at high resolution stay native: 
 the windows (kh*kw copies of the input) costs more than the matmul gains. On GPU and TPU XLA's
 native convolution (cuDNN, the MXU) is the fast one.
 
+Shallow convolutions keep XLA's convolution, but on CPU with their gradients written as NHWC
+convolutions of transposed operands ('nhwc_grads'): inside a while loop (a scan that is not
+unrolled) XLA:CPU runs JAX's own transposed convolutions several times slower.
+
 The choice never changes parameters or their layout, only the arithmetic order.
 
 Selection, read when a model is traced: the environment variable RNN_VOS_JAX_CONV =
-  'auto' (default): on the CPU backend 'patches' for convolutions whose window depth
-      kh * kw * Cin is at least PATCHES_MIN_DEPTH, XLA's convolution otherwise; on other
-      backends always XLA's;
-  'xla': always XLA's convolution;  'patches': windows and a matmul for every kh*kw > 1 conv.
+  'auto' (default): on the CPU backend 'patches' for 1x1 convolutions (a matmul) and those
+      whose window depth kh * kw * Cin is at least PATCHES_MIN_DEPTH, 'nhwc_grads' otherwise;
+      on other backends always XLA's convolution with JAX's gradients;
+  'xla': always XLA's convolution with JAX's gradients;  'patches': windows and a matmul for
+      every kh*kw > 1 conv;  'nhwc_grads': XLA's convolution with NHWC gradients for every one.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
 import jax.numpy as jnp
 
-LOWERINGS = ("xla", "patches")
+LOWERINGS = ("xla", "patches", "nhwc_grads")
 ENV = "RNN_VOS_JAX_CONV"
 # Window depth from which windows + matmul beat XLA:CPU's convolution (benchmarks/
 # conv_lowering.py): the two ConvLSTM gate convs (27,648 and 51,200) and the decoder's deepest
@@ -34,16 +40,20 @@ PATCHES_MIN_DEPTH = 8192
 
 
 def lowering(kernel_shape: tuple[int, ...]) -> str:
-    """'xla' or 'patches' for a kernel [kh, kw, Cin, Cout] (module docstring)."""
+    """'xla', 'patches' or 'nhwc_grads' for a kernel [kh, kw, Cin, Cout] (module docstring)."""
     choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
     if choice not in ("auto",) + LOWERINGS:
         raise ValueError(f"{ENV}={choice!r}: expected one of {('auto',) + LOWERINGS}")
     kh, kw, cin = kernel_shape[:3]
-    if kh * kw == 1:
-        return "xla"  # a 1x1 convolution is a matmul already
     if choice == "auto":
-        deep = kh * kw * cin >= PATCHES_MIN_DEPTH
-        return "patches" if deep and jax.default_backend() == "cpu" else "xla"
+        if jax.default_backend() != "cpu":
+            return "xla"
+        # A 1x1 convolution is one matmul on (strided) pixels, whose gradients are matmuls too.
+        if kh * kw == 1 or kh * kw * cin >= PATCHES_MIN_DEPTH:
+            return "patches"
+        return "nhwc_grads"
+    if kh * kw == 1 and choice == "patches":
+        return "xla"  # 'patches' for every kh*kw > 1 conv: the deep-layer rule alone
     return choice
 
 
@@ -63,25 +73,80 @@ def conv2d(
       kernel: [kh, kw, Cin, Cout] (HWIO), same dtype as x.
       strides: (sh, sw). padding: (ph, pw), on both sides. dilation: of the kernel.
       precision: lax precision of the products.
-      method: 'xla' | 'patches'; None: `lowering(kernel.shape)`.
+      method: 'xla' | 'patches' | 'nhwc_grads'; None: `lowering(kernel.shape)`.
 
     Returns:
       [N, H', W', Cout], H' = (H + 2 ph - dilation (kh - 1) - 1) // sh + 1 (likewise W').
     """
     method = method or lowering(kernel.shape)
+    geometry = (tuple(strides), tuple(padding), int(dilation), precision)
     if method == "xla":
-        return jax.lax.conv_general_dilated(
-            x,
-            kernel,
-            window_strides=strides,
-            padding=((padding[0], padding[0]), (padding[1], padding[1])),
-            rhs_dilation=(dilation, dilation),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            precision=precision,
-        )
+        return _xla_conv(x, kernel, *geometry)
+    if method == "nhwc_grads":
+        return _nhwc_grads_conv(x, kernel, *geometry)
     if method != "patches":
         raise ValueError(f"conv2d method {method!r}: expected one of {LOWERINGS}")
-    return _patches_conv(x, kernel, tuple(strides), tuple(padding), int(dilation), precision)
+    return _patches_conv(x, kernel, *geometry)
+
+
+def _xla_conv(x, kernel, strides, padding, dilation, precision, lhs_dilation=(1, 1), pads=None):
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=strides,
+        padding=pads or ((padding[0], padding[0]), (padding[1], padding[1])),
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=(dilation, dilation),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=precision,
+    )
+
+
+# XLA's convolution with both gradients written as NHWC x HWIO convolutions of transposed
+# operands. JAX's own transpose rules give convolutions with other dimension orders (kernel
+# gradient 'f01b_i01o->01bf', input gradient '01oi'); XLA:CPU rewrites those into this form in
+# straight-line code but not inside a while loop, where they run several times slower
+# (benchmarks/RESULTS.md, "Convolution gradients in loops"). Same sums, same result to float
+# rounding.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _nhwc_grads_conv(x, kernel, strides, padding, dilation, precision):
+    return _xla_conv(x, kernel, strides, padding, dilation, precision)
+
+
+def _nhwc_grads_fwd(x, kernel, strides, padding, dilation, precision):
+    return _xla_conv(x, kernel, strides, padding, dilation, precision), (x, kernel)
+
+
+def _nhwc_grads_bwd(strides, padding, dilation, precision, res, dy):
+    """dy [N, Ho, Wo, Cout] -> (dx [N, H, W, Cin], dkernel [kh, kw, Cin, Cout])."""
+    x, kernel = res
+    kh, kw = kernel.shape[:2]
+    size, pads = [], []
+    for axis, (k, s, p) in enumerate(zip((kh, kw), strides, padding)):
+        span = dilation * (k - 1)
+        # Rows of the padded input past the last window (strided convs): padded back in dx.
+        rest = (x.shape[1 + axis] + 2 * p - span - 1) % s
+        size.append(k)
+        pads.append((span - p, span - p + rest))
+    # dx: the full correlation of the stride-dilated dy with the flipped, io-swapped kernel.
+    flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)  # [kh, kw, Cout, Cin]
+    dx = _xla_conv(dy, flipped, (1, 1), None, dilation, precision, strides, tuple(pads))
+    # dkernel[a, b, i, o] = sum_{n,y,x} xpad[n, s y + d a, s x + d b, i] dy[n, y, x, o]: a
+    # convolution of x as [Cin, H, W, N] with dy as the kernel [Ho, Wo, N, Cout].
+    dk = jax.lax.conv_general_dilated(
+        jnp.transpose(x, (3, 1, 2, 0)),
+        jnp.transpose(dy, (1, 2, 0, 3)),
+        window_strides=(dilation, dilation),
+        padding=((padding[0], padding[0]), (padding[1], padding[1])),
+        rhs_dilation=strides,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=precision,
+    )  # [Cin, >= kh, >= kw, Cout]
+    dk = jnp.transpose(dk[:, : size[0], : size[1]], (1, 2, 0, 3))
+    return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+_nhwc_grads_conv.defvjp(_nhwc_grads_fwd, _nhwc_grads_bwd)
 
 
 def _windows(x, kh, kw, strides, padding, dilation):

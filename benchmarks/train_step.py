@@ -102,16 +102,19 @@ def bench(
     train=True,
     inference=True,
     dtype=None,
+    remat=None,
 ):
     """Returns a dict of timings and FLOP rates for configs/<name>.py[:arg] at `image_size`
     (train=False or inference=False: the other part only; the skipped part's entries are then
-    None; dtype: model.dtype, None = the config's)."""
+    None; dtype: model.dtype, remat: model.remat, None = the config's)."""
     module, _, arg = name.partition(":")
     config = importlib.import_module(f"configs.{module}").get_config(arg or None)
     config.unlock()
     config.model.scan_unroll = scan_unroll
     if dtype:
         config.model.dtype = dtype
+    if remat is not None:
+        config.model.remat = remat
     model = models.build(config.model)
     h, w = image_size
     mesh = sharding.make_mesh(1)

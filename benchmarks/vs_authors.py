@@ -2,7 +2,7 @@ r"""Our HS2S against the authors' PyTorch HS2S, side by side in one run (not a t
 
     python benchmarks/vs_authors.py [--what=inference,train] [--rounds=2] [--threads=2] \
         [--image_size=256,448] [--batch=2] [--frames=5] [--infer_frames=4] \
-        [--authors_repo=PATH_TO/fatemehazimi990/HS2S]
+        [--remat=none] [--authors_repo=PATH_TO/fatemehazimi990/HS2S]
 
 Each measurement runs in a fresh process pinned to `threads` CPUs (os.sched_setaffinity; torch
 also gets torch.set_num_threads), so the sides neither share caches nor inherit each other's
@@ -18,6 +18,8 @@ also XLA's compiled memory statistics); at the end the ratio theirs / ours (> 1:
 - train: one training step on `batch` clips of `frames` frames with teacher forcing: ours the
   jitted, donated `train_state.train_step` (forward, loss, backward, Adam); theirs forward
   (the authors' train-mode loop), a loss over every predicted frame, backward and torch Adam.
+  Ours runs with `config.model.remat=--remat`: 'none' (default) with the scan unrolled, the
+  fastest on CPU; 'steps' with the scan as a loop, which it needs to save memory.
 
 Theirs is the authors' `networks.ModelMatch` when `--authors_repo` points at a checkout of
 fatemehazimi990/HS2S and torchvision imports (their code builds its encoders from
@@ -68,9 +70,10 @@ def _ours(what: str, args) -> dict:
         objects=1,
         repeats=args.repeats,
         image_size=args.image_size,
-        scan_unroll=args.frames - 1 if what == "train" else 2,
+        scan_unroll=(args.frames - 1 if args.remat == "none" else 1) if what == "train" else 2,
         train=what == "train",
         inference=what == "inference",
+        remat=args.remat,
     )
     seconds = r["step_s"] if what == "train" else r["infer_frame_s"]
     compile_s = r["step_compile_s"] if what == "train" else r["infer_compile_s"]
@@ -216,6 +219,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=2, help="clips per training step")
     p.add_argument("--frames", type=int, default=5, help="frames per training clip")
     p.add_argument("--infer_frames", type=int, default=4, help="frames of the timed inference")
+    p.add_argument("--remat", default="none", choices=("none", "encoders", "steps"))
     p.add_argument("--authors_repo", default=None)
     p.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

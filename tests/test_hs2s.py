@@ -2,6 +2,7 @@
 sampling, BatchNorm modes with remat, whole-clip prediction. The generic checks (scan ==
 streaming, gradients, bfloat16, unrolled scan, conversion round trip) are in test_contract.py."""
 
+import functools
 import importlib.util
 import math
 import os
@@ -208,6 +209,16 @@ def test_train_mode_gradients_running_stats_and_remat_policies(tiny):
             mt.assert_close(got, want)
     with pytest.raises(ValueError, match="config.model.remat 'stpes'"):
         HS2S(remat="stpes", **TINY).init(jax.random.key(0), frames, masks)
+
+
+def test_remat_steps_warns_when_the_scan_is_unrolled(tiny, caplog):
+    """Unrolled, 'steps' keeps what 'none' keeps (benchmarks/RESULTS.md): say so."""
+    _, variables, frames, masks = tiny
+    for unroll, warned in ((1, False), (frames.shape[1], True)):
+        caplog.clear()
+        model = HS2S(remat="steps", scan_unroll=unroll, **TINY)
+        jax.eval_shape(functools.partial(model.apply, sample_prob=0.0), variables, frames, masks)
+        assert ("saves no memory with the scan unrolled" in caplog.text) == warned
 
 
 def test_build_and_bad_inputs(tiny):

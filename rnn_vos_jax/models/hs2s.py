@@ -27,6 +27,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 from rnn_vos_jax import losses
 from rnn_vos_jax.models import backbones, cells
@@ -312,6 +313,16 @@ class HS2S(nn.Module):
         masks, coins)."""
         body = type(self)._scan_body
         if remat_policy(self.remat) == "steps":
+            steps = xs[0].shape[0]
+            if steps > 1 and self.scan_unroll >= steps:
+                # Straight-line code lets XLA schedule each step's recomputation beside its
+                # forward pass: the memory of 'none' (benchmarks/RESULTS.md).
+                logging.warning(
+                    "config.model.remat='steps' saves no memory with the scan unrolled "
+                    "(scan_unroll=%d >= %d steps); use scan_unroll=1",
+                    self.scan_unroll,
+                    steps,
+                )
             # Argument 3 (self = 0) is `train`, a Python bool.
             body = nn.remat(body, static_argnums=(3,), prevent_cse=False)
         scan = scan_over_time(

@@ -1,6 +1,9 @@
 """The convolution lowerings of models/conv_lowering.py (windows + one matmul; XLA's convolution
 with NHWC gradients) against XLA's convolution with JAX's own gradients."""
 
+import functools
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -113,9 +116,14 @@ def test_selection_by_environment_and_depth(monkeypatch):
     deep, shallow = (5, 5, 2048, 4096), (3, 3, 64, 64)
     cpu = jax.default_backend() == "cpu"
     assert conv_lowering.lowering(deep) == ("patches" if cpu else "xla")
-    assert conv_lowering.lowering(shallow) == ("nhwc_grads" if cpu else "xla")
-    # A 1x1 convolution is a matmul: written as one on CPU, where its gradients then are too.
-    assert conv_lowering.lowering((1, 1, 4096, 4096)) == ("patches" if cpu else "xla")
+    assert conv_lowering.lowering(shallow) == "xla"
+    assert conv_lowering.lowering((1, 1, 4096, 4096)) == "xla"  # already a matmul
+    with conv_lowering.traced_in_loop(True):
+        # In a loop on CPU: NHWC gradients, and 1x1 convolutions as matmuls.
+        assert conv_lowering.lowering(shallow) == ("nhwc_grads" if cpu else "xla")
+        assert conv_lowering.lowering((1, 1, 4096, 4096)) == ("patches" if cpu else "xla")
+        assert conv_lowering.lowering(deep) == ("patches" if cpu else "xla")
+    assert conv_lowering.lowering(shallow) == "xla"
     monkeypatch.setenv(conv_lowering.ENV, "patches")
     assert conv_lowering.lowering(shallow) == "patches"
     assert conv_lowering.lowering((1, 1, 64, 64)) == "xla"
@@ -139,3 +147,40 @@ def test_conv_layer_follows_the_lowering(monkeypatch):
         texts[method] = fn.lower(variables, x).as_text()
     assert "convolution" in texts["xla"] and "convolution" not in texts["patches"]
     np.testing.assert_allclose(outs["patches"], outs["xla"], atol=1e-5)
+
+
+def test_scan_over_time_marks_loops_for_the_lowering():
+    """A looped scan's convolutions (1x1 and 3x3) differentiate into NHWC convolutions and
+    matmuls only; a fully unrolled one keeps JAX's own gradients (straight-line code)."""
+    from rnn_vos_jax.models.recurrent import scan_over_time
+
+    class Clip(nn.Module):
+        unroll: int
+
+        def setup(self):
+            self.conv3, self.conv1 = layers.Conv(4, 3), layers.Conv(4, 1)
+
+        def step(self, h, x):
+            h = jnp.tanh(self.conv3(h + x) + self.conv1(h))
+            return h, h.sum()
+
+        def __call__(self, xs):
+            body = type(self).step
+            scan = scan_over_time(
+                body, False, in_axes=0, out_axes=0, unroll=self.unroll, length=xs.shape[0]
+            )
+            if self.is_initializing():
+                self.step(jnp.zeros_like(xs[0]), xs[0])
+            return scan(self, jnp.zeros_like(xs[0]), xs)[1].sum()
+
+    xs = jnp.asarray(np.random.default_rng(3).standard_normal((3, 2, 6, 5, 4), np.float32))
+    canonical = jax.lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
+
+    for unroll in (1, 3):
+        model = Clip(unroll)
+        variables = model.init(jax.random.key(0), xs)
+        grad = jax.grad(functools.partial(model.apply, xs=xs))
+        numbers = _conv_dimension_numbers(jax.make_jaxpr(grad)(variables).jaxpr)
+        looped = unroll == 1 and jax.default_backend() == "cpu"
+        assert all(n == canonical for n in numbers) == looped, numbers
+        assert len(numbers) == (3 if looped else 6)  # the 1x1's three are matmuls in a loop

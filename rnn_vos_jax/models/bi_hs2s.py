@@ -233,7 +233,12 @@ class BiHS2S(nn.Module):
             # BatchNorm statistics must exist before a scan carries them (DESIGN.md pitfalls).
             body(self, carry, jax.tree.map(lambda v: v[0], xs), train)
         scan = scan_over_time(
-            body, train, in_axes=(0, nn.broadcast), out_axes=0, unroll=self.scan_unroll
+            body,
+            train,
+            in_axes=(0, nn.broadcast),
+            out_axes=0,
+            unroll=self.scan_unroll,
+            length=jax.tree.leaves(xs)[0].shape[0],
         )
         return scan(self, carry, xs, train)
 

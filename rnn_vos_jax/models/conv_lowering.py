@@ -9,22 +9,28 @@ agrees to ~1e-6 relative). Shallow convolutions at high resolution stay native: 
 the windows (kh*kw copies of the input) costs more than the matmul gains. On GPU and TPU XLA's
 native convolution (cuDNN, the MXU) is the fast one.
 
-Shallow convolutions keep XLA's convolution, but on CPU with their gradients written as NHWC
-convolutions of transposed operands ('nhwc_grads'): inside a while loop (a scan that is not
-unrolled) XLA:CPU runs JAX's own transposed convolutions several times slower.
+Shallow convolutions keep XLA's convolution. Inside a while loop (a scan that is not fully
+unrolled) XLA:CPU runs JAX's own gradient convolutions several times slower, and those of 1x1
+convolutions as naive loops, so there on CPU the 1x1 convolutions are matmuls and the others
+get their gradients written as NHWC convolutions of transposed operands ('nhwc_grads').
+Straight-line code keeps XLA's convolution, which XLA rewrites itself, so its arithmetic is
+unchanged.
 
 The choice never changes parameters or their layout, only the arithmetic order.
 
 Selection, read when a model is traced: the environment variable RNN_VOS_JAX_CONV =
-  'auto' (default): on the CPU backend 'patches' for 1x1 convolutions (a matmul) and those
-      whose window depth kh * kw * Cin is at least PATCHES_MIN_DEPTH, 'nhwc_grads' otherwise;
-      on other backends always XLA's convolution with JAX's gradients;
+  'auto' (default): on the CPU backend 'patches' for convolutions whose window depth
+      kh * kw * Cin is at least PATCHES_MIN_DEPTH; inside a loop (`traced_in_loop`) 'patches'
+      for 1x1 and 'nhwc_grads' for the other convolutions; XLA's otherwise. On other backends
+      always XLA's convolution with JAX's gradients;
   'xla': always XLA's convolution with JAX's gradients;  'patches': windows and a matmul for
       every kh*kw > 1 conv;  'nhwc_grads': XLA's convolution with NHWC gradients for every one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 
@@ -37,6 +43,19 @@ ENV = "RNN_VOS_JAX_CONV"
 # conv_lowering.py): the two ConvLSTM gate convs (27,648 and 51,200) and the decoder's deepest
 # 3x3 are above it; ResNet's 3x3s (<= 4,608) and the decoder's high-resolution convs below.
 PATCHES_MIN_DEPTH = 8192
+# Whether the convolutions being traced run inside a while loop (a scan that is not fully
+# unrolled): set by models/recurrent.py while it traces a scan body.
+_IN_LOOP = contextvars.ContextVar("rnn_vos_jax_conv_in_loop", default=False)
+
+
+@contextlib.contextmanager
+def traced_in_loop(in_loop: bool):
+    """Convolutions traced inside this context are (or are not) inside a while loop."""
+    token = _IN_LOOP.set(bool(in_loop))
+    try:
+        yield
+    finally:
+        _IN_LOOP.reset(token)
 
 
 def lowering(kernel_shape: tuple[int, ...]) -> str:
@@ -48,10 +67,13 @@ def lowering(kernel_shape: tuple[int, ...]) -> str:
     if choice == "auto":
         if jax.default_backend() != "cpu":
             return "xla"
-        # A 1x1 convolution is one matmul on (strided) pixels, whose gradients are matmuls too.
-        if kh * kw == 1 or kh * kw * cin >= PATCHES_MIN_DEPTH:
+        if kh * kw > 1 and kh * kw * cin >= PATCHES_MIN_DEPTH:
             return "patches"
-        return "nhwc_grads"
+        if not _IN_LOOP.get():
+            return "xla"  # straight-line code: XLA rewrites JAX's gradients itself
+        # In a loop a 1x1 convolution is one matmul on (strided) pixels, whose gradients are
+        # matmuls too; the others get NHWC gradients.
+        return "patches" if kh * kw == 1 else "nhwc_grads"
     if kh * kw == 1 and choice == "patches":
         return "xla"  # 'patches' for every kh*kw > 1 conv: the deep-layer rule alone
     return choice

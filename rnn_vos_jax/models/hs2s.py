@@ -331,6 +331,7 @@ class HS2S(nn.Module):
             in_axes=(0, nn.broadcast),
             out_axes=0,
             unroll=self.scan_unroll,
+            length=xs[0].shape[0],
         )
         _, outs = scan(self, carry, xs, train)
         return outs

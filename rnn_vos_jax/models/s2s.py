@@ -191,7 +191,9 @@ class S2SPlusPlus(nn.Module):
         if self.remat:
             body = nn.remat(body, prevent_cse=False)
         # No BatchNorm in the S2S family: eval-mode scan (params broadcast) is all it needs.
-        scan = scan_over_time(body, train=False, unroll=self.scan_unroll)
+        scan = scan_over_time(
+            body, train=False, unroll=self.scan_unroll, length=frames.shape[1] - 1
+        )
         _, (logits, dist) = scan(self, carry, frames[:, 1:])
         return {"logits": logits, "distance": dist}
 

@@ -119,9 +119,9 @@ def test_selection_by_environment_and_depth(monkeypatch):
     assert conv_lowering.lowering(shallow) == "xla"
     assert conv_lowering.lowering((1, 1, 4096, 4096)) == "xla"  # already a matmul
     with conv_lowering.traced_in_loop(True):
-        # In a loop on CPU: NHWC gradients, and 1x1 convolutions as matmuls.
+        # In a loop on CPU: NHWC gradients, 1x1 convolutions included.
         assert conv_lowering.lowering(shallow) == ("nhwc_grads" if cpu else "xla")
-        assert conv_lowering.lowering((1, 1, 4096, 4096)) == ("patches" if cpu else "xla")
+        assert conv_lowering.lowering((1, 1, 4096, 4096)) == ("nhwc_grads" if cpu else "xla")
         assert conv_lowering.lowering(deep) == ("patches" if cpu else "xla")
     assert conv_lowering.lowering(shallow) == "xla"
     monkeypatch.setenv(conv_lowering.ENV, "patches")
@@ -150,8 +150,8 @@ def test_conv_layer_follows_the_lowering(monkeypatch):
 
 
 def test_scan_over_time_marks_loops_for_the_lowering():
-    """A looped scan's convolutions (1x1 and 3x3) differentiate into NHWC convolutions and
-    matmuls only; a fully unrolled one keeps JAX's own gradients (straight-line code)."""
+    """A looped scan's convolutions (1x1 and 3x3) differentiate into NHWC convolutions only; a
+    fully unrolled one keeps JAX's own gradients (straight-line code)."""
     from rnn_vos_jax.models.recurrent import scan_over_time
 
     class Clip(nn.Module):
@@ -183,4 +183,4 @@ def test_scan_over_time_marks_loops_for_the_lowering():
         numbers = _conv_dimension_numbers(jax.make_jaxpr(grad)(variables).jaxpr)
         looped = unroll == 1 and jax.default_backend() == "cpu"
         assert all(n == canonical for n in numbers) == looped, numbers
-        assert len(numbers) == (3 if looped else 6)  # the 1x1's three are matmuls in a loop
+        assert len(numbers) == 6  # two convolutions, each with two gradients

@@ -11,8 +11,8 @@ native convolution (cuDNN, the MXU) is the fast one.
 
 Shallow convolutions keep XLA's convolution. Inside a while loop (a scan that is not fully
 unrolled) XLA:CPU runs JAX's own gradient convolutions several times slower, and those of 1x1
-convolutions as naive loops, so there on CPU the 1x1 convolutions are matmuls and the others
-get their gradients written as NHWC convolutions of transposed operands ('nhwc_grads').
+convolutions as naive loops, so there on CPU every shallow convolution gets its gradients
+written as NHWC convolutions of transposed operands ('nhwc_grads').
 Straight-line code keeps XLA's convolution, which XLA rewrites itself, so its arithmetic is
 unchanged.
 
@@ -20,8 +20,8 @@ The choice never changes parameters or their layout, only the arithmetic order.
 
 Selection, read when a model is traced: the environment variable RNN_VOS_JAX_CONV =
   'auto' (default): on the CPU backend 'patches' for convolutions whose window depth
-      kh * kw * Cin is at least PATCHES_MIN_DEPTH; inside a loop (`traced_in_loop`) 'patches'
-      for 1x1 and 'nhwc_grads' for the other convolutions; XLA's otherwise. On other backends
+      kh * kw * Cin is at least PATCHES_MIN_DEPTH; inside a loop (`traced_in_loop`)
+      'nhwc_grads' for the others; XLA's otherwise. On other backends
       always XLA's convolution with JAX's gradients;
   'xla': always XLA's convolution with JAX's gradients;  'patches': windows and a matmul for
       every kh*kw > 1 conv;  'nhwc_grads': XLA's convolution with NHWC gradients for every one.
@@ -71,9 +71,9 @@ def lowering(kernel_shape: tuple[int, ...]) -> str:
             return "patches"
         if not _IN_LOOP.get():
             return "xla"  # straight-line code: XLA rewrites JAX's gradients itself
-        # In a loop a 1x1 convolution is one matmul on (strided) pixels, whose gradients are
-        # matmuls too; the others get NHWC gradients.
-        return "patches" if kh * kw == 1 else "nhwc_grads"
+        # In a loop: the same forward convolution (bit for bit that of the streaming step),
+        # with NHWC gradients, which also keeps 1x1 gradients off XLA's naive loop code.
+        return "nhwc_grads"
     if kh * kw == 1 and choice == "patches":
         return "xla"  # 'patches' for every kh*kw > 1 conv: the deep-layer rule alone
     return choice

@@ -161,7 +161,7 @@ def test_convolution_lowerings_give_the_same_outputs(name, monkeypatch):
     from rnn_vos_jax.models import conv_lowering
 
     _, model, variables, frames, masks = _tiny(name)
-    # Traced under the default: on CPU 1x1 convs as matmuls, the tiny models' others shallow.
+    # Traced under the default: the tiny models' convs are shallow (NHWC gradients in loops).
     want = _eval_outputs(name)
     monkeypatch.setenv(conv_lowering.ENV, "patches")
     got = mt.jit(

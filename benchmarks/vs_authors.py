@@ -21,6 +21,11 @@ also XLA's compiled memory statistics); at the end the ratio theirs / ours (> 1:
   Ours runs with `config.model.remat=--remat`: 'none' (default) with the scan unrolled, the
   fastest on CPU; 'steps' with the scan as a loop, which it needs to save memory.
 
+Both sides run with the same host-memory setting: the run restarts itself with glibc's malloc on
+transparent huge pages (rnn_vos_jax/host_memory.py) and the workers inherit it;
+RNN_VOS_JAX_HUGE_PAGES=0 runs both sides on glibc's defaults. It matters to both: torch's
+training step frees and re-maps its large activations as XLA does its temporary buffer.
+
 Theirs is the authors' `networks.ModelMatch` when `--authors_repo` points at a checkout of
 fatemehazimi990/HS2S and torchvision imports (their code builds its encoders from
 torchvision.models.resnet50); otherwise the tests' re-implementation of the same module
@@ -252,4 +257,8 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from rnn_vos_jax import host_memory
+
+    host_memory.reexec_with_huge_pages()  # benchmarks/RESULTS.md: CPU figures use it
     main()

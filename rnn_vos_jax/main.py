@@ -65,4 +65,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from rnn_vos_jax import host_memory
+
+    host_memory.reexec_with_huge_pages()
     app.run(main)

@@ -385,4 +385,7 @@ def main(argv: Sequence[str] | None = None) -> SegmentResult:
 
 
 if __name__ == "__main__":
+    from rnn_vos_jax import host_memory
+
+    host_memory.reexec_with_huge_pages()
     main()

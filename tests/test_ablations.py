@@ -48,7 +48,9 @@ def test_shortened_schedule_scales_every_epoch_setting():
     # A switched-off setting (< 0) stays off at any length.
     off = ml_collections.ConfigDict(demo.to_dict())
     off.bn_freeze_after_epoch = off.lr_decay.after_epoch = -1
-    with mock.patch.object(ablations, "_config", lambda arg: ml_collections.ConfigDict({"train": off})):
+    with mock.patch.object(
+        ablations, "_config", lambda arg: ml_collections.ConfigDict({"train": off})
+    ):
         short = ablations.schedule_overrides(demo.num_epochs // 4)
     assert short["train.bn_freeze_after_epoch"] == short["train.lr_decay.after_epoch"] == -1
     assert half["train.scheduled_sampling.slope"] == pytest.approx(

@@ -112,7 +112,6 @@ def _time(fn):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from rnn_vos_jax import host_memory
 
     host_memory.reexec_with_huge_pages()  # benchmarks/RESULTS.md: CPU figures use it

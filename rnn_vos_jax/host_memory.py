@@ -3,10 +3,11 @@
 XLA:CPU allocates each executable's temporary buffer afresh on every call (200 MB for the demo's
 training step). glibc serves blocks that large with mmap and hands them back with munmap, so
 every call faults in each 4 KiB page again (50k faults per demo step, 60k per full-size HS2S
-streaming step: 0.12-0.16 s of kernel time each) and then runs on 4 KiB pages. glibc's tunable `glibc.malloc.hugetlb=1` (glibc >= 2.35) makes malloc ask the kernel
-for transparent huge pages (madvise), which cuts the faults 15-50x and the TLB misses with them:
-the demo step and the full-size streaming step ran 8-19% faster (benchmarks/RESULTS.md). The
-arithmetic is unchanged.
+streaming step: 0.12-0.16 s of kernel time each) and then runs on 4 KiB pages. glibc's
+tunable `glibc.malloc.hugetlb=1` (glibc >= 2.35) makes malloc ask the kernel for transparent
+huge pages (madvise), which cuts the faults 15-50x and the TLB misses with them: the demo step
+and the full-size streaming step ran 8-19% faster (benchmarks/RESULTS.md). The arithmetic is
+unchanged.
 
 glibc reads its tunables once, when the process starts, so `reexec_with_huge_pages` restarts
 the process (same interpreter, same arguments) with the tunable added to GLIBC_TUNABLES. The

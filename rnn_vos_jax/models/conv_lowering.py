@@ -143,12 +143,11 @@ def _nhwc_grads_bwd(strides, padding, dilation, precision, res, dy):
     """dy [N, Ho, Wo, Cout] -> (dx [N, H, W, Cin], dkernel [kh, kw, Cin, Cout])."""
     x, kernel = res
     kh, kw = kernel.shape[:2]
-    size, pads = [], []
+    pads = []
     for axis, (k, s, p) in enumerate(zip((kh, kw), strides, padding)):
         span = dilation * (k - 1)
         # Rows of the padded input past the last window (strided convs): padded back in dx.
         rest = (x.shape[1 + axis] + 2 * p - span - 1) % s
-        size.append(k)
         pads.append((span - p, span - p + rest))
     # dx: the full correlation of the stride-dilated dy with the flipped, io-swapped kernel.
     flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)  # [kh, kw, Cout, Cin]
@@ -164,7 +163,7 @@ def _nhwc_grads_bwd(strides, padding, dilation, precision, res, dy):
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         precision=precision,
     )  # [Cin, >= kh, >= kw, Cout]
-    dk = jnp.transpose(dk[:, : size[0], : size[1]], (1, 2, 0, 3))
+    dk = jnp.transpose(dk[:, :kh, :kw], (1, 2, 0, 3))
     return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 

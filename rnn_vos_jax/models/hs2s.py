@@ -312,8 +312,8 @@ class HS2S(nn.Module):
         """Time-major step outputs ('logits', 'distance', ...) over xs = (frames, GT prev
         masks, coins)."""
         body = type(self)._scan_body
+        steps = xs[0].shape[0]
         if remat_policy(self.remat) == "steps":
-            steps = xs[0].shape[0]
             if steps > 1 and self.scan_unroll >= steps:
                 # Straight-line code lets XLA schedule each step's recomputation beside its
                 # forward pass: the memory of 'none' (benchmarks/RESULTS.md).
@@ -331,7 +331,7 @@ class HS2S(nn.Module):
             in_axes=(0, nn.broadcast),
             out_axes=0,
             unroll=self.scan_unroll,
-            length=xs[0].shape[0],
+            length=steps,
         )
         _, outs = scan(self, carry, xs, train)
         return outs

@@ -1,6 +1,6 @@
 r"""Our HS2S against the authors' PyTorch HS2S, side by side in one run (not a test).
 
-    python benchmarks/vs_authors.py [--what=inference,train] [--rounds=2] [--threads=2] \
+    python benchmarks/vs_authors.py [--what=inference,train,matmul] [--rounds=2] [--threads=2] \
         [--image_size=256,448] [--batch=2] [--frames=5] [--infer_frames=4] \
         [--remat=none] [--authors_repo=PATH_TO/fatemehazimi990/HS2S]
 
@@ -9,12 +9,18 @@ also gets torch.set_num_threads), so the sides neither share caches nor inherit 
 peak memory, and the rounds alternate the sides (ours, theirs, ours, theirs, ...) so that a
 machine that slows down during the run slows both. Printed per measurement: the median time of
 `repeats` runs after a warm-up and the process's peak resident memory (ru_maxrss; for ours
-also XLA's compiled memory statistics); at the end the ratio theirs / ours (> 1: ours faster).
+); at the end the ratio theirs / ours (> 1: ours faster).
+Each line also gives the achieved GFLOP/s: our FLOPs from XLA's cost analysis of the compiled
+call (rnn_vos_jax.throughput), theirs from torch's FlopCounterMode on the warm-up call (it counts
+convolutions and matmuls, which are nearly all of them); the summary says at what rate our
+FLOPs would have to run for 1.3x theirs.
 
 - inference: seconds per object-frame of the streaming prediction at `image_size`: ours is the
   jitted `step` (benchmarks/train_step.py), theirs the authors' test-mode loop body (reference
   encoder on frame t-1 with the previous soft mask, encoder on frame t, both memories, decoder,
   sigmoid) in eval mode under torch.no_grad, timed over `infer_frames` frames.
+- matmul: one float32 matmul of the skip memory's shape (MATMUL), XLA's against torch's: the
+  machine's matmul rate, to read the two sides' GFLOP/s against.
 - train: one training step on `batch` clips of `frames` frames with teacher forcing: ours the
   jitted, donated `train_state.train_step` (forward, loss, backward, Adam); theirs forward
   (the authors' train-mode loop), a loss over every predicted frame, backward and torch Adam.
@@ -82,7 +88,40 @@ def _ours(what: str, args) -> dict:
     )
     seconds = r["step_s"] if what == "train" else r["infer_frame_s"]
     compile_s = r["step_compile_s"] if what == "train" else r["infer_compile_s"]
-    return {"seconds": seconds, "compile_s": compile_s}
+    rate = (r["step_rates"] if what == "train" else r["infer_rates"]).get("flops_per_sec")
+    # FLOPs per measured unit (training step or object-frame), from XLA's cost analysis
+    return {"seconds": seconds, "compile_s": compile_s, "flops": rate and rate * seconds}
+
+
+MATMUL = (448, 51200, 4096)  # the skip memory's gate conv as windows x kernel, per object-frame
+
+
+def _matmul_worker(side: str, repeats: int) -> dict:
+    """Seconds per float32 matmul of MATMUL's shape: XLA's (ours) or torch's (theirs)."""
+    m, k, n = MATMUL
+    if side == "ours":
+        import jax
+        import jax.numpy as jnp
+
+        a = jax.random.normal(jax.random.key(0), (m, k), jnp.float32)
+        b = jax.random.normal(jax.random.key(1), (k, n), jnp.float32)
+        f = jax.jit(jnp.dot)
+        call = lambda: jax.block_until_ready(f(a, b))
+    else:
+        import torch
+
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        call = lambda: torch.mm(a, b)
+    t0 = time.perf_counter()
+    call()
+    first_s = time.perf_counter() - t0
+    times = []
+    for _ in range(max(3, repeats)):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return {"seconds": statistics.median(times), "compile_s": first_s, "flops": 2.0 * m * k * n}
 
 
 # --- theirs ---------------------------------------------------------------------------------------
@@ -175,8 +214,12 @@ def _theirs(what: str, args) -> dict:
             opt.step()
             return 1
 
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)  # on the warm-up call only: it slows the ops
     t0 = time.perf_counter()
-    per_call = run()
+    with counter:
+        per_call = run()
     first_s = time.perf_counter() - t0
     times = []
     for _ in range(args.repeats):
@@ -187,16 +230,37 @@ def _theirs(what: str, args) -> dict:
         "seconds": statistics.median(times) / per_call,
         "compile_s": first_s,  # the warm-up call (torch has no compilation; allocator warm-up)
         "source": source,
+        "flops": counter.get_total_flops() / per_call,
     }
 
 
-# --- driver ---------------------------------------------------------------------------------------
+# --- driver ---
+
+
+UNITS = {
+    "inference": "s per object-frame",
+    "train": "s per training step",
+    "matmul": f"s per matmul {MATMUL}",
+}
+
+
+def _gflops(res: dict) -> str:
+    """'123 GFLOP/s' achieved by one measurement (or why there is no figure)."""
+    if not res.get("flops"):
+        return "no FLOP count"
+    return f"{res['flops'] / res['seconds'] / 1e9:.0f} GFLOP/s"
+
+
+# ------------------------------------------------------------------------------------
 
 
 def _worker(args) -> None:
     side, what = args._worker.split(":")
     _pin(args.threads)
-    result = (_ours if side == "ours" else _theirs)(what, args)
+    if what == "matmul":
+        result = _matmul_worker(side, args.repeats)
+    else:
+        result = (_ours if side == "ours" else _theirs)(what, args)
     result["peak_rss_gib"] = _peak_rss_gib()
     print(RESULT + json.dumps(result), flush=True)
 
@@ -216,7 +280,7 @@ def _run(side: str, what: str, argv: list[str]) -> dict:
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--what", default="inference,train")
+    p.add_argument("--what", default="inference,train,matmul")
     p.add_argument("--rounds", type=int, default=2, help="alternations of ours / theirs")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per measurement")
     p.add_argument("--threads", type=int, default=2)
@@ -242,18 +306,29 @@ def main(argv=None) -> None:
                 extra = f" ({res['source']})" if "source" in res else ""
                 print(
                     f"{what} round {r} {side:6s}: {res['seconds']:8.3f} s, first call "
-                    f"{res['compile_s']:6.1f} s, peak RSS {res['peak_rss_gib']:5.1f} GiB{extra}",
+                    f"{res['compile_s']:6.1f} s, peak RSS {res['peak_rss_gib']:5.1f} GiB, "
+                    f"{_gflops(res)}{extra}",
                     flush=True,
                 )
         ours = statistics.median(x["seconds"] for x in got["ours"])
         theirs = statistics.median(x["seconds"] for x in got["theirs"])
-        unit = "s per object-frame" if what == "inference" else "s per training step"
+        unit = UNITS[what]
         mem = {k: max(x["peak_rss_gib"] for x in v) for k, v in got.items()}
         print(
             f"{what}: ours {ours:.3f} {unit}, theirs {theirs:.3f}: theirs / ours = "
             f"{theirs / ours:.2f}x; peak RSS ours {mem['ours']:.1f} GiB, theirs "
             f"{mem['theirs']:.1f} GiB"
         )
+        flops = got["ours"][0].get("flops")
+        if what != "matmul" and flops:
+            # The rate our FLOPs would need to run at for the issue's 1.3x, for comparison with
+            # this machine's matmul rate (--what=matmul).
+            print(
+                f"{what}: ours {flops / 1e9:.0f} GFLOP, theirs "
+                f"{got['theirs'][0]['flops'] / 1e9:.0f} GFLOP (torch's count: convolutions and "
+                f"matmuls); 1.3x theirs would need ours at "
+                f"{1.3 * flops / theirs / 1e9:.0f} GFLOP/s"
+            )
 
 
 if __name__ == "__main__":

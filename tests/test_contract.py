@@ -141,31 +141,6 @@ def test_gradients_finite_and_unrolled_scan_equals_rolled(name):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_row_loop_kernel_gradients_give_the_same_gradients(monkeypatch):
-    """HS2S's gradients with every unit-stride kxk convolution's kernel gradient computed by the
-    row loop (the CPU path of high-resolution layers, forced on all of them here) equal those of
-    the default lowering: models/conv_lowering.py. One family: the per-geometry checks are in
-    test_conv_lowering.py and a gradient compile costs ~30 s."""
-    from rnn_vos_jax.models import conv_lowering
-
-    fam, model, variables, frames, masks = _tiny("hs2s")
-    batch = mt.batch(frames, masks, model.num_classes)
-
-    def grads():
-        def loss_fn(params):
-            out, _ = _train_apply(model, {**variables, "params": params}, frames, masks)
-            return fam.loss(out, batch)[0]
-
-        return mt.jit(jax.grad(loss_fn))(variables["params"])
-
-    want = grads()
-    monkeypatch.setenv(conv_lowering.ENV, "row_grads")
-    got = grads()
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
-        scale = float(np.abs(b).max())
-        np.testing.assert_allclose(a, b, atol=1e-5 * scale, err_msg=jax.tree_util.keystr(path))
-
-
 @pytest.mark.parametrize("name", FAMILIES)
 def test_bfloat16_runs_close_to_float32(name):
     _, model, variables, frames, masks = _tiny(name)

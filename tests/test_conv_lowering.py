@@ -33,14 +33,10 @@ def _conv(method, strides, padding, dilation):
     return conv
 
 
-@pytest.mark.parametrize("method", ["patches", "nhwc_grads", "row_grads"])
+@pytest.mark.parametrize("method", ["patches", "nhwc_grads"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
 def test_lowering_equals_xla_convolution_and_gradients(case, method):
     h, w, cin, cout, k, s, p, d = case
-    if method == "row_grads" and (s, d) != (1, 1):
-        with pytest.raises(ValueError, match="stride 1 and dilation 1"):
-            _conv(method, (s, s), (p, p), d)(jnp.zeros((1, h, w, cin)), jnp.zeros((k, k, cin, 1)))
-        return
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((2, h, w, cin), np.float32))
     kernel = jnp.asarray(rng.standard_normal((k, k, cin, cout), np.float32))
@@ -128,20 +124,6 @@ def test_selection_by_environment_and_depth(monkeypatch):
         assert conv_lowering.lowering((1, 1, 4096, 4096)) == ("nhwc_grads" if cpu else "xla")
         assert conv_lowering.lowering(deep) == ("patches" if cpu else "xla")
     assert conv_lowering.lowering(shallow) == "xla"
-    # Many output positions, unit stride: row-loop kernel gradients (in a loop too).
-    many = conv_lowering.ROW_GRADS_MIN_POSITIONS
-    assert conv_lowering.lowering(shallow, many, True) == ("row_grads" if cpu else "xla")
-    with conv_lowering.traced_in_loop(True):
-        assert conv_lowering.lowering(shallow, many, True) == ("row_grads" if cpu else "xla")
-    assert conv_lowering.lowering(shallow, many - 1, True) == "xla"
-    assert conv_lowering.lowering(shallow, many, False) == "xla"  # strided or dilated
-    assert conv_lowering.lowering((3, 3, 8, 12), many, True) == "xla"  # too few channels
-    assert conv_lowering.lowering((1, 1, 64, 64), many, True) == "xla"
-    assert conv_lowering.lowering(deep, many, True) == ("patches" if cpu else "xla")
-    monkeypatch.setenv(conv_lowering.ENV, "row_grads")
-    assert conv_lowering.lowering(shallow, 1, True) == "row_grads"
-    assert conv_lowering.lowering(shallow, many, False) == "nhwc_grads"
-    assert conv_lowering.lowering((1, 1, 64, 64), many, True) == "nhwc_grads"
     monkeypatch.setenv(conv_lowering.ENV, "patches")
     assert conv_lowering.lowering(shallow) == "patches"
     assert conv_lowering.lowering((1, 1, 64, 64)) == "xla"
@@ -150,25 +132,6 @@ def test_selection_by_environment_and_depth(monkeypatch):
     monkeypatch.setenv(conv_lowering.ENV, "im2col")
     with pytest.raises(ValueError, match="RNN_VOS_JAX_CONV='im2col'"):
         conv_lowering.lowering(deep)
-
-
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU lowering rule")
-def test_auto_picks_row_grads_for_many_positions_and_matches_xla(monkeypatch):
-    """A 3x3 32 -> 32 convolution over 2 x 64 x 64 positions: 'auto' lowers it to XLA's
-    convolution with the row-loop kernel gradient; values and both gradients equal XLA's."""
-    monkeypatch.delenv(conv_lowering.ENV, raising=False)
-    rng = np.random.default_rng(3)
-    x = jnp.asarray(rng.standard_normal((2, 64, 64, 32), np.float32))
-    kernel = jnp.asarray(rng.standard_normal((3, 3, 32, 32), np.float32))
-    dy = jnp.asarray(rng.standard_normal((2, 64, 64, 32), np.float32))
-    auto, xla = _conv(None, (1, 1), (1, 1), 1), _conv("xla", (1, 1), (1, 1), 1)
-    text = jax.jit(jax.grad(lambda x, k: (auto(x, k) * dy).sum(), (0, 1))).lower(x, kernel)
-    assert text.as_text().count("stablehlo.while") == 1  # the row loop
-    got, got_vjp = jax.vjp(auto, x, kernel)
-    want, want_vjp = jax.vjp(xla, x, kernel)
-    np.testing.assert_array_equal(got, want)  # the same forward convolution
-    for g, r in zip(got_vjp(dy), want_vjp(dy)):
-        np.testing.assert_allclose(g, r, atol=1e-5 * float(jnp.abs(r).max()))
 
 
 def test_conv_layer_follows_the_lowering(monkeypatch):

@@ -1,14 +1,17 @@
 r"""XLA:CPU's convolution against windows + one matmul, per layer shape, and the machine's
 matmul rate (not a test).
 
-    python benchmarks/conv_lowering.py [--shapes=H,W,CIN,COUT,K;...] [--repeats=5] [--torch]
+    python benchmarks/conv_lowering.py [--shapes=H,W,CIN,COUT,K[,N];...] [--repeats=5] [--torch] \
+        [--grads]
 
 For each convolution shape (batch 1, stride 1, 'same' padding; defaults: HS2S's skip-memory
 gate conv 16x28 2048->4096 5x5, its bottleneck memory 8x14 3072->4096 3x3, the decoder's 3x3 at
 32x56 and its 5x5 at full 256x448 resolution), the best of `repeats` calls of each lowering of
 rnn_vos_jax.models.conv_lowering, measured alternately in one process, in ms and GFLOP/s
-(2 * H * W * Cin * Cout * k * k); `--torch` adds torch.nn.functional.conv2d with
-torch.set_num_threads(os.cpu_count()). Last line: a float32 matmul [448, 51200] x [51200, 4096]
+(2 * N * H * W * Cin * Cout * k * k; batch N, default 1); `--torch` adds
+torch.nn.functional.conv2d with torch.set_num_threads(os.cpu_count()). `--grads` times the
+backward pass instead (input and kernel gradients for a given output gradient, twice the
+FLOPs; torch's torch.nn.grad.conv2d_input and conv2d_weight). Last line: a float32 matmul [448, 51200] x [51200, 4096]
 (the skip-memory conv's matmul), XLA and (with --torch) torch, as the machine's attainable rate.
 """
 
@@ -45,6 +48,7 @@ def main(argv=None):
     p.add_argument("--shapes", default=SHAPES)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--torch", action="store_true")
+    p.add_argument("--grads", action="store_true", help="time the backward pass")
     args = p.parse_args(argv)
     print(f"command: python benchmarks/conv_lowering.py {' '.join(argv or sys.argv[1:])}")
     print(
@@ -57,7 +61,7 @@ def main(argv=None):
         torch.set_grad_enabled(False)
     rng = np.random.default_rng(0)
     for spec in args.shapes.split(";"):
-        _shape_row(spec, args.repeats, args.torch, rng)
+        _shape_row(spec, args.repeats, args.torch, rng, args.grads)
     m_, k_, n_ = 448, 51200, 4096
     a = jnp.asarray(rng.standard_normal((m_, k_), np.float32))
     b = jnp.asarray(rng.standard_normal((k_, n_), np.float32))
@@ -72,22 +76,37 @@ def main(argv=None):
     )
 
 
-def _shape_row(spec, repeats, with_torch, rng):
-    h, w, cin, cout, k = (int(v) for v in spec.split(","))
-    x = rng.standard_normal((1, h, w, cin), np.float32)
+def _shape_row(spec, repeats, with_torch, rng, grads=False):
+    h, w, cin, cout, k, n = ([int(v) for v in spec.split(",")] + [1])[:6]
+    x = rng.standard_normal((n, h, w, cin), np.float32)
     kernel = rng.standard_normal((k, k, cin, cout), np.float32) * 0.01
-    gflop = 2 * h * w * cin * cout * k * k / 1e9
-    xj, kj = jnp.asarray(x), jnp.asarray(kernel)
+    dy = rng.standard_normal((n, h, w, cout), np.float32)
+    gflop = 2 * n * h * w * cin * cout * k * k / 1e9 * (2 if grads else 1)
+    xj, kj, dyj = jnp.asarray(x), jnp.asarray(kernel), jnp.asarray(dy)
     calls = {}
     for m in conv_lowering.LOWERINGS:
-        f = jax.jit(functools.partial(_conv, k=k, method=m))
-        calls[m] = functools.partial(lambda f: jax.block_until_ready(f(xj, kj)), f)
+        conv = functools.partial(_conv, k=k, method=m)
+        if grads:
+            f = jax.jit(lambda x, kernel, dy, conv=conv: jax.vjp(conv, x, kernel)[1](dy))
+            calls[m] = functools.partial(lambda f: jax.block_until_ready(f(xj, kj, dyj)), f)
+        else:
+            f = jax.jit(conv)
+            calls[m] = functools.partial(lambda f: jax.block_until_ready(f(xj, kj)), f)
     if with_torch:
         import torch
 
         xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
         kt = torch.from_numpy(kernel).permute(3, 2, 0, 1).contiguous()
-        calls["torch"] = functools.partial(torch.nn.functional.conv2d, xt, kt, padding=k // 2)
+        dyt = torch.from_numpy(dy).permute(0, 3, 1, 2).contiguous()
+        if grads:
+
+            def torch_grads():
+                torch.nn.grad.conv2d_input(xt.shape, kt, dyt, padding=k // 2)
+                torch.nn.grad.conv2d_weight(xt, kt.shape, dyt, padding=k // 2)
+
+            calls["torch"] = torch_grads
+        else:
+            calls["torch"] = functools.partial(torch.nn.functional.conv2d, xt, kt, padding=k // 2)
     for f in calls.values():
         f()  # compile / warm up
     best = {m: float("inf") for m in calls}
@@ -95,7 +114,7 @@ def _shape_row(spec, repeats, with_torch, rng):
         for m, f in calls.items():
             best[m] = min(best[m], _time(f))
     print(
-        f"{h}x{w} {cin}->{cout} {k}x{k} ({gflop:.1f} GFLOP): "
+        f"{'backward ' if grads else ''}{n}x{h}x{w} {cin}->{cout} {k}x{k} ({gflop:.1f} GFLOP): "
         + ", ".join(f"{m} {t * 1e3:.0f} ms ({gflop / t:.0f} GFLOP/s)" for m, t in best.items()),
         flush=True,
     )

@@ -11,8 +11,9 @@ rnn_vos_jax.models.conv_lowering, measured alternately in one process, in ms and
 (2 * N * H * W * Cin * Cout * k * k; batch N, default 1); `--torch` adds
 torch.nn.functional.conv2d with torch.set_num_threads(os.cpu_count()). `--grads` times the
 backward pass instead (input and kernel gradients for a given output gradient, twice the
-FLOPs; torch's torch.nn.grad.conv2d_input and conv2d_weight). Last line: a float32 matmul [448, 51200] x [51200, 4096]
-(the skip-memory conv's matmul), XLA and (with --torch) torch, as the machine's attainable rate.
+FLOPs; torch's torch.nn.grad.conv2d_input and conv2d_weight). Last line: a float32 matmul
+[448, 51200] x [51200, 4096] (the skip-memory conv's matmul), XLA and (with --torch) torch, as
+the machine's attainable rate.
 """
 
 import argparse

@@ -8,12 +8,11 @@ Each measurement runs in a fresh process pinned to `threads` CPUs (os.sched_seta
 also gets torch.set_num_threads), so the sides neither share caches nor inherit each other's
 peak memory, and the rounds alternate the sides (ours, theirs, ours, theirs, ...) so that a
 machine that slows down during the run slows both. Printed per measurement: the median time of
-`repeats` runs after a warm-up and the process's peak resident memory (ru_maxrss; for ours
-); at the end the ratio theirs / ours (> 1: ours faster).
-Each line also gives the achieved GFLOP/s: our FLOPs from XLA's cost analysis of the compiled
-call (rnn_vos_jax.throughput), theirs from torch's FlopCounterMode on the warm-up call (it counts
-convolutions and matmuls, which are nearly all of them); the summary says at what rate our
-FLOPs would have to run for 1.3x theirs.
+`repeats` runs after a warm-up and the process's peak resident memory (ru_maxrss); at the end
+the ratio theirs / ours (> 1: ours faster). Each line also gives the achieved GFLOP/s: our
+FLOPs from XLA's cost analysis of the compiled call (rnn_vos_jax.throughput), theirs from torch's
+FlopCounterMode on the warm-up call (it counts convolutions and matmuls, which are nearly all of
+them); the summary says at what rate our FLOPs would have to run for 1.3x theirs.
 
 - inference: seconds per object-frame of the streaming prediction at `image_size`: ours is the
   jitted `step` (benchmarks/train_step.py), theirs the authors' test-mode loop body (reference
@@ -234,7 +233,7 @@ def _theirs(what: str, args) -> dict:
     }
 
 
-# --- driver ---
+# --- driver ---------------------------------------------------------------------------------------
 
 
 UNITS = {
@@ -249,9 +248,6 @@ def _gflops(res: dict) -> str:
     if not res.get("flops"):
         return "no FLOP count"
     return f"{res['flops'] / res['seconds'] / 1e9:.0f} GFLOP/s"
-
-
-# ------------------------------------------------------------------------------------
 
 
 def _worker(args) -> None:

@@ -126,6 +126,9 @@ def train_config(
             "factor": decay_factor,
         }
     )
+    # > 0: the rate ramps linearly from lr / W to the scheduled rate over the first W steps
+    # (authors: none, 0).
+    c.lr_warmup_steps = 0
     c.grad_clip_norm = 0.0  # authors: none
     # Scheduled sampling (HS2S): after offset, P(feed back prediction) = 1 - max(floor,
     # 1 - slope * (epoch - offset)), ramping 0 -> 0.5 over epochs 300..425.

@@ -94,6 +94,7 @@ def model_config(arg, data) -> ml_collections.ConfigDict:
     m.remat = "encoders" if arg.bf16 else "none"
     m.backbone_remat = False  # per-block remat inside the backbone (axial_s: attention maps)
     m.mask_jitter = 0  # px; > 0 shifts GT previous masks randomly in training (authors: 0)
+    m.mask_morph = 0  # px; > 0 erodes / dilates GT previous masks randomly in training (authors: 0)
     m.scan_unroll = 1  # time steps per scan iteration; CPU runs: the clip length
     m.backbone_init = ""  # ImageNet torchvision weights (.pth) for both encoders; '' = random
     return m

@@ -29,10 +29,12 @@ def learning_rate_fn(train_config: ml_collections.ConfigDict, steps_per_epoch: f
     from after_epoch to the last epoch (num_steps / steps_per_epoch when num_steps > 0, else
     num_epochs) already done (0 before, 1 at the end), so the rate falls
     smoothly, step by step, from lr to factor * lr at the last step.
+    lr_warmup_steps W > 0 (not the authors') scales the rate of step s < W by (s + 1) / W.
 
     Args:
-      train_config: config.train with learning_rate, num_epochs and lr_decay.{kind, after_epoch,
-        every_epochs, factor}; after_epoch < 0 disables the decay.
+      train_config: config.train with learning_rate, num_epochs, lr_decay.{kind, after_epoch,
+        every_epochs, factor} (after_epoch < 0 disables the decay) and optionally
+        lr_warmup_steps.
       steps_per_epoch: optimizer steps per epoch.
 
     Returns:
@@ -49,7 +51,18 @@ def learning_rate_fn(train_config: ml_collections.ConfigDict, steps_per_epoch: f
         steps = int(train_config.get("num_steps", 0) or 0)
         last = steps / steps_per_epoch if steps > 0 else float(train_config.num_epochs)
 
+    warmup = int(train_config.get("lr_warmup_steps", 0) or 0)
+    if warmup < 0:
+        raise ValueError(f"config.train.lr_warmup_steps must be >= 0, got {warmup}")
+
     def schedule(step):
+        rate = decayed(step)
+        if warmup == 0:
+            return rate
+        ramp = jnp.minimum((jnp.asarray(step, jnp.float32) + 1.0) / warmup, 1.0)
+        return rate * ramp
+
+    def decayed(step):
         if after < 0:
             return jnp.asarray(base, jnp.float32)
         epochs = jnp.asarray(step, jnp.float32) / steps_per_epoch

@@ -224,11 +224,16 @@ def test_hs2s_schedules_follow_the_authors_epochs():
         assert schedules.epoch_of(step, pairs / batch) == step * batch // pairs
 
 
-def test_cosine_learning_rate_decay_known_values_and_bad_kind():
+def _cosine_train(after_epoch: int) -> ml_collections.ConfigDict:
+    """A copy of HS2S's train config: lr 1e-3 for 30 epochs, cosine to 0.1x from after_epoch."""
     t = ml_collections.ConfigDict(hs2s.get_config().train.to_dict())
     t.learning_rate, t.num_epochs = 1e-3, 30
-    t.lr_decay.update(kind="cosine", after_epoch=10, factor=0.1)
-    spe = 4.0
+    t.lr_decay.update(kind="cosine", after_epoch=after_epoch, factor=0.1)
+    return t
+
+
+def test_cosine_learning_rate_decay_known_values_and_bad_kind():
+    t, spe = _cosine_train(10), 4.0
     lr = schedules.learning_rate_fn(t, spe)
     at = [float(lr(jnp.int32(round(e * spe)))) for e in (0, 10, 15, 20, 25, 30, 40)]
     half = 0.1 + 0.9 * 0.5  # halfway through the decay: cos(pi / 2) = 0
@@ -246,6 +251,21 @@ def test_cosine_learning_rate_decay_known_values_and_bad_kind():
     assert float(schedules.learning_rate_fn(t, spe)(jnp.int32(119))) == pytest.approx(1e-3)
     t.lr_decay.kind = "linear"
     with pytest.raises(ValueError, match="lr_decay.kind must be 'step' or 'cosine', got 'linear'"):
+        schedules.learning_rate_fn(t, spe)
+
+
+def test_warmup_ramps_linearly_into_the_decayed_rate_and_rejects_negative_steps():
+    t, spe = _cosine_train(0), 4.0
+    plain = schedules.learning_rate_fn(t, spe)
+    t.lr_warmup_steps = 8
+    warm = schedules.learning_rate_fn(t, spe)
+    for step in (0, 3, 7):  # the cosine has already started: warmup scales the decayed rate
+        assert float(warm(jnp.int32(step))) == pytest.approx(float(plain(step)) * (step + 1) / 8)
+    for step in (8, 9, 60, 120):
+        assert float(warm(jnp.int32(step))) == pytest.approx(float(plain(step)))
+    assert float(warm(0)) == pytest.approx(1e-3 / 8)
+    t.lr_warmup_steps = -1
+    with pytest.raises(ValueError, match="lr_warmup_steps must be >= 0, got -1"):
         schedules.learning_rate_fn(t, spe)
 
 

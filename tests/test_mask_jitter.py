@@ -1,7 +1,9 @@
-"""HS2S mask_jitter: training-time random shifts of the GT previous masks (first mask exact)."""
+"""HS2S mask_jitter / mask_morph: training-time random shifts, erosions and dilations of the GT
+previous masks (first mask exact)."""
 
 import jax
 import numpy as np
+from scipy import ndimage
 
 from rnn_vos_jax.models.hs2s import HS2S
 
@@ -40,3 +42,36 @@ def test_jitter_shifts_later_masks_with_zero_fill_and_keeps_the_first():
     assert moved > 0  # random offsets, not the identity
     same = HS2S(mask_jitter=0).apply({}, masks, method=HS2S._jitter)
     np.testing.assert_array_equal(same, masks)
+
+
+def _morphed(src, k):
+    """scipy's binary erosion (k < 0) / dilation (k > 0) by a (2|k|+1)^2 square."""
+    if k == 0:
+        return src
+    square = np.ones((2 * abs(k) + 1,) * 2, bool)
+    if k > 0:
+        return ndimage.binary_dilation(src, square)
+    return ndimage.binary_erosion(src, square, border_value=1)  # the frame edge does not erode
+
+
+def test_morph_erodes_or_dilates_later_masks_and_keeps_the_first():
+    masks = np.zeros((5, 4, 16, 18, 1), np.float32)  # [T-1, B, H, W, 1]
+    masks[:, :, 3:12, 4:15] = 1
+    masks[:, :, 0:3, 0:2] = 1  # a blob on the frame's corner
+    r = 2
+    out = np.asarray(
+        HS2S(mask_morph=r).apply(
+            {}, masks, method=HS2S._jitter, rngs={"sample": jax.random.PRNGKey(3)}
+        )
+    )
+    np.testing.assert_array_equal(out[0], masks[0])
+    radii = set()
+    for t in range(1, 5):
+        for b in range(4):
+            src, got = masks[t, b, ..., 0] > 0, out[t, b, ..., 0]
+            assert set(np.unique(got)) <= {0.0, 1.0}
+            matches = [k for k in range(-r, r + 1) if np.array_equal(_morphed(src, k), got > 0)]
+            assert len(matches) == 1, (t, b, matches)
+            radii.add(matches[0])
+    assert len(radii) >= 3  # random radii, both signs drawn over 16 masks
+    assert min(radii) < 0 < max(radii)

@@ -121,6 +121,8 @@ class BiHS2S(nn.Module):
       backbone_remat: rematerialise the backbone block by block (backbones with `remat`).
       mask_jitter: training only: GT previous masks after the first are moved by up to this
         many pixels per axis (as HS2S.mask_jitter); 0 = off. Never applied in predict_clip.
+      mask_morph: training only: GT previous masks after the first are eroded or dilated by up
+        to this many pixels before the shift (as HS2S.mask_morph); 0 = off.
       scan_unroll: time steps per loop iteration of the three scans (same results).
     """
 
@@ -138,6 +140,7 @@ class BiHS2S(nn.Module):
     remat: bool | str = False
     backbone_remat: bool = False
     mask_jitter: int = 0
+    mask_morph: int = 0
     scan_unroll: int = 1
 
     def setup(self):
@@ -278,7 +281,7 @@ class BiHS2S(nn.Module):
             raise ValueError(f"Bi-HS2S: masks {masks.shape} must be frames {frames.shape}[..., :1]")
         x = jnp.swapaxes(normalize_frames(frames, self.dtype), 0, 1)  # [T, B, H, W, 3]
         y = jnp.swapaxes(masks.astype(jnp.float32), 0, 1)
-        gt_prev = hs2s._jitter(self, y[:-1], self.mask_jitter)
+        gt_prev = hs2s._jitter(self, hs2s._morph(self, y[:-1], self.mask_morph), self.mask_jitter)
         coins = hs2s._coins(self, x.shape[0] - 1, sample_prob)
         logits, dist = self._run(x, y[0], gt_prev, coins, train)
         return {"logits": jnp.swapaxes(logits, 0, 1), "distance": jnp.swapaxes(dist, 0, 1)}

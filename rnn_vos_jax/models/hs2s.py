@@ -98,6 +98,35 @@ def _jitter(module: nn.Module, masks: jax.Array, pixels: int) -> jax.Array:
     return jnp.concatenate([masks[:1], moved], axis=0)
 
 
+def _morph(module: nn.Module, masks: jax.Array, radius: int) -> jax.Array:
+    """Erodes or dilates masks[1:] ([T-1, B, H, W, 1], time-major) by a random number of pixels.
+
+    Per sample and step, k ~ U{-radius..radius}: k > 0 dilates the mask by a (2k+1)^2 square
+    (max filter), k < 0 erodes it by a (2|k|+1)^2 square (min filter; the frame border does not
+    erode), k = 0 leaves it. masks[0] (the first frame's, always exact) is kept.
+    """
+    r = radius
+    if r <= 0 or masks.shape[0] < 2:
+        return masks
+    if not module.has_rng("sample"):
+        raise ValueError(f"{type(module).__name__}: mask_morph > 0 needs the 'sample' rng stream")
+    later = masks[1:]
+    window, ones = (1, 1, 3, 3, 1), (1, 1, 1, 1, 1)
+
+    def grow(m):  # one 3x3 max filter, zero (= background) outside the frame
+        return jax.lax.reduce_window(m, -jnp.inf, jax.lax.max, window, ones, "SAME")
+
+    dilated, eroded = [later], [later]
+    for _ in range(r):
+        dilated.append(grow(dilated[-1]))
+        eroded.append(-grow(-eroded[-1]))
+    # Candidates ordered k = -r..r.
+    candidates = jnp.stack(eroded[:0:-1] + dilated, axis=0)  # [2r + 1, T-1, B, H, W, 1]
+    k = jax.random.randint(module.make_rng("sample"), later.shape[:2], 0, 2 * r + 1)
+    picked = jnp.take_along_axis(candidates, k[None, :, :, None, None, None], axis=0)[0]
+    return jnp.concatenate([masks[:1], picked], axis=0)
+
+
 class HS2S(nn.Module):
     """HS2S video object segmentation model (streaming; the family contract is models/family.py).
 
@@ -129,6 +158,10 @@ class HS2S(nn.Module):
         random offset of up to this many pixels per axis (zero fill), per sample and step, so the
         model must find the object in the frame instead of copying the mask (MaskTrack-style
         mask deformation). 0 = the authors' training (default); never applied in init_carry/step.
+      mask_morph: training only (__call__): each GT previous mask after the first is eroded or
+        dilated by a random k in [-mask_morph, mask_morph] pixels (square filter), per sample
+        and step, before mask_jitter's shift, so the model learns to regrow a mask that has
+        shrunk (its own fed-back masks erode at inference). 0 = the authors' training (default).
       scan_unroll: time steps per loop iteration of the training scan (same results; > 1 is
         much faster on CPU, see recurrent.scan_over_time).
     """
@@ -148,6 +181,7 @@ class HS2S(nn.Module):
     remat: bool | str = False
     backbone_remat: bool = False
     mask_jitter: int = 0
+    mask_morph: int = 0
     scan_unroll: int = 1
 
     def setup(self):
@@ -268,8 +302,9 @@ class HS2S(nn.Module):
         return carry, {"logits": logits, "distance": dist}
 
     def _jitter(self, masks: jax.Array) -> jax.Array:
-        """Moves masks[1:] ([T-1, B, H, W, 1], time-major) by random offsets (mask_jitter)."""
-        return _jitter(self, masks, self.mask_jitter)
+        """Erodes / dilates (mask_morph), then moves (mask_jitter), masks[1:] ([T-1, B, H, W,
+        1], time-major) at random."""
+        return _jitter(self, _morph(self, masks, self.mask_morph), self.mask_jitter)
 
     def _scan_body(self, carry: Carry, xs: tuple, train: bool):
         x, gt_prev, use_pred = xs

@@ -281,7 +281,7 @@ class BiHS2S(nn.Module):
             raise ValueError(f"Bi-HS2S: masks {masks.shape} must be frames {frames.shape}[..., :1]")
         x = jnp.swapaxes(normalize_frames(frames, self.dtype), 0, 1)  # [T, B, H, W, 3]
         y = jnp.swapaxes(masks.astype(jnp.float32), 0, 1)
-        gt_prev = hs2s._jitter(self, hs2s._morph(self, y[:-1], self.mask_morph), self.mask_jitter)
+        gt_prev = hs2s.perturb_gt_masks(self, y[:-1])
         coins = hs2s._coins(self, x.shape[0] - 1, sample_prob)
         logits, dist = self._run(x, y[0], gt_prev, coins, train)
         return {"logits": jnp.swapaxes(logits, 0, 1), "distance": jnp.swapaxes(dist, 0, 1)}

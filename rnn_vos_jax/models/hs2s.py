@@ -105,7 +105,7 @@ def _morph(module: nn.Module, masks: jax.Array, radius: int) -> jax.Array:
     (max filter), k < 0 erodes it by a (2|k|+1)^2 square (min filter; the frame border does not
     erode), k = 0 leaves it. masks[0] (the first frame's, always exact) is kept.
     """
-    r = radius
+    r = radius  # short: the index arithmetic below reads better
     if r <= 0 or masks.shape[0] < 2:
         return masks
     if not module.has_rng("sample"):
@@ -113,7 +113,7 @@ def _morph(module: nn.Module, masks: jax.Array, radius: int) -> jax.Array:
     later = masks[1:]
     window, ones = (1, 1, 3, 3, 1), (1, 1, 1, 1, 1)
 
-    def grow(m):  # one 3x3 max filter, zero (= background) outside the frame
+    def grow(m):  # one 3x3 max filter; outside the frame counts for nothing (-inf padding)
         return jax.lax.reduce_window(m, -jnp.inf, jax.lax.max, window, ones, "SAME")
 
     dilated, eroded = [later], [later]
@@ -125,6 +125,13 @@ def _morph(module: nn.Module, masks: jax.Array, radius: int) -> jax.Array:
     k = jax.random.randint(module.make_rng("sample"), later.shape[:2], 0, 2 * r + 1)
     picked = jnp.take_along_axis(candidates, k[None, :, :, None, None, None], axis=0)[0]
     return jnp.concatenate([masks[:1], picked], axis=0)
+
+
+def perturb_gt_masks(module: nn.Module, masks: jax.Array) -> jax.Array:
+    """The training-time deformation of GT previous masks ([T-1, B, H, W, 1], time-major) shared
+    by HS2S and Bi-HS2S: erosion / dilation (module.mask_morph), then a shift
+    (module.mask_jitter); masks[0] is kept exact."""
+    return _jitter(module, _morph(module, masks, module.mask_morph), module.mask_jitter)
 
 
 class HS2S(nn.Module):
@@ -304,7 +311,7 @@ class HS2S(nn.Module):
     def _jitter(self, masks: jax.Array) -> jax.Array:
         """Erodes / dilates (mask_morph), then moves (mask_jitter), masks[1:] ([T-1, B, H, W,
         1], time-major) at random."""
-        return _jitter(self, _morph(self, masks, self.mask_morph), self.mask_jitter)
+        return perturb_gt_masks(self, masks)
 
     def _scan_body(self, carry: Carry, xs: tuple, train: bool):
         x, gt_prev, use_pred = xs

@@ -170,6 +170,10 @@ def eval_config() -> ml_collections.ConfigDict:
     # written and scored (every 5th); '' = run on eval_dir's frames (the authors' protocol).
     c.all_frames_dir = ""
     c.batch_objects = 0  # objects per inference batch; 0 = all objects of a video at once
+    # What a streaming model's memories see of each object's previous mask (inference.FEEDBACKS):
+    # its own probability ('independent', the authors' inference) or that probability only where
+    # the object wins the pixel among the video's objects ('exclusive'; needs batch_objects 0).
+    c.feedback = "independent"
     # Whole-clip (offline) families: clips longer than clip_window frames run in windows of
     # that many frames sharing clip_overlap frames (inference.ClipPredictor); 0 = whole clips.
     c.clip_window = 0

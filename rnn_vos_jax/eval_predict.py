@@ -23,7 +23,8 @@ def predictor(config: ml_collections.ConfigDict, variables) -> inference.Predict
     """The family's predictor for config.model, with the per-frame outputs config.eval asks for.
 
     Raises:
-      ValueError: e.g. config.eval.save_flow for a model family that outputs no flow.
+      ValueError: e.g. config.eval.save_flow for a model family that outputs no flow, or
+        config.eval.feedback='exclusive' with objects split into batches.
     """
     model = models.build(config.model)
     outputs = frame_outputs(config)
@@ -34,9 +35,14 @@ def predictor(config: ml_collections.ConfigDict, variables) -> inference.Predict
                 f"config.eval.{key}=True, but model family {fam.name!r} ({config.model.name}) "
                 f"has no {out!r} output (its per-frame outputs: {list(fam.frame_outputs) or 'none'})"
             )
-    return inference.predictor_for(
-        model, variables, config.data.image_size, outputs, **inference.predictor_options(config)
-    )
+    options = inference.predictor_options(config)
+    if options["feedback"] == "exclusive" and config.eval.get("batch_objects", 0) > 0:
+        raise ValueError(
+            f"config.eval.feedback='exclusive' with config.eval.batch_objects="
+            f"{config.eval.batch_objects}: objects compete for pixels only within one batch; "
+            "set batch_objects to 0 (all objects of a video at once)"
+        )
+    return inference.predictor_for(model, variables, config.data.image_size, outputs, **options)
 
 
 def probabilities(

@@ -14,6 +14,13 @@ probabilities, `set_variables`), chosen by the model family's `prediction` (`pre
 A streaming predictor built with `outputs` (names from the family's Family.frame_outputs, e.g.
 'flow') also hands out those extra per-frame outputs (`predict_with_outputs`).
 
+Fed-back masks (config.eval.feedback, streaming families whose carry holds 'prev_pred'): each
+object's next step sees its own previous probability, whatever the other objects predict there
+('independent', the authors' inference), or that probability only where the object wins the
+pixel among the video's objects and 0 elsewhere ('exclusive', `exclusive_masks`), so an object
+whose mask drifts onto another one is pushed back off it (the merge rule, applied to what the
+memories see).
+
 Frames are resized to the model's input size (bilinear, PIL, as the authors' torchvision
 ``Resize``), first masks with nearest neighbour; the sigmoid probabilities are resized bilinearly
 back to the original frame size on device. Objects are padded to a power of two so videos with 3
@@ -33,6 +40,7 @@ from PIL import Image
 from rnn_vos_jax import models
 
 BACKGROUND_SCORE = 0.5
+FEEDBACKS = ("independent", "exclusive")  # config.eval.feedback
 
 
 def merge_probabilities(probs: np.ndarray, object_ids: Sequence[int]) -> np.ndarray:
@@ -54,6 +62,28 @@ def merge_probabilities(probs: np.ndarray, object_ids: Sequence[int]) -> np.ndar
     ids = np.asarray([0, *object_ids], np.uint8)
     background = np.full((1, *probs.shape[1:]), BACKGROUND_SCORE, probs.dtype)
     return ids[np.argmax(np.concatenate([background, probs]), axis=0)]
+
+
+@jax.jit
+def exclusive_masks(masks: jax.Array, live: jax.Array) -> jax.Array:
+    """Each live object's mask, kept only where it is the largest among the live objects.
+
+    Ties go to the earlier object, as in `merge_probabilities`; there is no background
+    competitor (a pixel's low probability stays as it is).
+
+    Args:
+      masks: float[K, H, W, 1] per-object probabilities (the carry's fed-back 'prev_pred').
+      live: bool[K], the objects that compete (started, not padding); the others' masks are
+        returned unchanged and take no pixel from anyone.
+
+    Returns:
+      float[K, H, W, 1]: live objects' masks with 0 where another live object's is larger.
+    """
+    k = masks.shape[0]
+    live = live.reshape((k, 1, 1, 1))
+    winner = jnp.argmax(jnp.where(live, masks, -jnp.inf), axis=0)  # first maximum
+    own = winner[None] == jnp.arange(k).reshape((k, 1, 1, 1))
+    return jnp.where(live & ~own, jnp.zeros_like(masks), masks)
 
 
 def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -197,11 +227,22 @@ class StreamingPredictor(Predictor):
     Args:
       outputs: extra per-frame outputs to hand out (`predict_with_outputs`), names from the
         family's Family.frame_outputs; the model then runs ``step_outputs`` instead of ``step``.
+      feedback: 'independent' or 'exclusive' (FEEDBACKS; the module doc): with 'exclusive',
+        after every frame the carry's 'prev_pred' of the objects started so far goes through
+        `exclusive_masks`; the returned probabilities are the model's own either way.
     """
 
-    def __init__(self, model, variables, image_size: Sequence[int], outputs: Sequence[str] = ()):
+    def __init__(
+        self,
+        model,
+        variables,
+        image_size: Sequence[int],
+        outputs: Sequence[str] = (),
+        feedback: str = "independent",
+    ):
         super().__init__(model, variables, image_size)
         self.outputs = tuple(outputs)
+        self.feedback = check_feedback(feedback)
         self._init, self._step, self._empty_carry = _compiled(model)
         if self.outputs:
             fam = models.family_of(model)
@@ -259,13 +300,33 @@ class StreamingPredictor(Predictor):
                     start[i] = True
                 if carry is None:
                     carry = self._empty_carry(self.variables, small, kp)
+                    self._check_carry(carry)
                 carry = self._init(self.variables, small, jnp.asarray(masks), start, carry)
+            if self.feedback == "exclusive" and carry is not None:
+                live = np.zeros((kp,), bool)
+                live[: len(starts)] = starts <= t
+                carry = dict(carry, prev_pred=exclusive_masks(carry["prev_pred"], live))
             yield out, extras
         if carry is None and len(starts):
             raise ValueError(f"no object starts within the video (first frames {starts.tolist()})")
 
+    def _check_carry(self, carry) -> None:
+        if self.feedback == "exclusive" and "prev_pred" not in carry:
+            fam = models.family_of(self.model)
+            raise ValueError(
+                f"config.eval.feedback='exclusive': model family {fam.name!r} feeds back no mask "
+                f"(its carry holds {sorted(carry)}, no 'prev_pred'); use 'independent'"
+            )
+
 
 VideoPredictor = StreamingPredictor  # the name before whole-clip prediction existed
+
+
+def check_feedback(feedback: str) -> str:
+    """feedback if it is one of FEEDBACKS, else a ValueError naming config.eval.feedback."""
+    if feedback not in FEEDBACKS:
+        raise ValueError(f"config.eval.feedback={feedback!r}: expected one of {FEEDBACKS}")
+    return feedback
 
 
 @functools.lru_cache(maxsize=16)
@@ -396,16 +457,15 @@ class ClipPredictor(Predictor):
             yield out
 
 
-PREDICTORS = {"streaming": StreamingPredictor, "clip": ClipPredictor}
-
-
-def predictor_options(config) -> dict[str, int]:
+def predictor_options(config) -> dict[str, int | str]:
     """The predictor settings of a full config (its `eval` section), for `predictor_for`:
-    config.eval.clip_window (0 = whole clips) and config.eval.clip_overlap."""
+    config.eval.clip_window (0 = whole clips), config.eval.clip_overlap and config.eval.feedback
+    ('independent' when absent)."""
     ev = config.get("eval") or {}
     return {
         "clip_window": int(ev.get("clip_window", 0) or 0),
         "clip_overlap": int(ev.get("clip_overlap", 1)),
+        "feedback": str(ev.get("feedback", "independent")),
     }
 
 
@@ -416,6 +476,7 @@ def predictor_for(
     outputs: Sequence[str] = (),
     clip_window: int = 0,
     clip_overlap: int = 1,
+    feedback: str = "independent",
 ) -> Predictor:
     """The predictor the model's family asks for (Family.prediction), ready to `predict`.
 
@@ -425,16 +486,25 @@ def predictor_for(
       clip_window, clip_overlap: windowed mode of whole-clip predictors (ClipPredictor;
         `predictor_options` reads them from config.eval). Streaming predictors already have
         memory flat in the video length, so a window there is an error.
+      feedback: what a streaming model's memories see of the previous masks (FEEDBACKS,
+        StreamingPredictor); whole-clip families feed back inside predict_clip, so only
+        'independent' there.
 
     Raises:
-      ValueError: `outputs` the family does not have (clip families have none), or a window
-        for a streaming family.
+      ValueError: `outputs` the family does not have (clip families have none), a window for a
+        streaming family, an unknown feedback, or 'exclusive' for a whole-clip family.
     """
     fam = models.family_of(model)
+    check_feedback(feedback)
     if fam.prediction == "clip":
         if outputs:
             raise ValueError(
                 f"model family {fam.name!r} predicts whole clips: no per-frame outputs {list(outputs)}"
+            )
+        if feedback != "independent":
+            raise ValueError(
+                f"config.eval.feedback={feedback!r}: model family {fam.name!r} predicts whole "
+                "clips and feeds its masks back inside the model; only 'independent' applies"
             )
         return ClipPredictor(model, variables, image_size, clip_window, clip_overlap)
     if clip_window:
@@ -443,6 +513,4 @@ def predictor_for(
             f"{fam.prediction}, with memory flat in the video length; windows are for whole-clip "
             "families (set it to 0)"
         )
-    if outputs:
-        return StreamingPredictor(model, variables, image_size, outputs)
-    return PREDICTORS[fam.prediction](model, variables, image_size)
+    return StreamingPredictor(model, variables, image_size, outputs, feedback)

@@ -147,21 +147,24 @@ def test_windows_on_a_longer_clip_hand_over_the_predicted_mask():
 
 def test_window_settings_come_from_config_eval_and_need_a_clip_family():
     config = bi_config.get_config("demo")
-    assert inference.predictor_options(config) == {"clip_window": 0, "clip_overlap": 1}
+    defaults = {"clip_window": 0, "clip_overlap": 1, "feedback": "independent"}
+    assert inference.predictor_options(config) == defaults
     config.eval.clip_window, config.eval.clip_overlap = 40, 8
-    assert inference.predictor_options(config) == {"clip_window": 40, "clip_overlap": 8}
-    assert inference.predictor_options(ml_collections.ConfigDict()) == {
-        "clip_window": 0,
-        "clip_overlap": 1,
-    }
+    assert inference.predictor_options(config) == {**defaults, "clip_window": 40, "clip_overlap": 8}
+    assert inference.predictor_options(ml_collections.ConfigDict()) == defaults
     model = models.build(config.model)
     predictor = inference.predictor_for(model, None, SIZE, **inference.predictor_options(config))
     assert (predictor.window, predictor.overlap) == (40, 8)
     with pytest.raises(ValueError, match="clip_window=4, clip_overlap=4"):
         inference.predictor_for(model, None, SIZE, clip_window=4, clip_overlap=4)
+    # Bi-HS2S feeds its masks back inside predict_clip: exclusive feedback cannot reach them.
+    with pytest.raises(ValueError, match="feedback='exclusive': model family 'bi_hs2s'"):
+        inference.predictor_for(model, None, SIZE, feedback="exclusive")
     hs2s = models.build({"name": "hs2s", **models.family("hs2s").tiny})
     with pytest.raises(ValueError, match="clip_window=4: model family 'hs2s' predicts streaming"):
         inference.predictor_for(hs2s, None, SIZE, clip_window=4)
+    with pytest.raises(ValueError, match=r"config.eval.feedback='merged': expected one of"):
+        inference.predictor_for(hs2s, None, SIZE, feedback="merged")
 
 
 def test_initializer_needs_a_convlstm_cell():

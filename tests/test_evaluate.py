@@ -151,6 +151,74 @@ def test_clip_predictor_equals_streaming_predictor(tiny):
         list(clip.predict(frames, {4: (6, first[4][1])}))
 
 
+def test_exclusive_masks_known_answer():
+    # 3 objects at 4 pixels; object 2 is not live (not started, or padding).
+    masks = np.array(
+        [[0.9, 0.2, 0.5, 0.1], [0.3, 0.6, 0.5, 0.0], [1.0, 1.0, 1.0, 1.0]], np.float32
+    ).reshape(3, 1, 4, 1)
+    got = np.asarray(inference.exclusive_masks(masks, np.array([True, True, False])))
+    want = np.array(
+        # Pixel 2 ties (0.5, 0.5): the earlier object keeps it; pixel 3: object 0 wins (0.1 > 0).
+        [[0.9, 0.0, 0.5, 0.1], [0.0, 0.6, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]],
+        np.float32,
+    ).reshape(3, 1, 4, 1)
+    np.testing.assert_array_equal(got, want)
+    # One live object keeps its whole mask.
+    np.testing.assert_array_equal(
+        np.asarray(inference.exclusive_masks(masks, np.array([False, True, False]))), masks
+    )
+
+
+def _exclusive_reference(model, variables, frames, first):
+    """Objects that all start on frame 0, stepped as one batch with the fed-back masks made
+    exclusive in numpy: float32[T, K, H0, W0]."""
+    small = np.stack([inference.resize_frame(f, IMAGE_SIZE) for f in frames])
+    ids = sorted(first)
+    masks = np.stack([inference.resize_mask(first[o][1], IMAGE_SIZE) for o in ids])
+    k = len(ids)
+    carry = model.apply(
+        variables,
+        jnp.broadcast_to(small[0], (k, *small[0].shape)),
+        jnp.asarray(masks, jnp.float32)[..., None],
+        method="init_carry",
+    )
+    out = [np.stack([first[o][1] for o in ids]).astype(np.float32)]
+    for frame in small[1:]:
+        p = np.asarray(carry["prev_pred"])
+        win = np.argmax(p, axis=0)[None] == np.arange(k).reshape(k, 1, 1, 1)
+        carry = dict(carry, prev_pred=jnp.asarray(np.where(win, p, 0.0)))
+        carry, logits = model.apply(
+            variables, carry, jnp.broadcast_to(frame, (k, *frame.shape)), method="step"
+        )
+        out.append(np.asarray(inference._probabilities(logits, frames.shape[1:3])))
+    return np.stack(out)
+
+
+def test_exclusive_feedback_equals_a_reference_loop(tiny):
+    """config.eval.feedback='exclusive': three objects (padded to a batch of 4, the padding
+    taking no pixels) against a plain loop that zeroes each fed-back mask where another object's
+    is larger; and late-starting objects compete only from their first frame."""
+    model, variables = tiny
+    frames, first = _video(np.random.default_rng(0))
+    at0 = {o: (0, m) for o, (_, m) in first.items()}
+    exclusive = inference.predictor_for(model, variables, IMAGE_SIZE, feedback="exclusive")
+    independent = inference.StreamingPredictor(model, variables, IMAGE_SIZE)
+    got = np.stack(list(exclusive.predict(frames, at0)))
+    np.testing.assert_allclose(got, _exclusive_reference(model, variables, frames, at0), atol=1e-5)
+    plain = np.stack(list(independent.predict(frames, at0)))
+    # The given masks of objects 1 and 4 overlap: object 4 loses the overlap from frame 1 on.
+    np.testing.assert_array_equal(got[0], plain[0])
+    assert float(np.abs(got[1, 1] - plain[1, 1]).max()) > 1e-3
+
+    # Object 1 alone until object 4 starts on frame 2: the same as independent up to frame 3,
+    # where its input first loses pixels to object 4.
+    got = np.stack(list(exclusive.predict(frames, first)))
+    plain = np.stack(list(independent.predict(frames, first)))
+    np.testing.assert_array_equal(got[:3], plain[:3])
+    assert float(np.abs(got[3:, 0] - plain[3:, 0]).max()) > 1e-3
+    np.testing.assert_array_equal(got[5, 2], first[9][1].astype(np.float32))
+
+
 def test_predict_with_tiny_s2s_pp():
     # The S2S family carries initializer states instead of reference features: same contract.
     model = models.build({"name": "s2s_pp", "width_divisor": 32})
@@ -164,6 +232,10 @@ def test_predict_with_tiny_s2s_pp():
     np.testing.assert_array_equal(out[:2, 1], 0.0)
     np.testing.assert_array_equal(out[2, 1], first[4][1].astype(np.float32))
     assert 0.0 < out[3, 1].mean() < 1.0 and 0.0 < out[1:, 0].mean() < 1.0
+    # S2S feeds back no mask: exclusive feedback has nothing to act on.
+    exclusive = inference.StreamingPredictor(model, variables, IMAGE_SIZE, feedback="exclusive")
+    with pytest.raises(ValueError, match="model family 's2s_pp' feeds back no mask"):
+        list(exclusive.predict(frames, first))
 
 
 def test_png_writer_round_trip_and_errors(tmp_path):
@@ -351,3 +423,14 @@ def test_evaluate_from_records_matches_raw_folder(tiny, dataset, tmp_path):
         assert rec["per_object"][key]["J"] == pytest.approx(scores["J"], abs=1e-3)
     assert rec["seen"]["num_objects"] == raw["seen"]["num_objects"]
     assert rec["baseline"]["JF_mean"] == pytest.approx(raw["baseline"]["JF_mean"], abs=1e-12)
+
+
+def test_feedback_comes_from_config_eval(tiny, dataset):
+    _, variables = tiny
+    predictor = eval_predict.predictor(_config(dataset, feedback="exclusive"), variables)
+    assert isinstance(predictor, inference.StreamingPredictor)
+    assert predictor.feedback == "exclusive"
+    assert eval_predict.predictor(_config(dataset), variables).feedback == "independent"
+    config = _config(dataset, feedback="exclusive", batch_objects=2)
+    with pytest.raises(ValueError, match="feedback='exclusive' with config.eval.batch_objects=2"):
+        eval_predict.predictor(config, variables)

@@ -64,6 +64,10 @@ def demo(c: ml_collections.ConfigDict) -> None:
 
 
 def get_config(arg=None):
+    # 'demo' is HS2S's demo_base here (see demo): HS2S's own demo changes training and
+    # evaluation beyond demo_base, which the recorded RAFT-HS2S demo did not have.
+    if arg:
+        arg = ",".join("demo_base" if a.strip() == "demo" else a for a in arg.split(","))
     c = hs2s.get_config(arg)
     with c.unlocked():
         add_raft(c)

@@ -77,10 +77,13 @@ def test_demo_is_demo_base_made_wider_and_shorter_and_raft_keeps_demo_base():
     assert (base.train.lr_decay.kind, demo.train.lr_decay.kind) == ("step", "cosine")
     assert (base.demo.num_train, demo.demo.num_train) == (48, 96)
     assert demo.train.bn_freeze_after_epoch == -1 and base.train.bn_freeze_after_epoch == 72
+    assert (base.train.lr_warmup_steps, demo.train.lr_warmup_steps) == (0, 50)
+    assert (base.eval.feedback, demo.eval.feedback) == ("independent", "exclusive")
     # Everything else (data, loss, the model's blocks) is demo_base's.
     assert demo.data.to_dict() == base.data.to_dict()
     assert demo.train.loss.to_dict() == base.train.loss.to_dict()
-    assert {**demo.model.to_dict(), "width_divisor": 16} == base.model.to_dict()
+    assert {**demo.model.to_dict(), "width_divisor": 16, "mask_morph": 0} == base.model.to_dict()
+    assert {**demo.eval.to_dict(), "feedback": "independent"} == base.eval.to_dict()
     from configs import raft_hs2s
 
     for arg in ("demo", "demo_base"):

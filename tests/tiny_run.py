@@ -29,6 +29,7 @@ OVERRIDES = {
     "train.scheduled_sampling.slope": 0.25,
     "train.bn_freeze_after_epoch": 1,
     "train.learning_rate": 1e-3,
+    "train.lr_warmup_steps": 0,  # the demo's 50 would keep 6 steps at a tiny rate
 }
 
 

@@ -35,70 +35,22 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from rnn_vos_jax import models
 
-BACKGROUND_SCORE = 0.5
-FEEDBACKS = ("independent", "exclusive")  # config.eval.feedback
-
-
-def merge_probabilities(probs: np.ndarray, object_ids: Sequence[int]) -> np.ndarray:
-    """Merges per-object probabilities into an id map (the authors' evaluation rule).
-
-    A pixel takes the object with the largest probability if that exceeds the background score
-    0.5; ties go to the background, then to the earlier object.
-
-    Args:
-      probs: float32[K, H, W] per-object foreground probabilities.
-      object_ids: K object ids (1..254), in the order of ``probs``.
-
-    Returns:
-      uint8[H, W] ids (0 = background).
-    """
-    probs = np.asarray(probs)
-    if probs.ndim != 3 or probs.shape[0] != len(object_ids):
-        raise ValueError(f"probs {probs.shape} do not match {len(object_ids)} object ids")
-    ids = np.asarray([0, *object_ids], np.uint8)
-    background = np.full((1, *probs.shape[1:]), BACKGROUND_SCORE, probs.dtype)
-    return ids[np.argmax(np.concatenate([background, probs]), axis=0)]
-
-
-@jax.jit
-def exclusive_masks(masks: jax.Array, live: jax.Array) -> jax.Array:
-    """Each live object's mask, kept only where it is the largest among the live objects.
-
-    Ties go to the earlier object, as in `merge_probabilities`; there is no background
-    competitor (a pixel's low probability stays as it is).
-
-    Args:
-      masks: float[K, H, W, 1] per-object probabilities (the carry's fed-back 'prev_pred').
-      live: bool[K], the objects that compete (started, not padding); the others' masks are
-        returned unchanged and take no pixel from anyone.
-
-    Returns:
-      float[K, H, W, 1]: live objects' masks with 0 where another live object's is larger.
-    """
-    k = masks.shape[0]
-    live = live.reshape((k, 1, 1, 1))
-    winner = jnp.argmax(jnp.where(live, masks, -jnp.inf), axis=0)  # first maximum
-    own = winner[None] == jnp.arange(k).reshape((k, 1, 1, 1))
-    return jnp.where(live & ~own, jnp.zeros_like(masks), masks)
-
-
-def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8[H0, W0, 3] -> uint8[H, W, 3], bilinear (antialiased when shrinking, as PIL)."""
-    if frame.shape[:2] == tuple(size):
-        return frame
-    return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.BILINEAR))
-
-
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """bool[H0, W0] -> bool[H, W], nearest neighbour."""
-    if mask.shape == tuple(size):
-        return mask.astype(bool)
-    im = Image.fromarray(mask.astype(np.uint8) * 255)
-    return np.asarray(im.resize((size[1], size[0]), Image.NEAREST)) > 127
+# Re-exported: callers use inference.merge_probabilities, inference.FEEDBACKS and the resizes.
+from rnn_vos_jax.object_merge import (  # noqa: F401
+    FEEDBACKS,
+    check_feedback,
+    exclusive_masks,
+    merge_probabilities,
+)
+from rnn_vos_jax.predictor_inputs import (  # noqa: F401
+    check_frame,
+    first_mask,
+    resize_frame,
+    resize_mask,
+)
 
 
 def _bucket(k: int) -> int:
@@ -154,25 +106,6 @@ def _probabilities(logits, size):
     probs = jax.nn.sigmoid(logits[..., 0].astype(jnp.float32))
     # Clipped: the resampling kernel's float rounding can step a hair outside [0, 1].
     return jnp.clip(jax.image.resize(probs, (probs.shape[0], *size), "bilinear"), 0.0, 1.0)
-
-
-def _check_frame(t: int, frame) -> np.ndarray:
-    frame = np.asarray(frame)
-    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
-        raise ValueError(f"frame {t}: expected uint8[H, W, 3], got {frame.dtype}{frame.shape}")
-    return frame
-
-
-def _first_mask(object_id: int, t: int, mask, size, image_size) -> tuple[np.ndarray, np.ndarray]:
-    """(the given bool[H0, W0] mask, float32[H, W] at the model size); raises on bad masks."""
-    mask = np.asarray(mask, bool)
-    if mask.shape != tuple(size):
-        raise ValueError(
-            f"object {object_id}: first mask {mask.shape} does not match frame {t} of size {size}"
-        )
-    if not mask.any():
-        raise ValueError(f"object {object_id}: first mask on frame {t} is empty")
-    return mask, resize_mask(mask, image_size).astype(np.float32)
 
 
 class Predictor:
@@ -275,7 +208,7 @@ class StreamingPredictor(Predictor):
         k, kp = len(object_ids), _bucket(len(object_ids))
         carry = None
         for t, frame in enumerate(frames):
-            frame = _check_frame(t, frame)
+            frame = check_frame(t, frame)
             size = frame.shape[:2]
             small = jnp.asarray(resize_frame(frame, self.image_size))
             out = np.zeros((k, *size), np.float32)
@@ -296,7 +229,7 @@ class StreamingPredictor(Predictor):
                 start = np.zeros((kp,), bool)
                 for i in starting:
                     o = object_ids[i]
-                    out[i], masks[i] = _first_mask(o, t, first_masks[o][1], size, self.image_size)
+                    out[i], masks[i] = first_mask(o, t, first_masks[o][1], size, self.image_size)
                     start[i] = True
                 if carry is None:
                     carry = self._empty_carry(self.variables, small, kp)
@@ -320,13 +253,6 @@ class StreamingPredictor(Predictor):
 
 
 VideoPredictor = StreamingPredictor  # the name before whole-clip prediction existed
-
-
-def check_feedback(feedback: str) -> str:
-    """feedback if it is one of FEEDBACKS, else a ValueError naming config.eval.feedback."""
-    if feedback not in FEEDBACKS:
-        raise ValueError(f"config.eval.feedback={feedback!r}: expected one of {FEEDBACKS}")
-    return feedback
 
 
 @functools.lru_cache(maxsize=16)
@@ -427,7 +353,7 @@ class ClipPredictor(Predictor):
     def _predict(self, frames, first_masks, object_ids):
         sizes, small = [], []
         for t, frame in enumerate(frames):
-            frame = _check_frame(t, frame)
+            frame = check_frame(t, frame)
             sizes.append(frame.shape[:2])
             small.append(resize_frame(frame, self.image_size))
         starts = {o: int(first_masks[o][0]) for o in object_ids}
@@ -439,7 +365,7 @@ class ClipPredictor(Predictor):
             group = [o for o in object_ids if starts[o] == s]
             masks = np.zeros((_bucket(len(group)), *self.image_size, 1), np.float32)
             for i, o in enumerate(group):
-                given[o], masks[i, ..., 0] = _first_mask(
+                given[o], masks[i, ..., 0] = first_mask(
                     o, s, first_masks[o][1], sizes[s], self.image_size
                 )
             if s + 1 == len(small):

@@ -6,6 +6,7 @@ import numpy as np
 from scipy import ndimage
 
 from rnn_vos_jax.models.hs2s import HS2S
+from rnn_vos_jax.models.previous_masks import perturb_gt_masks
 
 
 def _shift(m, dy, dx):
@@ -23,7 +24,7 @@ def test_jitter_shifts_later_masks_with_zero_fill_and_keeps_the_first():
     j = 2
     out = np.asarray(
         HS2S(mask_jitter=j).apply(
-            {}, masks, method=HS2S._jitter, rngs={"sample": jax.random.PRNGKey(1)}
+            {}, masks, method=perturb_gt_masks, rngs={"sample": jax.random.PRNGKey(1)}
         )
     )
     np.testing.assert_array_equal(out[0], masks[0])
@@ -40,7 +41,7 @@ def test_jitter_shifts_later_masks_with_zero_fill_and_keeps_the_first():
             assert matches, (t, b)
             moved += (0, 0) not in matches
     assert moved > 0  # random offsets, not the identity
-    same = HS2S(mask_jitter=0).apply({}, masks, method=HS2S._jitter)
+    same = HS2S(mask_jitter=0).apply({}, masks, method=perturb_gt_masks)
     np.testing.assert_array_equal(same, masks)
 
 
@@ -61,7 +62,7 @@ def test_morph_erodes_or_dilates_later_masks_and_keeps_the_first():
     r = 2
     out = np.asarray(
         HS2S(mask_morph=r).apply(
-            {}, masks, method=HS2S._jitter, rngs={"sample": jax.random.PRNGKey(3)}
+            {}, masks, method=perturb_gt_masks, rngs={"sample": jax.random.PRNGKey(3)}
         )
     )
     np.testing.assert_array_equal(out[0], masks[0])

@@ -16,10 +16,11 @@ For a clip x_0..x_{T-1} with the first mask y_0, predicting frames t = 1..T-1:
 The memories never see a mask after frame 0 (mask guidance cannot run backwards), so the two
 memory scans run first; a third scan decodes frame by frame, because r_{t-1} needs the previous
 mask m_{t-1}: the sigmoid of the previous logit (not detached), or the ground truth under
-scheduled sampling, with HS2S's one coin per step for the whole batch (hs2s._coins). m_0 is
-always y_0. Every frame's encoder features and memory outputs are held until the decode scan,
-so memory grows linearly with the clip length (benchmarks/bi_hs2s_memory.py); the whole-clip
-predictor's windowed mode (inference.ClipPredictor, config.eval.clip_window) bounds it.
+scheduled sampling, with HS2S's one coin per step for the whole batch
+(previous_masks.sample_coins). m_0 is always y_0. Every frame's encoder features and memory
+outputs are held until the decode scan, so memory grows linearly with the clip length
+(benchmarks/bi_hs2s_memory.py); the whole-clip predictor's windowed mode
+(inference.ClipPredictor, config.eval.clip_window) bounds it.
 
 Building blocks by config as HS2S: `backbone` (both encoders), `cell` (both bottleneck
 memories) and `skip_cell` (both skip memories), restricted to cells with a ConvLSTM (h, c)
@@ -41,7 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_vos_jax import losses
-from rnn_vos_jax.models import backbones, cells, hs2s
+from rnn_vos_jax.models import backbones, cells, hs2s, previous_masks
 from rnn_vos_jax.models.cells.convlstm import ConvLSTM
 from rnn_vos_jax.models.decoders.hs2s import DecoderRef
 from rnn_vos_jax.models.family import Family
@@ -281,8 +282,8 @@ class BiHS2S(nn.Module):
             raise ValueError(f"Bi-HS2S: masks {masks.shape} must be frames {frames.shape}[..., :1]")
         x = jnp.swapaxes(normalize_frames(frames, self.dtype), 0, 1)  # [T, B, H, W, 3]
         y = jnp.swapaxes(masks.astype(jnp.float32), 0, 1)
-        gt_prev = hs2s.perturb_gt_masks(self, y[:-1])
-        coins = hs2s._coins(self, x.shape[0] - 1, sample_prob)
+        gt_prev = previous_masks.perturb_gt_masks(self, y[:-1])
+        coins = previous_masks.sample_coins(self, x.shape[0] - 1, sample_prob)
         logits, dist = self._run(x, y[0], gt_prev, coins, train)
         return {"logits": jnp.swapaxes(logits, 0, 1), "distance": jnp.swapaxes(dist, 0, 1)}
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from absl import logging
 
 from rnn_vos_jax import losses
-from rnn_vos_jax.models import backbones, cells
+from rnn_vos_jax.models import backbones, cells, previous_masks
 from rnn_vos_jax.models.decoders.hs2s import DecoderRef
 from rnn_vos_jax.models.family import Family
 from rnn_vos_jax.models.hs2s_encoder import HS2SEncoder
@@ -63,75 +63,6 @@ def remat_policy(value) -> str:
             f"Unknown config.model.remat {value!r}; expected False, True or one of "
             "'none', 'encoders', 'steps'"
         ) from None
-
-
-def _coins(module: nn.Module, n: int, sample_prob: Any) -> jax.Array:
-    """bool[n]: per step, whether the previous prediction replaces the GT previous mask."""
-    if isinstance(sample_prob, (int, float)) and not isinstance(sample_prob, bool):
-        if sample_prob <= 0.0:
-            return jnp.zeros((n,), bool)
-        if sample_prob >= 1.0:
-            return jnp.ones((n,), bool)
-    if not module.has_rng("sample"):
-        raise ValueError(
-            f"{type(module).__name__}: sample_prob={sample_prob!r} needs the 'sample' rng stream "
-            "(pass rngs={'sample': key} to apply)"
-        )
-    return jax.random.uniform(module.make_rng("sample"), (n,)) < sample_prob
-
-
-def _jitter(module: nn.Module, masks: jax.Array, pixels: int) -> jax.Array:
-    """Moves masks[1:] ([T-1, B, H, W, 1], time-major) by random offsets of up to `pixels`."""
-    j = pixels
-    if j <= 0 or masks.shape[0] < 2:
-        return masks
-    if not module.has_rng("sample"):
-        raise ValueError(f"{type(module).__name__}: mask_jitter > 0 needs the 'sample' rng stream")
-    n, b, h, w, _ = masks.shape
-    offsets = jax.random.randint(module.make_rng("sample"), (n - 1, b, 2), 0, 2 * j + 1)
-    padded = jnp.pad(masks[1:], ((0, 0), (0, 0), (j, j), (j, j), (0, 0)))
-
-    def crop(m, o):  # m [H + 2j, W + 2j, 1], o = (dy, dx) + j
-        return jax.lax.dynamic_slice(m, (o[0], o[1], 0), (h, w, 1))
-
-    moved = jax.vmap(jax.vmap(crop))(padded, offsets)
-    return jnp.concatenate([masks[:1], moved], axis=0)
-
-
-def _morph(module: nn.Module, masks: jax.Array, radius: int) -> jax.Array:
-    """Erodes or dilates masks[1:] ([T-1, B, H, W, 1], time-major) by a random number of pixels.
-
-    Per sample and step, k ~ U{-radius..radius}: k > 0 dilates the mask by a (2k+1)^2 square
-    (max filter), k < 0 erodes it by a (2|k|+1)^2 square (min filter; the frame border does not
-    erode), k = 0 leaves it. masks[0] (the first frame's, always exact) is kept.
-    """
-    r = radius  # short: the index arithmetic below reads better
-    if r <= 0 or masks.shape[0] < 2:
-        return masks
-    if not module.has_rng("sample"):
-        raise ValueError(f"{type(module).__name__}: mask_morph > 0 needs the 'sample' rng stream")
-    later = masks[1:]
-    window, ones = (1, 1, 3, 3, 1), (1, 1, 1, 1, 1)
-
-    def grow(m):  # one 3x3 max filter; outside the frame counts for nothing (-inf padding)
-        return jax.lax.reduce_window(m, -jnp.inf, jax.lax.max, window, ones, "SAME")
-
-    dilated, eroded = [later], [later]
-    for _ in range(r):
-        dilated.append(grow(dilated[-1]))
-        eroded.append(-grow(-eroded[-1]))
-    # Candidates ordered k = -r..r.
-    candidates = jnp.stack(eroded[:0:-1] + dilated, axis=0)  # [2r + 1, T-1, B, H, W, 1]
-    k = jax.random.randint(module.make_rng("sample"), later.shape[:2], 0, 2 * r + 1)
-    picked = jnp.take_along_axis(candidates, k[None, :, :, None, None, None], axis=0)[0]
-    return jnp.concatenate([masks[:1], picked], axis=0)
-
-
-def perturb_gt_masks(module: nn.Module, masks: jax.Array) -> jax.Array:
-    """The training-time deformation of GT previous masks ([T-1, B, H, W, 1], time-major) shared
-    by HS2S and Bi-HS2S: erosion / dilation (module.mask_morph), then a shift
-    (module.mask_jitter); masks[0] is kept exact."""
-    return _jitter(module, _morph(module, masks, module.mask_morph), module.mask_jitter)
 
 
 class HS2S(nn.Module):
@@ -308,11 +239,6 @@ class HS2S(nn.Module):
             carry["prev_frame"] = x
         return carry, {"logits": logits, "distance": dist}
 
-    def _jitter(self, masks: jax.Array) -> jax.Array:
-        """Erodes / dilates (mask_morph), then moves (mask_jitter), masks[1:] ([T-1, B, H, W,
-        1], time-major) at random."""
-        return perturb_gt_masks(self, masks)
-
     def _scan_body(self, carry: Carry, xs: tuple, train: bool):
         x, gt_prev, use_pred = xs
         # carry['prev_pred'] is y0 before the first step, so m_0 is always the GT mask.
@@ -343,7 +269,8 @@ class HS2S(nn.Module):
         x = jnp.swapaxes(normalize_frames(frames, self.dtype), 0, 1)  # [T, B, H, W, 3]
         y = jnp.swapaxes(masks.astype(jnp.float32), 0, 1)
         carry = self._start(x[0], y[0], train)
-        xs = (x[1:], self._jitter(y[:-1]), _coins(self, x.shape[0] - 1, sample_prob))
+        gt_prev = previous_masks.perturb_gt_masks(self, y[:-1])
+        xs = (x[1:], gt_prev, previous_masks.sample_coins(self, x.shape[0] - 1, sample_prob))
         if self.is_initializing():
             # BatchNorm statistics must exist before a scan carries them (DESIGN.md pitfalls).
             self._scan_body(carry, jax.tree.map(lambda v: v[0], xs), train)

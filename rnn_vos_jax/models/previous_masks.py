@@ -1,8 +1,9 @@
 """Training-time previous-mask inputs of HS2S and Bi-HS2S: scheduled-sampling coins and the
 random deformation (erosion / dilation, then shift) of GT previous masks.
 
-Masks are time-major [T, B, H, W, 1]; masks[0] (the first frame's) is always kept exact. Every
-function draws from the module's 'sample' rng stream and says so when it is missing.
+Masks are time-major [T, B, H, W, 1]; masks[0] (the first frame's) is always kept exact. Random
+draws come from the module's 'sample' rng stream; a function that needs it raises a ValueError
+when it is missing, and none needs it when its setting makes it the identity (or a fixed coin).
 """
 
 from typing import Any

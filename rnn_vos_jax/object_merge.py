@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+BACKGROUND_SCORE = 0.5  # what an object's probability must exceed to own a pixel
 FEEDBACKS = ("independent", "exclusive")  # config.eval.feedback
 
 
@@ -21,9 +22,6 @@ def check_feedback(feedback: str) -> str:
     if feedback not in FEEDBACKS:
         raise ValueError(f"config.eval.feedback={feedback!r}: expected one of {FEEDBACKS}")
     return feedback
-
-
-BACKGROUND_SCORE = 0.5
 
 
 def merge_probabilities(probs: np.ndarray, object_ids: Sequence[int]) -> np.ndarray:

@@ -13,6 +13,16 @@ import jax
 import jax.numpy as jnp
 
 
+def _sample_key(module: nn.Module, setting: str) -> jax.Array:
+    """The next key of the module's 'sample' stream; a ValueError naming `setting` without it."""
+    if not module.has_rng("sample"):
+        raise ValueError(
+            f"{type(module).__name__}: {setting} needs the 'sample' rng stream "
+            "(pass rngs={'sample': key} to apply)"
+        )
+    return module.make_rng("sample")
+
+
 def sample_coins(module: nn.Module, n: int, sample_prob: Any) -> jax.Array:
     """bool[n]: per step, whether the previous prediction replaces the GT previous mask."""
     if isinstance(sample_prob, (int, float)) and not isinstance(sample_prob, bool):
@@ -20,12 +30,8 @@ def sample_coins(module: nn.Module, n: int, sample_prob: Any) -> jax.Array:
             return jnp.zeros((n,), bool)
         if sample_prob >= 1.0:
             return jnp.ones((n,), bool)
-    if not module.has_rng("sample"):
-        raise ValueError(
-            f"{type(module).__name__}: sample_prob={sample_prob!r} needs the 'sample' rng stream "
-            "(pass rngs={'sample': key} to apply)"
-        )
-    return jax.random.uniform(module.make_rng("sample"), (n,)) < sample_prob
+    key = _sample_key(module, f"sample_prob={sample_prob!r}")
+    return jax.random.uniform(key, (n,)) < sample_prob
 
 
 def jitter(module: nn.Module, masks: jax.Array, pixels: int) -> jax.Array:
@@ -33,10 +39,9 @@ def jitter(module: nn.Module, masks: jax.Array, pixels: int) -> jax.Array:
     j = pixels
     if j <= 0 or masks.shape[0] < 2:
         return masks
-    if not module.has_rng("sample"):
-        raise ValueError(f"{type(module).__name__}: mask_jitter > 0 needs the 'sample' rng stream")
+    key = _sample_key(module, "mask_jitter > 0")
     n, b, h, w, _ = masks.shape
-    offsets = jax.random.randint(module.make_rng("sample"), (n - 1, b, 2), 0, 2 * j + 1)
+    offsets = jax.random.randint(key, (n - 1, b, 2), 0, 2 * j + 1)
     padded = jnp.pad(masks[1:], ((0, 0), (0, 0), (j, j), (j, j), (0, 0)))
 
     def crop(m, o):  # m [H + 2j, W + 2j, 1], o = (dy, dx) + j
@@ -56,8 +61,7 @@ def morph(module: nn.Module, masks: jax.Array, radius: int) -> jax.Array:
     r = radius  # short: the index arithmetic below reads better
     if r <= 0 or masks.shape[0] < 2:
         return masks
-    if not module.has_rng("sample"):
-        raise ValueError(f"{type(module).__name__}: mask_morph > 0 needs the 'sample' rng stream")
+    key = _sample_key(module, "mask_morph > 0")
     later = masks[1:]
     window, ones = (1, 1, 3, 3, 1), (1, 1, 1, 1, 1)
 
@@ -70,7 +74,7 @@ def morph(module: nn.Module, masks: jax.Array, radius: int) -> jax.Array:
         eroded.append(-grow(-eroded[-1]))
     # Candidates ordered k = -r..r.
     candidates = jnp.stack(eroded[:0:-1] + dilated, axis=0)  # [2r + 1, T-1, B, H, W, 1]
-    k = jax.random.randint(module.make_rng("sample"), later.shape[:2], 0, 2 * r + 1)
+    k = jax.random.randint(key, later.shape[:2], 0, 2 * r + 1)
     picked = jnp.take_along_axis(candidates, k[None, :, :, None, None, None], axis=0)[0]
     return jnp.concatenate([masks[:1], picked], axis=0)
 

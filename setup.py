@@ -10,7 +10,14 @@ setuptools.setup(
         "segmentation: S2S, S2S++ and HS2S."
     ),
     python_requires=">=3.11,<3.13",
-    packages=setuptools.find_packages(include=["rnn_vos_jax", "rnn_vos_jax.*", "data_prep"]),
+    # configs/ (the recipes users read and pass by path) is installed as rnn_vos_jax.configs: a
+    # config file imports its shared pieces from there, from any working directory, and no
+    # top-level package named `configs` can collide with a user's own.
+    packages=[
+        *setuptools.find_packages(include=["rnn_vos_jax", "rnn_vos_jax.*"]),
+        "rnn_vos_jax.configs",
+    ],
+    package_dir={"rnn_vos_jax.configs": "configs"},
     install_requires=[
         "jax>=0.10,<0.13",
         "jaxlib>=0.10,<0.13",

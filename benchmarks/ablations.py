@@ -28,7 +28,6 @@ every variant for a pod (launch/tpu_pod.sh) instead of running anything.
 
 import argparse
 import datetime
-import importlib
 import json
 import os
 import platform
@@ -37,10 +36,9 @@ import statistics
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from rnn_vos_jax.runtime.config_files import load_config
 
-from benchmarks import param_counts, train_step
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # table -> ((row label, configs/hs2s.py argument or 'CONFIG:argument'), ...); the first row is
 # the authors' HS2S.
@@ -106,9 +104,7 @@ def full_spec(arg: str) -> str:
 
 def _config(arg: str):
     module, rest = split_arg(arg)
-    return importlib.import_module(f"configs.{module}").get_config(
-        ",".join(filter(None, ["demo_base", rest]))
-    )
+    return load_config(f"{module}:" + ",".join(filter(None, ["demo_base", rest])))
 
 
 def schedule_overrides(epochs: int) -> dict[str, object]:
@@ -155,6 +151,8 @@ def run_variant(arg: str, workdir: str, epochs: int, seed: int) -> dict:
         rows = [json.loads(line) for line in f if line.strip()]
     rates = [r["steps_per_sec"] for r in rows[1:] if "steps_per_sec" in r]  # [0] has compile
     steps = max((r.get("step", 0) for r in rows), default=0)
+    import param_counts  # a sibling script: benchmarks/ is on the path of a script run here
+
     full = sum(param_counts.count_params(full_spec(arg)).values())
     _, demo_vars = param_counts.abstract_variables(demo_spec(arg), image_size=None)
     demo_params = sum(param_counts.counts_of(demo_vars).values())
@@ -191,6 +189,8 @@ def time_variant(arg: str, workdir: str) -> dict:
         with open(path) as f:
             return json.load(f)
     config = _config(arg)
+    import train_step  # a sibling script, as param_counts above
+
     r = train_step.bench(
         demo_spec(arg),
         TIMING["batch"],

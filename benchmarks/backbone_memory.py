@@ -33,19 +33,16 @@ and TPU): the device is printed.
 
 import argparse
 import contextlib
-import os
 import sys
 import time
-
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp
 
-from benchmarks.config_spec import load_config
-from rnn_vos_jax import models, schedules, sharding, train_state
+from rnn_vos_jax import models
 from rnn_vos_jax.models import backbones, hs2s_encoder
+from rnn_vos_jax.runtime.config_files import load_config
+from rnn_vos_jax.training import schedules, sharding, train_state
 
 MODES = ("off", "encoder", "steps", "blocks")
 REMAT = {"off": "none", "encoder": "encoders", "steps": "steps", "blocks": "none"}
@@ -161,6 +158,7 @@ def main(argv=None):
         for size in sizes:
             for mode in modes:
                 config = load_config(spec)
+                config.unlock()
                 if args.scan_unroll:
                     config.model.scan_unroll = args.scan_unroll
                 r = step_memory(config, size, args.batch, args.frames, mode, not args.no_compile)

@@ -4,7 +4,7 @@ r"""Memory of Bi-HS2S's offline prediction in the video length, from XLA's compi
         [--image_size=96x96] [--frames=5,10,20,40] [--window=10 --overlap=2] \
         [--videos=100,1000] [--objects=1] [--scan_unroll=0]
 
-The jitted `predict_clip` (what inference.ClipPredictor runs) of the configured model is lowered
+The jitted `predict_clip` (what predictors.ClipPredictor runs) of the configured model is lowered
 on abstract inputs (random-free: variables from jax.eval_shape of init) and compiled with XLA's
 default options; nothing runs, so this is not a timing. `compiled.memory_analysis()` gives the
 bytes of its arguments (variables + frames + first masks), outputs (logits), and temporaries
@@ -23,30 +23,22 @@ TPU): the device is printed. Host memory (every frame at the model size, uint8) 
 """
 
 import argparse
-import os
 import sys
 import time
-
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp
 
-from benchmarks.config_spec import load_config
-from rnn_vos_jax import inference, models
+from rnn_vos_jax import models
+from rnn_vos_jax.inference import predictors
+from rnn_vos_jax.runtime.config_files import load_config
 
 MIB = 2**20
 
 
 def abstract_variables(model, image_size):
     """Variable shapes of `model` (no values, no compilation)."""
-    h, w = image_size
-    frames = jax.ShapeDtypeStruct((1, 2, h, w, 3), jnp.uint8)
-    masks = jax.ShapeDtypeStruct((1, 2, h, w, 1), jnp.float32)
-    rngs = {"params": jax.random.key(0), "sample": jax.random.key(1)}
-    variables = jax.eval_shape(lambda f, m: model.init(rngs, f, m, sample_prob=0.0), frames, masks)
-    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    return jax.eval_shape(lambda k: models.init_variables(model, k, image_size), jax.random.key(0))
 
 
 def clip_memory(model, variables, image_size, frames, objects=1) -> dict[str, int]:
@@ -88,6 +80,7 @@ def main(argv=None):
     p.add_argument("--scan_unroll", type=int, default=1, help="0: the config's model.scan_unroll")
     args = p.parse_args(argv)
     config = load_config(args.config)
+    config.unlock()
     if args.scan_unroll:
         config.model.scan_unroll = args.scan_unroll
     size = args.image_size or "x".join(str(v) for v in config.data.image_size)
@@ -115,13 +108,13 @@ def main(argv=None):
         slope = (whole[b]["peak"] - whole[a]["peak"]) / (b - a) / MIB
         print(f"whole clip: {slope:.2f} MiB per frame (peak, T={a}..{b})")
     if args.window:
-        inference.clip_windows(args.window + 1, args.window, args.overlap)  # bad settings fail
+        predictors.clip_windows(args.window + 1, args.window, args.overlap)  # bad settings fail
         win = whole.get(args.window) or clip_memory(
             model, variables, image_size, args.window, args.objects
         )
         print(_row(f"window W={args.window} (any video)", win, f"overlap {args.overlap}"))
         for t in videos:
-            n = len(inference.clip_windows(t, args.window, args.overlap))
+            n = len(predictors.clip_windows(t, args.window, args.overlap))
             print(
                 f"video T={t}: windowed peak {win['peak'] / MIB:.1f} MiB in {n} windows; "
                 f"whole clip {whole[t]['peak'] / MIB:.1f} MiB"

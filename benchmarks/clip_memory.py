@@ -25,13 +25,10 @@ import subprocess
 import sys
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import jax
+from backbone_memory import step_memory
 
-from benchmarks.backbone_memory import step_memory
-from benchmarks.config_spec import load_config
+from rnn_vos_jax.runtime.config_files import load_config
 
 GIB = 2**30
 
@@ -40,12 +37,14 @@ def _run_once(spec, size, batch, frames, mode, unroll, steps=2) -> dict:
     """`steps` real training steps in this process: seconds of the first and the last call, and
     the peak RSS (with steps=1 the first call, compilation included, is the only timing)."""
     import jax.numpy as jnp
+    from backbone_memory import REMAT
+    from train_step import host_batch
 
-    from benchmarks.backbone_memory import REMAT
-    from benchmarks.train_step import host_batch
-    from rnn_vos_jax import models, schedules, sharding, train_state
+    from rnn_vos_jax import models
+    from rnn_vos_jax.training import schedules, sharding, train_state
 
     config = load_config(spec)
+    config.unlock()
     config.model.remat = REMAT[mode]
     config.model.scan_unroll = unroll
     model = models.build(config.model)
@@ -95,6 +94,7 @@ def main(argv=None):
     for frames in (int(v) for v in filter(None, args.frames.split(","))):
         for mode in args.remat.split(","):
             config = load_config(args.config)
+            config.unlock()
             config.model.scan_unroll = args.scan_unroll
             r = step_memory(config, size, args.batch, frames, mode)
             print(
@@ -121,7 +121,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from rnn_vos_jax import host_memory
+    from rnn_vos_jax.runtime import host_memory
 
     host_memory.reexec_with_huge_pages()  # benchmarks/RESULTS.md: CPU figures use it
     main()

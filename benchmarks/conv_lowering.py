@@ -22,9 +22,6 @@ import os
 import sys
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -132,7 +129,7 @@ def _time(fn):
 
 
 if __name__ == "__main__":
-    from rnn_vos_jax import host_memory
+    from rnn_vos_jax.runtime import host_memory
 
     host_memory.reexec_with_huge_pages()  # benchmarks/RESULTS.md: CPU figures use it
     main()

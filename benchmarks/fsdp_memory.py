@@ -27,10 +27,7 @@ import os
 import sys
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks.config_spec import load_config
+from rnn_vos_jax.runtime.config_files import load_config
 
 
 def _force_devices(n: int) -> None:
@@ -62,7 +59,8 @@ def step_memory(config, image_size, batch, frames, mesh, fsdp):
     import jax
     import jax.numpy as jnp
 
-    from rnn_vos_jax import models, schedules, sharding, train_state
+    from rnn_vos_jax import models
+    from rnn_vos_jax.training import schedules, sharding, train_state
 
     model = models.build(config.model)
     h, w = image_size
@@ -120,10 +118,11 @@ def main(argv=None):
     _force_devices(args.devices)
     import jax
 
-    from rnn_vos_jax import sharding
+    from rnn_vos_jax.training import sharding
 
     h, w = (int(v) for v in args.image_size.split("x"))
     config = load_config(args.config)
+    config.unlock()
     if args.fsdp_min_size:
         config.mesh.fsdp_min_size = args.fsdp_min_size
     mesh = sharding.make_mesh(args.devices)

@@ -4,11 +4,13 @@
 #   GPU_CHECK_SMOKE=1 benchmarks/gpu_check.sh   # the same commands on tiny demo models (CPU check)
 # Each benchmark runs under its own time limit, so one that hangs or runs out of memory cannot
 # take the rest down; their lines follow the format of benchmarks/train_step.py, with achieved
-# TFLOP/s and MFU (against the chip's peak bf16 rate, rnn_vos_jax/throughput.py).
+# TFLOP/s and MFU (against the chip's peak bf16 rate, rnn_vos_jax/runtime/throughput.py).
 # Needs JAX with CUDA (or TPU), flax, optax; imports no TensorFlow.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# The package (and configs/, installed as rnn_vos_jax.configs) must be installed; offline is fine.
+python -c "import rnn_vos_jax.configs" 2>/dev/null ||
+  python -m pip install -q --no-deps --no-build-isolation -e . || exit 1
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}
 if [[ -n "${OUT:-}" ]]; then
   mkdir -p "$OUT"

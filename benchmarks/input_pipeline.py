@@ -3,8 +3,8 @@
     python benchmarks/input_pipeline.py [--cores=2 --batches=40 --warmup=5 --num_videos=16
         --batch_size=4 --repeats=2 --records=DIR --workdir=DIR]
 
-Makes a synthetic dataset with 854x480 and 1280x720 videos (data_prep.make_synthetic), converts it
-to TFRecords (data_prep.convert) in a temporary folder (or uses --records), pins the process to
+Makes a synthetic dataset with 854x480 and 1280x720 videos (rnn_vos_jax/data/synthetic), converts it
+to TFRecords (rnn_vos_jax/data/conversion) in a temporary folder (or uses --records), pins the process to
 --cores CPU cores, builds the training pipeline at 256x448 (configs/common.py data settings with
 the pixel/degree affine, bilinear frames and no antialiasing) with clip lengths
 L ~ U{5..10} (the curriculum's end state, clips of L + 1 frames) and times --batches batches after
@@ -15,12 +15,8 @@ may be shared, and cores / cpu_ms_per_frame * 1000 estimates the rate on idle co
 import argparse
 import os
 import resource
-import sys
 import tempfile
 import time
-
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _cpu_seconds():
@@ -29,9 +25,10 @@ def _cpu_seconds():
 
 
 def _make_records(workdir, num_videos):
-    from data_prep import convert, make_synthetic
+    from rnn_vos_jax.data.conversion import convert
+    from rnn_vos_jax.data.synthetic import generate
 
-    splits = make_synthetic.make_dataset(
+    splits = generate.make_dataset(
         os.path.join(workdir, "raw"),
         num_train=num_videos,
         num_valid=1,
@@ -58,8 +55,8 @@ def main(argv=None):
     available = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, available[: args.cores])  # before TF sizes its thread pools
 
-    from configs import common
-    from rnn_vos_jax import input_pipeline
+    from rnn_vos_jax.configs import common
+    from rnn_vos_jax.data import pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         records = args.records or _make_records(args.workdir or tmp, args.num_videos)
@@ -75,7 +72,7 @@ def main(argv=None):
             f"batch {data.batch_size}, T {data.max_clip_len + 1}, records {records}"
         )
         for repeat in range(args.repeats):
-            it = input_pipeline.train_iterator(data, seed=repeat)
+            it = pipeline.train_iterator(data, seed=repeat)
             for _ in range(args.warmup):
                 next(it)
             frames = 0

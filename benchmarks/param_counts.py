@@ -12,22 +12,18 @@ config arguments in its VARIANTS.
 
 import argparse
 import importlib
-import os
-import sys
 
 import jax
-import jax.numpy as jnp
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rnn_vos_jax import models
+from rnn_vos_jax.runtime.config_files import load_config
 
 
 def default_configs() -> str:
     """'name[:arg],...' for every registered family's config and each of its VARIANTS."""
     names = []
     for family in models.FAMILIES:
-        module = importlib.import_module(f"configs.{family}")
+        module = importlib.import_module(f"rnn_vos_jax.configs.{family}")
         names += [f"{family}:{a}" if a else family for a in getattr(module, "VARIANTS", ("",))]
     return ",".join(names)
 
@@ -46,19 +42,10 @@ def abstract_variables(config_name: str, image_size: tuple[int, int] | None = (H
     Returns:
       (model, variables) with variables a pytree of jax.ShapeDtypeStruct.
     """
-    module, _, arg = config_name.partition(":")
-    config = importlib.import_module(f"configs.{module}").get_config(arg or None)
+    config = load_config(config_name)
     model = models.build(config.model)
     h, w = image_size or tuple(config.data.image_size)
-    frames = jax.ShapeDtypeStruct((1, 2, h, w, 3), jnp.uint8)
-    masks = jax.ShapeDtypeStruct((1, 2, h, w, 1), jnp.float32)
-    variables = jax.eval_shape(
-        lambda f, m: model.init(
-            {"params": jax.random.key(0), "sample": jax.random.key(1)}, f, m, sample_prob=0.0
-        ),
-        frames,
-        masks,
-    )
+    variables = jax.eval_shape(lambda k: models.init_variables(model, k, (h, w)), jax.random.key(0))
     return model, variables
 
 

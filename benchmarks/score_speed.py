@@ -4,9 +4,9 @@
         --repeats=3 --workdir=DIR]
 
 Makes --videos synthetic videos of --frames frames at --size (DAVIS 480p by default) with 1-3
-objects (data_prep.make_synthetic), writes predictions (the ground truth shifted by 3 pixels with
+objects (rnn_vos_jax/data/synthetic), writes predictions (the ground truth shifted by 3 pixels with
 1% of its pixels relabelled, so boundaries do not match), then scores the folder with
-``score.score_directory`` in this process (--workers=1) and with --workers processes, checks both
+``folders.score_directory`` in this process (--workers=1) and with --workers processes, checks both
 give the same metrics and prints the best wall time of --repeats runs, object-frames per second and,
 for the single process, its CPU seconds per run (the machine may be shared: cpu_s / wall_s is the
 share of a core it got; the workers' CPU time is not visible, they are the forkserver's children).
@@ -16,12 +16,8 @@ import argparse
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
-
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 
@@ -32,10 +28,10 @@ def _cpu_seconds():
 
 
 def _make_folders(workdir, videos, frames, size):
-    from data_prep import make_synthetic
-    from rnn_vos_jax import annotations
+    from rnn_vos_jax.data import annotations
+    from rnn_vos_jax.data.synthetic import generate
 
-    split = make_synthetic.make_dataset(
+    split = generate.make_dataset(
         os.path.join(workdir, "raw"),
         num_train=1,
         num_valid=videos,
@@ -69,7 +65,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args(argv)
-    from rnn_vos_jax import score
+    from rnn_vos_jax.scoring import folders
 
     size = tuple(int(x) for x in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,7 +76,7 @@ def main(argv=None):
             walls, cpu = [], _cpu_seconds()
             for _ in range(args.repeats):
                 start = time.perf_counter()
-                result = score.score_directory(pred, ann, workers=workers)
+                result = folders.score_directory(pred, ann, workers=workers)
                 walls.append(time.perf_counter() - start)
             results.append(result)
             rows.append(

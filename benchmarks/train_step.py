@@ -10,7 +10,7 @@ On a GPU or TPU (benchmarks/gpu_check.sh runs the set of accelerator figures):
 
 `--configs` names files of configs/ (optionally with their argument, e.g. hs2s:resnet101).
 For each config's default (authors') model at 256x448: the jitted, donated train step
-(rnn_vos_jax.train_state.train_step: forward over `frames` frames, loss, backward, Adam update)
+(rnn_vos_jax.training.train_state.train_step: forward over `frames` frames, loss, backward, Adam update)
 on a batch of `batch` clips, and the jitted inference of the family's predictor as frames per
 second per object: the streaming step (method 'step': one frame for `objects` objects with the
 carry), or for whole-clip families `predict_clip` over the clip, per predicted frame. Compile time is reported
@@ -19,7 +19,7 @@ model.scan_unroll (0 = the clip length: XLA:CPU runs looped convolutions several
 `--inference_only` skips the training step (the memory-hungry part at full size).
 Parameters are random (speed does not depend on their values). `--dtype` sets model.dtype (the
 compute dtype; parameters stay float32). Each line also gives the achieved FLOP/s of both parts
-(FLOPs from XLA's cost analysis of the compiled call, rnn_vos_jax.throughput) and, on a TPU or GPU
+(FLOPs from XLA's cost analysis of the compiled call, rnn_vos_jax.runtime.throughput) and, on a TPU or GPU
 in throughput.PEAK_BF16_FLOPS, the MFU against the chip's peak bf16 rate. Prints one line per
 config and the device it ran on.
 """
@@ -29,16 +29,14 @@ import os
 import sys
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import importlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_vos_jax import models, schedules, sharding, throughput, train_state
+from rnn_vos_jax import models
+from rnn_vos_jax.runtime import throughput
+from rnn_vos_jax.runtime.config_files import load_config
+from rnn_vos_jax.training import schedules, sharding, train_state
 
 
 def _median_time(fn, repeats):
@@ -53,7 +51,7 @@ def _median_time(fn, repeats):
 def _random_variables(model, image_size):
     """{'params': N(0, 0.02) values, 'batch_stats': ones} of the model's variable shapes."""
     key = jax.random.key(0, impl="rbg")
-    shapes = jax.eval_shape(lambda k: train_state.init_variables(model, k, image_size), key)
+    shapes = jax.eval_shape(lambda k: models.init_variables(model, k, image_size), key)
     rng = np.random.default_rng(0)
     params = jax.tree.map(
         lambda x: jnp.asarray(0.02 * rng.standard_normal(x.shape), x.dtype), shapes["params"]
@@ -107,8 +105,7 @@ def bench(
     """Returns a dict of timings and FLOP rates for configs/<name>.py[:arg] at `image_size`
     (train=False or inference=False: the other part only; the skipped part's entries are then
     None; dtype: model.dtype, remat: model.remat, None = the config's)."""
-    module, _, arg = name.partition(":")
-    config = importlib.import_module(f"configs.{module}").get_config(arg or None)
+    config = load_config(name)
     config.unlock()
     config.model.scan_unroll = scan_unroll
     if dtype:
@@ -234,7 +231,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from rnn_vos_jax import host_memory
+    from rnn_vos_jax.runtime import host_memory
 
     host_memory.reexec_with_huge_pages()  # benchmarks/RESULTS.md: CPU figures use it
     main()

@@ -10,7 +10,7 @@ peak memory, and the rounds alternate the sides (ours, theirs, ours, theirs, ...
 machine that slows down during the run slows both. Printed per measurement: the median time of
 `repeats` runs after a warm-up and the process's peak resident memory (ru_maxrss); at the end
 the ratio theirs / ours (> 1: ours faster). Each line also gives the achieved GFLOP/s: our
-FLOPs from XLA's cost analysis of the compiled call (rnn_vos_jax.throughput), theirs from torch's
+FLOPs from XLA's cost analysis of the compiled call (rnn_vos_jax.runtime.throughput), theirs from torch's
 FlopCounterMode on the warm-up call (it counts convolutions and matmuls, which are nearly all of
 them); the summary says at what rate our FLOPs would have to run for 1.3x theirs.
 
@@ -27,7 +27,7 @@ them); the summary says at what rate our FLOPs would have to run for 1.3x theirs
   fastest on CPU; 'steps' with the scan as a loop, which it needs to save memory.
 
 Both sides run with the same host-memory setting: the run restarts itself with glibc's malloc on
-transparent huge pages (rnn_vos_jax/host_memory.py) and the workers inherit it;
+transparent huge pages (rnn_vos_jax/runtime/host_memory.py) and the workers inherit it;
 RNN_VOS_JAX_HUGE_PAGES=0 runs both sides on glibc's defaults. It matters to both: torch's
 training step frees and re-maps its large activations as XLA does its temporary buffer.
 
@@ -69,9 +69,7 @@ def _pin(threads: int) -> None:
 
 
 def _ours(what: str, args) -> dict:
-    sys.path.insert(0, ROOT)
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    import train_step  # after pinning: XLA sizes its thread pool at import
+    import train_step  # a sibling script; after pinning: XLA sizes its thread pool at import
 
     r = train_step.bench(
         "hs2s",
@@ -130,10 +128,8 @@ def _their_model(authors_repo: str | None):
     """(torch ModelMatch in train-capable form, description)."""
     if authors_repo:
         try:
+            import networks  # on the worker's PYTHONPATH (_run)
             import torchvision.models
-
-            sys.path.insert(0, authors_repo)
-            import networks
 
             model = networks.ModelMatch(
                 epsilon=0.5, backbone=torchvision.models.resnet50, num_classes=42
@@ -141,8 +137,7 @@ def _their_model(authors_repo: str | None):
             return model, f"the authors' networks.ModelMatch from {authors_repo}", True
         except ImportError as error:
             print(f"cannot import the authors' code ({error}); using the re-implementation")
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    import torch_reference
+    import torch_reference  # tests/, on the worker's PYTHONPATH (_run)
 
     model = torch_reference.ModelMatch()
     return model, "tests/torch_reference.py ModelMatch (re-implementation)", False
@@ -261,9 +256,13 @@ def _worker(args) -> None:
     print(RESULT + json.dumps(result), flush=True)
 
 
-def _run(side: str, what: str, argv: list[str]) -> dict:
+def _run(side: str, what: str, argv: list[str], authors_repo: str | None) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), f"--_worker={side}:{what}", *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+    env = dict(os.environ)
+    if side == "theirs":  # their modules: the authors' checkout, else the tests' re-implementation
+        paths = [authors_repo or "", os.path.join(ROOT, "tests"), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
     if proc.returncode or not lines:
         raise RuntimeError(
@@ -297,7 +296,7 @@ def main(argv=None) -> None:
         got = {"ours": [], "theirs": []}
         for r in range(args.rounds):
             for side in ("ours", "theirs"):
-                res = _run(side, what, argv)
+                res = _run(side, what, argv, args.authors_repo)
                 got[side].append(res)
                 extra = f" ({res['source']})" if "source" in res else ""
                 print(
@@ -328,8 +327,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from rnn_vos_jax import host_memory
+    from rnn_vos_jax.runtime import host_memory
 
     host_memory.reexec_with_huge_pages()  # benchmarks/RESULTS.md: CPU figures use it
     main()

@@ -19,16 +19,9 @@ cell=NAME / skip_cell=NAME (forward and backward memories; 'authors' or 'tanh', 
 ConvLSTM (h, c) state the initializer can make), fusion=NAME (the reference matching).
 """
 
-import os
-import sys
-
 import ml_collections
 
-try:
-    from configs import common, hs2s
-except ImportError:  # loaded by file path from outside the repository root
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from configs import common, hs2s
+from rnn_vos_jax.configs import common, hs2s
 
 # Config arguments of the variants benchmarks/param_counts.py lists ("" = the default recipe).
 VARIANTS = ("", "resnet101")
@@ -37,7 +30,7 @@ VARIANTS = ("", "resnet101")
 def model_config(arg, data) -> ml_collections.ConfigDict:
     """config.model: HS2S's keys (configs/hs2s.py) without `references` (both are matched);
     every key but name/backbone_init is a field of models.bi_hs2s.BiHS2S."""
-    m = hs2s.model_config(arg, data)
+    m = hs2s.model_config(ml_collections.ConfigDict({**arg.to_dict(), "references": "both"}), data)
     m.name = "bi_hs2s"
     del m["references"]
     return m
@@ -54,20 +47,8 @@ def demo(c) -> None:
 
 
 def get_config(arg=None):
-    arg = common.parse_arg(
-        arg,
-        demo=False,
-        demo_base=False,
-        resnet101=False,
-        bf16=False,
-        backbone="",
-        cell="authors",
-        skip_cell="authors",
-        fusion="gc",
-    )
-    # HS2S's arguments, matching both reference frames (Bi-HS2S has no other choice).
-    arg = ml_collections.ConfigDict({**arg.to_dict(), "references": "both"})
-    hs2s._check_blocks(arg)
+    # HS2S's arguments but `references`: Bi-HS2S always matches both reference frames.
+    arg = common.parse_arg(arg, **{k: v for k, v in hs2s.ARGS.items() if k != "references"})
     c = hs2s.get_config("bf16" if arg.bf16 else None)
     c.unlock()
     c.model = model_config(arg, c.data)

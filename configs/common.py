@@ -42,7 +42,7 @@ def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
 def data_config(*, batch_size: int, curriculum: str) -> ml_collections.ConfigDict:
     """Input pipeline settings: the one source of the `config.data` defaults.
 
-    Holds exactly input_pipeline.DATA_KEYS (meanings in rnn_vos_jax/input_pipeline.py's
+    Holds exactly pipeline.DATA_KEYS (meanings in rnn_vos_jax/data/pipeline.py's
     docstring), set to the authors' dataloader; every shipped config, test and benchmark starts
     from it. `batch_size` here is GLOBAL (over all processes); training hands each process its
     share."""
@@ -154,7 +154,7 @@ def train_config(
 
 
 def eval_config() -> ml_collections.ConfigDict:
-    """Evaluation settings (read by rnn_vos_jax/evaluate.py)."""
+    """Evaluation settings (read by rnn_vos_jax/evaluation/job.py)."""
     c = ml_collections.ConfigDict()
     c.split = "valid"
     c.step = config_dict.placeholder(int)  # checkpoint step; None = latest
@@ -170,15 +170,16 @@ def eval_config() -> ml_collections.ConfigDict:
     # written and scored (every 5th); '' = run on eval_dir's frames (the authors' protocol).
     c.all_frames_dir = ""
     c.batch_objects = 0  # objects per inference batch; 0 = all objects of a video at once
-    # What a streaming model's memories see of each object's previous mask (inference.FEEDBACKS):
+    # What a streaming model's memories see of each object's previous mask (inference/object_merge.py FEEDBACKS):
     # its own probability ('independent', the authors' inference) or that probability only where
     # the object wins the pixel among the video's objects ('exclusive'; needs batch_objects 0).
     c.feedback = "independent"
     # Whole-clip (offline) families: clips longer than clip_window frames run in windows of
-    # that many frames sharing clip_overlap frames (inference.ClipPredictor); 0 = whole clips.
+    # that many frames sharing clip_overlap frames (inference/predictors.py ClipPredictor); 0 = whole clips.
     c.clip_window = 0
     c.clip_overlap = 1
     c.save_pngs = True
+    c.tensorboard = True  # J, F, J&F and the speed under eval/<split>/tensorboard
     # Also write each frame's flow as a colour PNG under eval/<split>/Flow (families with a flow
     # output, e.g. RAFT-HS2S; an error for the others).
     c.save_flow = False
@@ -188,7 +189,7 @@ def eval_config() -> ml_collections.ConfigDict:
 
 def demo_config() -> ml_collections.ConfigDict:
     """The demo: with `enabled`, --mode=train makes a synthetic dataset in the workdir, converts
-    it, trains, evaluates and prints the J&F table (rnn_vos_jax/demo.py)."""
+    it, trains, evaluates and prints the J&F table (rnn_vos_jax/training/demo.py)."""
     c = ml_collections.ConfigDict()
     c.enabled = False
     c.num_train = 48
@@ -197,7 +198,7 @@ def demo_config() -> ml_collections.ConfigDict:
     c.frame_size = (96, 160)  # (H, W) of the synthetic videos
     c.num_frames = (12, 20)  # (min, max) frames per video
     c.num_objects = (1, 2)  # (min, max) objects per video
-    c.contrast = "natural"  # data_prep.make_synthetic.CONTRASTS
+    c.contrast = "natural"  # rnn_vos_jax/data/synthetic/scene.py CONTRASTS
     c.num_shards = 2
     return c
 
@@ -207,7 +208,7 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.init_from = ""  # params/batch_stats to start from (orbax dir); '' = none
-    # fsdp: shard parameters and optimizer state over the devices (rnn_vos_jax/sharding.py has
+    # fsdp: shard parameters and optimizer state over the devices (rnn_vos_jax/training/sharding.py has
     # the rule: arrays of >= fsdp_min_size elements split on their last axis when it divides).
     c.mesh = ml_collections.ConfigDict({"num_devices": -1, "fsdp": False, "fsdp_min_size": 2**18})
     c.eval = eval_config()

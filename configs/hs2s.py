@@ -24,19 +24,10 @@ ablations; an unknown name is an error listing the known ones):
 e.g. --config=configs/hs2s.py:demo,cell=tt_lstm,fusion=axial,references=first
 """
 
-import os
-import sys
-
 import ml_collections
 from ml_collections import config_dict
 
-try:
-    from configs import common
-except ImportError:  # loaded by file path from outside the repository root
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from configs import common
-
-from rnn_vos_jax.models import backbones, cells, fusion, hs2s
+from rnn_vos_jax.configs import common
 
 # Config arguments of the variants benchmarks/param_counts.py lists ("" = the default recipe).
 VARIANTS = (
@@ -55,22 +46,19 @@ VARIANTS = (
     "references=previous",
 )
 
-BLOCKS = {"backbone": backbones, "cell": cells, "skip_cell": cells, "fusion": fusion}
-
-
-def _check_blocks(arg) -> None:
-    """Raises for a building-block name no registry (or HS2S's references) knows."""
-    for key, registry in BLOCKS.items():
-        if arg[key] and arg[key] not in registry.REGISTRY:
-            raise ValueError(
-                f"config argument {key}={arg[key]} is unknown; "
-                f"known: {list(registry.REGISTRY.names())}"
-            )
-    if arg.references not in hs2s.REFERENCES:
-        raise ValueError(
-            f"config argument references={arg.references} is unknown; "
-            f"known: {sorted(hs2s.REFERENCES)}"
-        )
+# The config arguments (name -> default) of this file, also Bi-HS2S's and RAFT-HS2S's. Block names
+# are checked where the model is built, by the registries (an unknown one lists the known ones).
+ARGS = {
+    "demo": False,
+    "demo_base": False,
+    "resnet101": False,
+    "bf16": False,
+    "backbone": "",
+    "cell": "authors",
+    "skip_cell": "authors",
+    "fusion": "gc",
+    "references": "both",
+}
 
 
 def model_config(arg, data) -> ml_collections.ConfigDict:
@@ -88,6 +76,7 @@ def model_config(arg, data) -> ml_collections.ConfigDict:
     m.references = arg.references  # both | first | previous (paper B Table 2b)
     m.width_divisor = 1  # > 1: thinner tiny variants (tests, demo)
     m.blocks = config_dict.placeholder(tuple)  # ResNet stage depths; None = the backbone's
+    m.depth_divisor = 1  # > 1: max(1, round(depth / d)) blocks per backbone stage (demo)
     m.dtype = "bfloat16" if arg.bf16 else "float32"
     # What the backward pass recomputes: "none" | "encoders" | "steps" (models/hs2s.py); bf16
     # runs target accelerators, where the full model (~396M params) leaves little room.
@@ -121,11 +110,9 @@ def demo_base(c) -> None:
     c.demo.contrast = "high"
     c.data.image_size = (96, 96)
     c.model.width_divisor = 16
-    backbone = backbones.REGISTRY[c.model.backbone]
-    if "depths" in backbone.__dataclass_fields__:
-        # A sixth of each stage's blocks, at least one: (1, 1, 1, 1) for ResNet-50, (1, 1, 4, 1)
-        # for ResNet-101, so the two stay different models at demo scale.
-        c.model.blocks = tuple(max(1, round(d / 6)) for d in backbone.depths)
+    # A sixth of each stage's blocks, at least one: (1, 1, 1, 1) for ResNet-50, (1, 1, 4, 1) for
+    # ResNet-101, so the two stay different models at demo scale.
+    c.model.depth_divisor = 6
     c.model.sm_kernel = 3
     c.model.mask_jitter = 4
     c.data.border = 10
@@ -180,19 +167,7 @@ def demo(c) -> None:
 
 
 def get_config(arg=None):
-    arg = common.parse_arg(
-        arg,
-        demo=False,
-        demo_base=False,
-        resnet101=False,
-        bf16=False,
-        backbone="",
-        cell="authors",
-        skip_cell="authors",
-        fusion="gc",
-        references="both",
-    )
-    _check_blocks(arg)
+    arg = common.parse_arg(arg, **ARGS)
     c = common.base_config()
     c.data = common.data_config(batch_size=15, curriculum="uniform")
     c.model = model_config(arg, c.data)

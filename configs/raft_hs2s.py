@@ -24,16 +24,9 @@ config.model.raft_init=FILE starts the update block from a princeton-vl/RAFT che
 (raft_width_divisor 1) and corr_levels 4 / corr_radius 4.
 """
 
-import os
-import sys
-
 import ml_collections
 
-try:
-    from configs import hs2s
-except ImportError:  # loaded by file path from outside the repository root
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from configs import hs2s
+from rnn_vos_jax.configs import hs2s
 
 # Config arguments of the variants benchmarks/param_counts.py lists ("" = the default recipe).
 VARIANTS = ("", "resnet101")

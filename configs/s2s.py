@@ -13,17 +13,9 @@ Demo (laptop CPU):
 Arguments (comma separated): demo, bf16.
 """
 
-import os
-import sys
-
 import ml_collections
 
-try:
-    from configs import common, s2s_pp
-except ImportError:  # loaded by file path from outside the repository root
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from configs import common, s2s_pp
-
+from rnn_vos_jax.configs import common, s2s_pp
 
 # Config arguments of the variants benchmarks/param_counts.py lists ("" = the default recipe).
 VARIANTS = ("",)

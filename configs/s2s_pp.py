@@ -17,17 +17,9 @@ Arguments (comma separated): skip=0|1|2 (skip-memories), demo, bf16, fcn (proper
 encoder head instead of the authors' 1x1 reuse of fc6; cannot load their checkpoints).
 """
 
-import os
-import sys
-
 import ml_collections
 
-try:
-    from configs import common
-except ImportError:  # loaded by file path from outside the repository root
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from configs import common
-
+from rnn_vos_jax.configs import common
 
 # Config arguments of the variants benchmarks/param_counts.py lists ("" = the default recipe).
 VARIANTS = ("", "fcn")

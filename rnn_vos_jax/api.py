@@ -1,44 +1,31 @@
-"""Python API: segment objects through a video from their mask on the first frame.
+"""Python API: segment objects through a video from their masks where they first appear.
 
     from rnn_vos_jax import api
     seg = api.Segmenter.from_checkpoint("converted/hs2s", "configs/hs2s.py")
     probs = seg.segment(frames, first_mask)   # frames uint8[T,H,W,3]
     # bool first_mask[H,W]  -> probs float32[T,H,W]
-    # int  first_mask[H,W]  -> probs float32[T,K,H,W], objects = sorted nonzero ids
-    ids = inference.merge_probabilities(probs[t], api.object_ids(first_mask))  # uint8[H,W]
+    # int  first_mask[H,W]  -> probs float32[T,K,H,W], objects = seg.object_ids(first_mask)
 
     # A whole video file or frame folder, streamed, to palette PNGs and an overlay video:
     result = api.segment_video("configs/hs2s.py", "converted/hs2s", "IN.mp4", "FIRST.png", "out")
     result.pngs, result.overlay  # out/Annotations/00000.png ..., out/overlay.mp4
 
-Checkpoints: an orbax directory (`checkpoints.save_variables` output, a training workdir or one
-of its step folders) or an authors'-format PyTorch .pth (converted in memory; needs torch).
-Frames are resized to `config.data.image_size` for the model and the probabilities back to the
-input size; the per-video predictor is the one the model's family asks for
-(`inference.predictor_for`: streaming, or whole-clip for offline models).
+Checkpoints: an orbax directory (a converted checkpoint, a training workdir or one of its step
+folders) or an authors'-format PyTorch .pth (converted in memory; needs torch). Frames are
+resized to `config.data.image_size` for the model and the probabilities back to the input size;
+the per-video predictor is the one the model's family asks for (streaming, or whole-clip for
+offline models). `api.load_config("configs/hs2s.py:demo")` loads a config file by path.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rnn_vos_jax import segment
-from rnn_vos_jax.segmenter import (
-    TORCH_SUFFIXES,
-    Segmenter,
-    check_variables,
-    load_config,
-    object_ids,
-)
+from rnn_vos_jax.inference import own_video, segmenter
+from rnn_vos_jax.runtime import config_files
 
-__all__ = [
-    "TORCH_SUFFIXES",
-    "Segmenter",
-    "check_variables",
-    "load_config",
-    "object_ids",
-    "segment_video",
-]
+Segmenter = segmenter.Segmenter  # the API's object: a model with its weights (its docstring)
+load_config = config_files.load_config
 
 
 def segment_video(
@@ -49,8 +36,8 @@ def segment_video(
     output: str,
     overlay: str = "mp4",
     **kwargs: Any,
-):
-    """Segments your own video: `python -m rnn_vos_jax.segment` as one call (see segment.py).
+) -> own_video.SegmentResult:
+    """Segments your own video: `python -m rnn_vos_jax.segment` as one call.
 
     Args:
       config: config (ConfigDict) or file spec such as 'configs/hs2s.py'; None if `checkpoint`
@@ -63,7 +50,6 @@ def segment_video(
       **kwargs: overwrite=False, fps=None, show_progress=True.
 
     Returns:
-      segment.SegmentResult: the written paths (annotations, pngs, overlay, record), object ids
-      and their first frames.
+      The written paths (annotations, pngs, overlay, record), object ids and their first frames.
     """
-    return segment.segment_video(config, checkpoint, video, masks, output, overlay, **kwargs)
+    return own_video.segment_video(config, checkpoint, video, masks, output, overlay, **kwargs)

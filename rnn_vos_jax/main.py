@@ -7,8 +7,8 @@ With a demo config (config.demo.enabled) --mode=train runs the whole demo: synth
 conversion -> training -> evaluation -> J&F table.
 
 Exit status: 0 when done; 1 on an error; 143 / 130 when SIGTERM / SIGINT stopped training after
-it saved a checkpoint at the current step (rnn_vos_jax/preemption.py; rerun to resume). Several
-processes: rnn_vos_jax/multihost.py.
+it saved a checkpoint at the current step (rnn_vos_jax/runtime/preemption.py; rerun to resume). Several
+processes: rnn_vos_jax/runtime/multihost.py.
 """
 
 from absl import app, flags, logging
@@ -23,10 +23,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def _hide_accelerators_from_tensorflow() -> None:
     # TensorFlow is only needed by the input pipeline; without it there is nothing to hide.
     try:
-        from rnn_vos_jax import input_pipeline
+        from rnn_vos_jax.data import pipeline
     except ImportError:
         return
-    input_pipeline.hide_accelerators_from_tensorflow()
+    pipeline.hide_accelerators_from_tensorflow()
 
 
 def main(argv):
@@ -35,7 +35,7 @@ def main(argv):
     _hide_accelerators_from_tensorflow()
     # Orbax logs each checkpoint write in detail at INFO; keep the progress lines readable.
     logging.get_absl_logger().addFilter(lambda r: r.levelno >= 30 or "orbax" not in r.pathname)
-    from rnn_vos_jax import multihost
+    from rnn_vos_jax.runtime import multihost
 
     multihost.initialize()
     import jax
@@ -51,21 +51,21 @@ def main(argv):
     config, workdir = CONFIG.value, FLAGS.value
     with multihost.exit_on_failure():
         if MODE.value == "eval":
-            from rnn_vos_jax import evaluate
+            from rnn_vos_jax.evaluation import job
 
-            evaluate.run(config, workdir)
+            job.run(config, workdir)
         elif config.demo.enabled:
-            from rnn_vos_jax import demo
+            from rnn_vos_jax.training import demo
 
             demo.run(config, workdir)
         else:
-            from rnn_vos_jax import train
+            from rnn_vos_jax.training import loop
 
-            train.run(config, workdir)
+            loop.run(config, workdir)
 
 
 if __name__ == "__main__":
-    from rnn_vos_jax import host_memory
+    from rnn_vos_jax.runtime import host_memory
 
     host_memory.reexec_with_huge_pages()
     app.run(main)

@@ -2,7 +2,10 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+
+from rnn_vos_jax.configs import hs2s as hs2s_config
 
 # XLA's CPU optimisation passes cost more compile time than they save at these tiny sizes.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -79,11 +82,13 @@ def random_variables_of(module, *args, seed=0, **kwargs):
 def save_random_checkpoint(path, model_config, seed=0):
     """Saves fan-in-scaled random variables of `model_config`'s model (its own variable tree,
     without compiling model.init) as an orbax variables directory; returns `path`."""
-    from rnn_vos_jax import checkpoints, convert_torch, torch_keys
+    from rnn_vos_jax import models
+    from rnn_vos_jax.models import torch_keys
+    from rnn_vos_jax.runtime import checkpoints
 
     rng = np.random.default_rng(seed)
     flat = {}
-    for p, s in convert_torch.expected_variables(model_config).items():
+    for p, s in models.expected_variables(models.build(model_config)).items():
         scale = 1.0 / np.sqrt(np.prod(s.shape[:-1])) if len(s.shape) > 1 else 0.05
         flat[p] = rng.normal(0.0, scale, s.shape).astype(np.float32)
         if p[-1] == "var":  # BatchNorm variances must be positive
@@ -97,3 +102,14 @@ def assert_close(got, want, rtol=1e-5):
     want = np.asarray(want)
     scale = max(1.0, float(np.abs(want).max()))
     np.testing.assert_allclose(np.asarray(got), want, atol=rtol * scale, rtol=0)
+
+
+def config_with_model(model_fields, **overrides):
+    """A full config (configs/hs2s.py: every key with its one default) whose config.model is
+    exactly `model_fields` (the model's other fields keep their defaults), with dotted-key
+    `overrides` ({'data.eval_dir': ..., 'eval.feedback': ...}) applied; unlocked."""
+    config = hs2s_config.get_config()
+    config.unlock()
+    config.model = ml_collections.ConfigDict(dict(model_fields))
+    config.update_from_flattened_dict(overrides)
+    return config

@@ -7,7 +7,8 @@ import ml_collections
 import pytest
 
 from benchmarks import ablations
-from configs import hs2s as hs2s_config
+from rnn_vos_jax.configs import hs2s as hs2s_config
+from rnn_vos_jax.models import backbones, cells, fusion
 
 
 def test_every_variant_is_a_config_and_every_registered_block_is_in_a_table():
@@ -22,9 +23,9 @@ def test_every_variant_is_a_config_and_every_registered_block_is_in_a_table():
         seen["fusion"].add(c.model.fusion)
         seen["references"].add(c.model.references)
         seen["backbone"].add(c.model.backbone)
-    for key, registry in hs2s_config.BLOCKS.items():
-        if key != "skip_cell":
-            assert seen[key] >= set(registry.REGISTRY.names()), key
+    registries = {"cell": cells, "fusion": fusion, "backbone": backbones}
+    for key, registry in registries.items():
+        assert seen[key] >= set(registry.REGISTRY.names()), key
     assert seen["references"] == {"both", "first", "previous"}
     for table, rows in ablations.TABLES.items():
         assert rows[0][1] == "" and len(ablations.PAPER[table]) == len(rows)

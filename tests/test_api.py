@@ -6,7 +6,8 @@ import model_testing
 import numpy as np
 import pytest
 
-from rnn_vos_jax import api, inference
+from rnn_vos_jax import api
+from rnn_vos_jax.inference import object_merge
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(ROOT, "configs/s2s.py:demo")
@@ -49,16 +50,16 @@ def test_bool_mask_gives_per_frame_probabilities(seg):
     np.testing.assert_array_equal(probs[0], mask.astype(np.float32))
     assert np.all((probs >= 0) & (probs <= 1))
     assert probs[1:].std() > 0  # a real prediction, not a constant fill
-    assert api.object_ids(mask) == [1]
+    assert api.Segmenter.object_ids(mask) == [1]
 
 
 def test_id_mask_equals_objects_segmented_one_by_one(seg):
     frames, ids = _video()
     probs = seg.segment(frames, ids)
-    assert api.object_ids(ids) == [2, 5]
+    assert api.Segmenter.object_ids(ids) == [2, 5]
     assert probs.shape == (3, 2, *VIDEO_SIZE)
     np.testing.assert_array_equal(probs[0, 0], (ids == 2).astype(np.float32))
-    np.testing.assert_array_equal(inference.merge_probabilities(probs[0], [2, 5]), ids)
+    np.testing.assert_array_equal(object_merge.merge_probabilities(probs[0], [2, 5]), ids)
     # Objects do not interact: batched == one at a time.
     for k, obj in enumerate((2, 5)):
         alone = seg.segment(frames, ids == obj)
@@ -86,7 +87,7 @@ def test_input_errors_are_named(seg):
 def test_from_checkpoint_refuses_weights_of_another_config(checkpoint_dir, tmp_path):
     by_spec = api.Segmenter.from_checkpoint(checkpoint_dir, SPEC)  # config file spec string
     assert by_spec.image_size == tuple(api.load_config(SPEC).data.image_size)
-    with pytest.raises(ValueError, match="(?s)does not fit config.model .*mis-shaped"):
+    with pytest.raises(ValueError, match="(?s)does not fit the model \\(S2S\\):.*mis-shaped"):
         api.Segmenter.from_checkpoint(checkpoint_dir, _config(width_divisor=8))
     with pytest.raises(FileNotFoundError):
         api.Segmenter.from_checkpoint(str(tmp_path / "nothing"), _config())

@@ -14,8 +14,8 @@ torch = pytest.importorskip("torch")
 
 import axial_reference as ar
 
-from rnn_vos_jax import models, torch_keys
-from rnn_vos_jax.models import backbones
+from rnn_vos_jax import models
+from rnn_vos_jax.models import backbones, torch_keys
 from rnn_vos_jax.models.backbones import axial
 
 NEW_LAYERS = ("mask_conv", "added_conv", "added_bn")

@@ -16,10 +16,11 @@ torch = pytest.importorskip("torch")
 
 import torch_reference as tr
 
-from rnn_vos_jax import backbone_init, convert_torch, torch_keys
-from rnn_vos_jax.models import layers
+from rnn_vos_jax import models
+from rnn_vos_jax.models import layers, torch_keys
 from rnn_vos_jax.models.backbones import vgg
 from rnn_vos_jax.models.hs2s_encoder import HS2SEncoder
+from rnn_vos_jax.weights import backbone_init
 
 DIV = 16
 TOL = 1e-4
@@ -41,7 +42,7 @@ def _random_variables(cfg, seed=0):
     rng = np.random.default_rng(seed)
     flat = {
         p: (rng.uniform(0.5, 1.5, s.shape) if p[-1] == "var" else rng.normal(0, 0.1, s.shape))
-        for p, s in convert_torch.expected_variables(cfg).items()
+        for p, s in models.expected_variables(models.build(cfg)).items()
     }
     return torch_keys.unflatten_variables({p: v.astype(np.float32) for p, v in flat.items()})
 

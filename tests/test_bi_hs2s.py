@@ -10,13 +10,13 @@ import itertools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import model_testing as mt
 import numpy as np
 import pytest
 
-from configs import bi_hs2s as bi_config
-from rnn_vos_jax import api, inference, models
+from rnn_vos_jax import api, models
+from rnn_vos_jax.configs import bi_hs2s as bi_config
+from rnn_vos_jax.inference import predictors
 
 SIZE = (32, 64)
 T = 5
@@ -76,31 +76,31 @@ def test_teacher_forcing_with_its_own_predictions_is_the_free_running_prediction
 
 
 def test_clip_windows_known_answers_and_errors():
-    assert inference.clip_windows(7, 0, 1) == [(0, 7, 6)]
-    assert inference.clip_windows(7, 7, 3) == [(0, 7, 6)]  # the window covers the clip
-    assert inference.clip_windows(10, 4, 1) == [(0, 4, 3), (3, 7, 6), (6, 10, 9)]
-    assert inference.clip_windows(10, 4, 2) == [(0, 4, 2), (2, 6, 4), (4, 8, 6), (6, 10, 9)]
+    assert predictors.clip_windows(7, 0, 1) == [(0, 7, 6)]
+    assert predictors.clip_windows(7, 7, 3) == [(0, 7, 6)]  # the window covers the clip
+    assert predictors.clip_windows(10, 4, 1) == [(0, 4, 3), (3, 7, 6), (6, 10, 9)]
+    assert predictors.clip_windows(10, 4, 2) == [(0, 4, 2), (2, 6, 4), (4, 8, 6), (6, 10, 9)]
     # The last window moves back to end on the last frame: the same length, more overlap.
-    assert inference.clip_windows(9, 5, 2) == [(0, 5, 3), (3, 8, 4), (4, 9, 8)]
+    assert predictors.clip_windows(9, 5, 2) == [(0, 5, 3), (3, 8, 4), (4, 9, 8)]
     for length in range(2, 40):
         for window, overlap in ((2, 1), (5, 2), (8, 7)):
-            ws = inference.clip_windows(length, window, overlap)
+            ws = predictors.clip_windows(length, window, overlap)
             kept = [f for a, _, k in ws for f in range(a + 1, k + 1)]
             assert kept == list(range(1, length)), (length, window, overlap)
             for (a, b, k), (a2, _, _) in itertools.pairwise(ws):
                 assert b - a == window and a2 == k and b - a2 >= overlap
     for window, overlap in ((1, 1), (4, 0), (4, 4)):
         with pytest.raises(ValueError, match=f"clip_window={window}, clip_overlap={overlap}"):
-            inference.clip_windows(10, window, overlap)
+            predictors.clip_windows(10, window, overlap)
 
 
 def test_window_covering_the_clip_is_the_whole_clip():
     model, variables = _tiny("bi_hs2s")[:2]
     frames, mask = _video(T)
     whole = np.stack(
-        list(inference.ClipPredictor(model, variables, SIZE).predict(frames, {1: (0, mask)}))
+        list(predictors.ClipPredictor(model, variables, SIZE).predict(frames, {1: (0, mask)}))
     )
-    covered = inference.ClipPredictor(model, variables, SIZE, window=T, overlap=2)
+    covered = predictors.ClipPredictor(model, variables, SIZE, window=T, overlap=2)
     got = np.stack(list(covered.predict(frames, {1: (0, mask)})))
     np.testing.assert_array_equal(got, whole)
     logits = _predict_clip()(
@@ -114,12 +114,12 @@ def test_windows_on_a_longer_clip_hand_over_the_predicted_mask():
     4, [4,9) from frame 4's keeps 5..8 (clip_windows(9, 5, 2))."""
     model, variables = _tiny("bi_hs2s")[:2]
     frames, mask = _video(9, seed=1)
-    windowed = inference.ClipPredictor(model, variables, SIZE, window=5, overlap=2)
+    windowed = predictors.ClipPredictor(model, variables, SIZE, window=5, overlap=2)
     got = np.stack(list(windowed.predict(frames, {1: (0, mask)})))
     assert got.shape == (9, 1, *SIZE)
     np.testing.assert_array_equal(got[0, 0], mask)
 
-    run = inference._compiled_clip(model)
+    run = predictors._compiled_clip(model)
     first = jnp.asarray(mask[None, ..., None], jnp.float32)
     want, handed = {}, []
     for start, stop, keep in ((0, 5, 3), (3, 8, 4), (4, 9, 8)):
@@ -148,23 +148,26 @@ def test_windows_on_a_longer_clip_hand_over_the_predicted_mask():
 def test_window_settings_come_from_config_eval_and_need_a_clip_family():
     config = bi_config.get_config("demo")
     defaults = {"clip_window": 0, "clip_overlap": 1, "feedback": "independent"}
-    assert inference.predictor_options(config) == defaults
+    assert predictors.predictor_options(config) == defaults
     config.eval.clip_window, config.eval.clip_overlap = 40, 8
-    assert inference.predictor_options(config) == {**defaults, "clip_window": 40, "clip_overlap": 8}
-    assert inference.predictor_options(ml_collections.ConfigDict()) == defaults
+    assert predictors.predictor_options(config) == {
+        **defaults,
+        "clip_window": 40,
+        "clip_overlap": 8,
+    }
     model = models.build(config.model)
-    predictor = inference.predictor_for(model, None, SIZE, **inference.predictor_options(config))
+    predictor = predictors.predictor_for(model, None, SIZE, **predictors.predictor_options(config))
     assert (predictor.window, predictor.overlap) == (40, 8)
     with pytest.raises(ValueError, match="clip_window=4, clip_overlap=4"):
-        inference.predictor_for(model, None, SIZE, clip_window=4, clip_overlap=4)
+        predictors.predictor_for(model, None, SIZE, clip_window=4, clip_overlap=4)
     # Bi-HS2S feeds its masks back inside predict_clip: exclusive feedback cannot reach them.
     with pytest.raises(ValueError, match="feedback='exclusive': model family 'bi_hs2s'"):
-        inference.predictor_for(model, None, SIZE, feedback="exclusive")
+        predictors.predictor_for(model, None, SIZE, feedback="exclusive")
     hs2s = models.build({"name": "hs2s", **models.family("hs2s").tiny})
     with pytest.raises(ValueError, match="clip_window=4: model family 'hs2s' predicts streaming"):
-        inference.predictor_for(hs2s, None, SIZE, clip_window=4)
+        predictors.predictor_for(hs2s, None, SIZE, clip_window=4)
     with pytest.raises(ValueError, match=r"config.eval.feedback='merged': expected one of"):
-        inference.predictor_for(hs2s, None, SIZE, feedback="merged")
+        predictors.predictor_for(hs2s, None, SIZE, feedback="merged")
 
 
 def test_initializer_needs_a_convlstm_cell():

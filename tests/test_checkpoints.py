@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from rnn_vos_jax import checkpoints, sharding, train_state
+from rnn_vos_jax.runtime import checkpoints
+from rnn_vos_jax.training import sharding, train_state
 
 
 def _state(mesh, scale=1.0):

@@ -4,16 +4,14 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from rnn_vos_jax import input_pipeline
+from rnn_vos_jax.data import pipeline
 
 
 def _chosen(n, length, u, index, skip):
     data = ml_collections.ConfigDict({"max_frame_skip": skip})
     frames = tf.range(100, 100 + n, dtype=tf.int32)
     key = tf.constant([3, index], tf.int64)
-    chosen, count = input_pipeline.clip_frames(
-        frames, tf.constant(length), tf.constant(u), key, data
-    )
+    chosen, count = pipeline.clip_frames(frames, tf.constant(length), tf.constant(u), key, data)
     return chosen.numpy() - 100, int(count)
 
 

@@ -10,8 +10,10 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import bi_hs2s, common, hs2s, s2s, s2s_pp
-from rnn_vos_jax import distance, models, schedules
+from rnn_vos_jax import models
+from rnn_vos_jax.configs import bi_hs2s, common, hs2s, s2s, s2s_pp
+from rnn_vos_jax.data import distance
+from rnn_vos_jax.training import schedules
 
 FAMILIES = {"hs2s": hs2s, "s2s": s2s, "s2s_pp": s2s_pp, "bi_hs2s": bi_hs2s}
 CLASSES = {"hs2s": "HS2S", "s2s": "S2S", "s2s_pp": "S2SPlusPlus", "bi_hs2s": "BiHS2S"}
@@ -48,7 +50,7 @@ def test_every_registered_family_has_its_config_file():
     import importlib
 
     for name in models.FAMILIES:
-        module = importlib.import_module(f"configs.{name}")
+        module = importlib.import_module(f"rnn_vos_jax.configs.{name}")
         for arg in module.VARIANTS:
             assert module.get_config(arg or None).model.name == name
 
@@ -84,7 +86,7 @@ def test_demo_is_demo_base_made_wider_and_shorter_and_raft_keeps_demo_base():
     assert demo.train.loss.to_dict() == base.train.loss.to_dict()
     assert {**demo.model.to_dict(), "width_divisor": 16, "mask_morph": 0} == base.model.to_dict()
     assert {**demo.eval.to_dict(), "feedback": "independent"} == base.eval.to_dict()
-    from configs import raft_hs2s
+    from rnn_vos_jax.configs import raft_hs2s
 
     for arg in ("demo", "demo_base"):
         raft = raft_hs2s.get_config(arg)
@@ -123,18 +125,18 @@ def test_s2s_pp_default_is_the_authors_recipe_and_skip_variants():
 
 
 def test_data_section_has_exactly_the_pipeline_keys():
-    input_pipeline = pytest.importorskip("rnn_vos_jax.input_pipeline")
-    from rnn_vos_jax import augment, input_pipeline_eval, input_pipeline_files  # TensorFlow too
+    pipeline = pytest.importorskip("rnn_vos_jax.data.pipeline")
+    from rnn_vos_jax.data import augment, eval_records, record_files  # TensorFlow too
 
-    expected = set(input_pipeline.DATA_KEYS)
-    assert len(expected) == len(input_pipeline.DATA_KEYS)
+    expected = set(pipeline.DATA_KEYS)
+    assert len(expected) == len(pipeline.DATA_KEYS)
     assert set(common.data_config(batch_size=1, curriculum="none")) == expected
     for module in FAMILIES.values():
         for arg in (None, "demo"):
             assert set(module.get_config(arg).data) == expected
     # Every key the pipeline and the augmentation read is one of them, and is documented.
     read = set()
-    for module in (input_pipeline, augment, input_pipeline_eval, input_pipeline_files):
+    for module in (pipeline, augment, eval_records, record_files):
         source = inspect.getsource(module)
         read |= set(re.findall(r"(?<![.\w])data\.(\w+)", source))  # not tf.data.X
         read |= set(re.findall(r"(?<![.\w])data\.get\(\"(\w+)\"", source))
@@ -142,7 +144,7 @@ def test_data_section_has_exactly_the_pipeline_keys():
     assert "max_frame_skip" in read and "affine_units" in read  # the patterns do match
     assert read <= expected, read - expected
     for key in expected:
-        assert re.search(rf"^  (\w+, )*{key}\b", input_pipeline.__doc__, re.MULTILINE), key
+        assert re.search(rf"^  (\w+, )*{key}\b", pipeline.__doc__, re.MULTILINE), key
 
 
 def test_bad_config_argument_is_named():
@@ -182,7 +184,7 @@ def test_command_line_overrides_and_misspelled_key():
 
 @pytest.mark.parametrize("name", ["hs2s", "s2s_pp"])
 def test_num_classes_follows_the_distance_data_keys(name):
-    from rnn_vos_jax import train  # TensorFlow-free at import
+    from rnn_vos_jax.training import loop  # TensorFlow-free at import
 
     config = _parse(
         [
@@ -194,10 +196,10 @@ def test_num_classes_follows_the_distance_data_keys(name):
     )
     assert config.model.num_classes == 6 == distance.num_distance_classes(10, 5)
     assert hs2s.get_config("demo").model.num_classes == 6  # the demo sets border 10 / bin 5
-    train.check_distance_classes(config)
+    loop.check_distance_classes(config)
     config = _parse(["main", f"--config=configs/{name}.py", "--config.model.num_classes=6"])
     with pytest.raises(ValueError, match="num_classes=6.*border=20.*bin_size=1.*42"):
-        train.check_distance_classes(config)
+        loop.check_distance_classes(config)
 
 
 def test_hs2s_schedules_follow_the_authors_epochs():

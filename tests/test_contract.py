@@ -14,9 +14,10 @@ import model_testing as mt
 import numpy as np
 import pytest
 
-from rnn_vos_jax import convert_torch, models, torch_keys
-from rnn_vos_jax.models import backbones, cells, fusion
+from rnn_vos_jax import models
+from rnn_vos_jax.models import backbones, cells, fusion, torch_keys
 from rnn_vos_jax.models.recurrent import scan_over_time
+from rnn_vos_jax.weights import torch_checkpoints
 
 FAMILIES = models.FAMILIES.names()
 B, T, H, W = 2, 3, 64, 64
@@ -179,8 +180,8 @@ def test_checkpoint_conversion_round_trip(name):
     """Our variables -> the authors' file layout -> convert_state gives them back, bit for bit."""
     fam, _, variables = _tiny(name)[:3]
     config = {"name": fam.name, **fam.tiny, **VARIANTS.get(name, (None, {}))[1]}
-    ckpt = convert_torch.export_state(variables, config)
-    back = convert_torch.convert_state(ckpt, config, "exported")
+    ckpt = torch_checkpoints.export_state(variables, config)
+    back = torch_checkpoints.convert_state(ckpt, config, "exported")
     want = torch_keys.flatten_variables(variables)
     got = torch_keys.flatten_variables(back)
     assert set(got) == set(want)

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import runpy
 import shutil
 
 import numpy as np
@@ -12,15 +13,23 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from data_prep import convert, make_synthetic, video_record
-from rnn_vos_jax import annotations, vos_reader
-from rnn_vos_jax import record_schema as rs
+from rnn_vos_jax.data import annotations, vos_reader
+from rnn_vos_jax.data import record_schema as rs
+from rnn_vos_jax.data.conversion import convert, video_record
+from rnn_vos_jax.data.synthetic import generate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli_main(argv):
+    """The main() of the command `python data_prep/convert.py`, run in this process."""
+    return runpy.run_path(os.path.join(REPO, "data_prep", "convert.py"))["main"](argv)
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("synth"))
-    make_synthetic.make_dataset(
+    generate.make_dataset(
         root, 5, 2, seed=2, frame_sizes=((48, 64), (32, 48)), num_frames=(3, 5), num_objects=(1, 3)
     )
     return root
@@ -365,12 +374,12 @@ def test_bad_input_names_the_file_and_skip_mode_lists_it(synth, tmp_path, capsys
 
 def test_cli(synth, tmp_path, capsys):
     out = str(tmp_path / "out")
-    convert.main([f"--input_dir={synth}/valid", f"--output_dir={out}", "--num_shards=1"])
+    _cli_main([f"--input_dir={synth}/valid", f"--output_dir={out}", "--num_shards=1"])
     assert "converted 2 videos" in capsys.readouterr().out
     assert os.listdir(out) and _parse(out).keys() == _meta(os.path.join(synth, "valid")).keys()
     renamed = str(tmp_path / "renamed")
     argv = [f"--input_dir={synth}/valid", f"--output_dir={renamed}", "--split=heldout"]
-    convert.main([*argv, "--num_shards=2"])
+    _cli_main([*argv, "--num_shards=2"])
     assert sorted(f for f in os.listdir(renamed) if f.endswith(".tfrecord")) == [
         "heldout-00000-of-00002.tfrecord",
         "heldout-00001-of-00002.tfrecord",
@@ -382,6 +391,6 @@ def test_cli(synth, tmp_path, capsys):
     meta, name, frames = _first(split_dir)
     bad = _garbage_jpeg(split_dir, meta, name, frames)
     with pytest.raises(SystemExit, match=re.escape(bad)):
-        convert.main([f"--input_dir={split_dir}", f"--output_dir={tmp_path / 'o2'}"])
+        _cli_main([f"--input_dir={split_dir}", f"--output_dir={tmp_path / 'o2'}"])
     with pytest.raises(ValueError, match="on_error"):
         convert.convert(split_dir, str(tmp_path / "o3"), on_error="ignore")

@@ -15,7 +15,9 @@ torch = pytest.importorskip("torch")
 
 import torch_reference as tr
 
-from rnn_vos_jax import api, convert_torch, torch_keys
+from rnn_vos_jax import api, models
+from rnn_vos_jax.models import torch_keys
+from rnn_vos_jax.weights import torch_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = (64, 96)
@@ -135,9 +137,9 @@ def test_every_variable_covered_exactly_once(family, hs2s_torch, s2spp_torch):
         k: ({kk: vv.numpy() for kk, vv in v.items()} if k != "optimizer" else v)
         for k, v in ckpt.items()
     }
-    variables = convert_torch.convert_state(numpy_ckpt, cfg.model)
+    variables = torch_checkpoints.convert_state(numpy_ckpt, cfg.model)
     flat = torch_keys.flatten_variables(variables)
-    expected = convert_torch.expected_variables(cfg.model)
+    expected = models.expected_variables(models.build(cfg.model))
     assert set(flat) == set(expected)
     tensors = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     assert len(tensors) == len(flat)
@@ -153,7 +155,7 @@ def test_every_variable_covered_exactly_once(family, hs2s_torch, s2spp_torch):
         bn = variables["batch_stats"]["encoder"]["conv2"]["0"]["bn3"]["var"]
         np.testing.assert_array_equal(bn, state["encoder.conv2.0.bn3.running_var"].numpy())
     # Exporting gives the authors' file back: same structure, same keys, same tensors.
-    exported = convert_torch.export_state(variables, cfg.model)
+    exported = torch_checkpoints.export_state(variables, cfg.model)
     want = {k: v for k, v in numpy_ckpt.items() if k != "optimizer"}
     assert set(exported) == set(want)
     for part, sd in want.items():
@@ -166,17 +168,17 @@ def test_every_variable_covered_exactly_once(family, hs2s_torch, s2spp_torch):
 def test_hs2s_bare_state_dict_and_layout_errors(hs2s_torch):
     cfg = _hs2s_config()
     bare = {k: v.numpy() for k, v in hs2s_torch.state_dict().items()}  # no 'module.' prefix
-    variables = convert_torch.convert_state(bare, cfg.model)
+    variables = torch_checkpoints.convert_state(bare, cfg.model)
     np.testing.assert_array_equal(
         variables["params"]["decoder"]["merge_"]["bias"], bare["decoder.merge_.bias"]
     )
     with pytest.raises(ValueError, match="'hs2s' checkpoint but config.model.name is 's2s_pp'"):
-        convert_torch.convert_state(bare, _s2spp_config().model, "x.pth")
+        torch_checkpoints.convert_state(bare, _s2spp_config().model, "x.pth")
     backbone = {k: v.numpy() for k, v in tr.ResNet((1, 1, 1, 1), div=16).state_dict().items()}
     with pytest.raises(ValueError, match="none of its 104 tensors .*backbone_init"):
-        convert_torch.convert_state(backbone, cfg.model, "resnet50.pth")
+        torch_checkpoints.convert_state(backbone, cfg.model, "resnet50.pth")
     with pytest.raises(ValueError, match=r"unknown checkpoint layout .*\['epoch', 'net'\]"):
-        convert_torch.convert_state({"net": 1, "epoch": 3}, cfg.model, "x.pth")
+        torch_checkpoints.convert_state({"net": 1, "epoch": 3}, cfg.model, "x.pth")
 
 
 def test_missing_unexpected_misshaped_all_listed(hs2s_torch, tmp_path):
@@ -188,18 +190,18 @@ def test_missing_unexpected_misshaped_all_listed(hs2s_torch, tmp_path):
     sd["module.memory.conv.bias"] = torch.zeros(5)
     pth = str(tmp_path / "bad.pth")
     torch.save(ckpt, pth)
-    with pytest.raises(convert_torch.ConversionError) as err:
-        convert_torch.convert_checkpoint(pth, _hs2s_config().model)
+    with pytest.raises(torch_keys.ConversionError) as err:
+        torch_checkpoints.convert_checkpoint(pth, _hs2s_config().model)
     msg = str(err.value)
     assert "2 missing, 1 unexpected, 1 mis-shaped" in msg
     assert "params/decoder/conv_1/kernel" in msg
     assert "batch_stats/encoder/reduce_bn/mean" in msg
     assert "decoder.extra_head.weight" in msg
     assert "memory.conv.bias: torch shape (5,)" in msg and "needs (256,)" in msg
-    with pytest.raises(convert_torch.ConversionError):  # nothing is written on failure
-        convert_torch.convert_to_directory(pth, _hs2s_config().model, str(tmp_path / "out"))
+    with pytest.raises(torch_keys.ConversionError):  # nothing is written on failure
+        torch_checkpoints.convert_to_directory(pth, _hs2s_config().model, str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
     with pytest.raises(FileExistsError, match="already exists"):
-        convert_torch.convert_to_directory(pth, _hs2s_config().model, str(tmp_path))
+        torch_checkpoints.convert_to_directory(pth, _hs2s_config().model, str(tmp_path))
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        convert_torch.convert_checkpoint(str(tmp_path / "nope.pth"), _hs2s_config().model)
+        torch_checkpoints.convert_checkpoint(str(tmp_path / "nope.pth"), _hs2s_config().model)

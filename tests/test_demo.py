@@ -8,7 +8,7 @@ import sys
 import pytest
 import tiny_run
 
-from rnn_vos_jax import metric_writer
+from rnn_vos_jax.runtime import metric_writer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = {

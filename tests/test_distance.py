@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from rnn_vos_jax import distance
+from rnn_vos_jax.data import distance
 
 
 def _reference(mask, border, bin_size):

@@ -11,22 +11,18 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
+import model_testing as mt
 import numpy as np
 import pytest
 import tiny_run
 from PIL import Image
 
-from data_prep import make_synthetic
-from rnn_vos_jax import (
-    checkpoints,
-    eval_data,
-    eval_predict,
-    evaluate,
-    inference,
-    models,
-    vos_reader,
-)
+from rnn_vos_jax import models
+from rnn_vos_jax.data import vos_reader
+from rnn_vos_jax.data.synthetic import generate
+from rnn_vos_jax.evaluation import job, predict, videos
+from rnn_vos_jax.inference import object_merge, predictors
+from rnn_vos_jax.runtime import checkpoints
 
 TINY_MODEL = {"name": "hs2s", "width_divisor": 16, "blocks": (1, 1, 1, 1), "num_classes": 6}
 IMAGE_SIZE = (32, 64)
@@ -69,29 +65,14 @@ def tiny(tmp_path_factory):
 
 
 def _config(tiny, eval_dir, **eval_overrides):
-    return ml_collections.ConfigDict(
-        {
-            "seed": 0,
+    return mt.config_with_model(
+        TINY_MODEL,
+        **{
             "init_from": tiny[2],
-            "model": dict(TINY_MODEL),
-            "data": {
-                "image_size": IMAGE_SIZE,
-                "eval_dir": eval_dir,
-                "eval_records": "",
-                "train_records": "",
-            },
-            "eval": {
-                "split": "valid",
-                "watch": False,
-                "include_first_last": False,
-                "ignore_void": False,
-                "all_frames_dir": "",
-                "batch_objects": 0,
-                "save_pngs": True,
-                "train_meta": "",
-                **eval_overrides,
-            },
-        }
+            "data.image_size": IMAGE_SIZE,
+            "data.eval_dir": eval_dir,
+            **{f"eval.{k}": v for k, v in eval_overrides.items()},
+        },
     )
 
 
@@ -105,7 +86,7 @@ def test_all_frames_protocol(tiny, tmp_path):
     valid's frames; a late object starts at its first annotated frame; the recurrent state
     advanced on the frames in between (outputs differ from running on valid's frames alone)."""
     model, variables, _ = tiny
-    splits = make_synthetic.make_dataset(
+    splits = generate.make_dataset(
         str(tmp_path / "data"),
         num_train=1,
         num_valid=2,
@@ -117,15 +98,15 @@ def test_all_frames_protocol(tiny, tmp_path):
     )
     valid = vos_reader.VOSReader(splits["valid"])
     dense = vos_reader.VOSReader(splits["valid_all_frames"])
-    predictor = inference.predictor_for(model, variables, IMAGE_SIZE)
+    predictor = predictors.predictor_for(model, variables, IMAGE_SIZE)
     config = _config(tiny, splits["valid"], all_frames_dir=splits["valid_all_frames"])
-    result = evaluate.evaluate_checkpoint(config, str(tmp_path / "all"))
+    result = job.evaluate_checkpoint(config, str(tmp_path / "all"))
     out = tmp_path / "all" / "eval" / "valid" / "Annotations"
     late = 0
     for name in valid.video_names():
         info = valid.video(name)
         assert sorted(p[:-4] for p in os.listdir(out / name)) == info.frames  # valid's frames only
-        video = eval_data.reader_video(valid, name, dense)
+        video = videos.reader_video(valid, name, dense)
         keep = video.output_indices()
         assert [video.frame_names[i] for i in keep] == info.frames
         assert video.frame_names == [f"{t:05d}" for t in range(5 * len(info.frames))]
@@ -133,11 +114,11 @@ def test_all_frames_protocol(tiny, tmp_path):
             np.testing.assert_array_equal(
                 video.frames[n], _read(dense.frame_path(name, video.frame_names[n]))
             )
-        probs = np.stack([p for p, _ in eval_predict.probabilities(predictor, video, 0)])
-        sparse = eval_data.reader_video(valid, name)
-        sparse_probs = np.stack([p for p, _ in eval_predict.probabilities(predictor, sparse, 0)])
+        probs = np.stack([p for p, _ in predict.probabilities(predictor, video, 0)])
+        sparse = videos.reader_video(valid, name)
+        sparse_probs = np.stack([p for p, _ in predict.probabilities(predictor, sparse, 0)])
         for n, i in enumerate(keep):  # the PNGs are these probabilities merged
-            ids = inference.merge_probabilities(probs[i], video.object_ids.tolist())
+            ids = object_merge.merge_probabilities(probs[i], video.object_ids.tolist())
             np.testing.assert_array_equal(_read(out / name / (info.frames[n] + ".png")), ids)
         for k, obj in enumerate(video.object_ids):
             first = int(video.first_frame[k])
@@ -160,11 +141,11 @@ def test_all_frames_protocol(tiny, tmp_path):
     shutil.copytree(splits["valid_all_frames"], broken)
     os.remove(broken / "JPEGImages" / name / "00005.jpg")
     with pytest.raises(ValueError, match=f"video {name}: frames \\['00005'\\] .* not in"):
-        eval_data.reader_video(valid, name, vos_reader.VOSReader(str(broken)))
+        videos.reader_video(valid, name, vos_reader.VOSReader(str(broken)))
     records = _config(tiny, "", all_frames_dir=str(broken))
     records.data.eval_records = str(tmp_path / "records")
     with pytest.raises(ValueError, match="all_frames_dir.*needs config.data.eval_dir"):
-        eval_data.EvalSource(records)
+        videos.EvalSource(records)
 
 
 def _free_port():
@@ -176,7 +157,7 @@ def _free_port():
 def test_two_processes_equal_one(tiny, tmp_path, tmp_path_factory):
     """Two JAX processes each evaluate a disjoint share of the videos and write their PNGs;
     process 0 merges once: the same metrics.json and PNGs as one process."""
-    splits = make_synthetic.make_dataset(
+    splits = generate.make_dataset(
         str(tmp_path / "data"),
         num_train=1,
         num_valid=3,
@@ -189,7 +170,7 @@ def test_two_processes_equal_one(tiny, tmp_path, tmp_path_factory):
     cache = tiny_run.compilation_cache_dir(tmp_path_factory)
     old = tiny_run.use_compilation_cache(cache)  # the subprocesses reuse these compilations
     try:
-        one = evaluate.evaluate_checkpoint(config, str(tmp_path / "one"))
+        one = job.evaluate_checkpoint(config, str(tmp_path / "one"))
     finally:
         for key, value in old.items():
             jax.config.update(key, value)

@@ -6,26 +6,19 @@ import shutil
 
 import jax
 import jax.numpy as jnp
-import ml_collections
+import model_testing as mt
 import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import make_synthetic
-from rnn_vos_jax import (
-    annotations,
-    checkpoints,
-    eval_data,
-    eval_predict,
-    evaluate,
-    inference,
-    models,
-    png_writer,
-    run_info,
-    score,
-    vos_reader,
-)
-from rnn_vos_jax.eval_video import EvalVideo
+from rnn_vos_jax import models
+from rnn_vos_jax.data import annotations, vos_reader
+from rnn_vos_jax.data.eval_video import EvalVideo
+from rnn_vos_jax.data.synthetic import generate
+from rnn_vos_jax.evaluation import job, predict, videos
+from rnn_vos_jax.inference import object_merge, png_writer, predictor_inputs, predictors
+from rnn_vos_jax.runtime import checkpoints, run_info
+from rnn_vos_jax.scoring import folders
 
 TINY_MODEL = {"name": "hs2s", "width_divisor": 16, "blocks": (1, 1, 1, 1), "num_classes": 6}
 IMAGE_SIZE = (32, 64)
@@ -53,7 +46,7 @@ def tiny():
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
-    splits = make_synthetic.make_dataset(
+    splits = generate.make_dataset(
         str(root),
         num_train=2,
         num_valid=3,
@@ -73,14 +66,14 @@ def test_merge_probabilities_known_answer():
         ],
         np.float32,
     )
-    ids = inference.merge_probabilities(probs, [3, 7])
+    ids = object_merge.merge_probabilities(probs, [3, 7])
     # 0.5 is background; ties go to the earlier entry (background, then lower index).
     np.testing.assert_array_equal(ids, [[7, 0, 3], [7, 3, 0]])
     assert ids.dtype == np.uint8
     # A video without objects merges to background everywhere.
-    np.testing.assert_array_equal(inference.merge_probabilities(np.zeros((0, 2, 3)), []), 0)
+    np.testing.assert_array_equal(object_merge.merge_probabilities(np.zeros((0, 2, 3)), []), 0)
     with pytest.raises(ValueError, match="2 object ids"):
-        inference.merge_probabilities(probs[:1], [1, 2])
+        object_merge.merge_probabilities(probs[:1], [1, 2])
 
 
 def _video(rng, n=6, size=(30, 44)):
@@ -97,7 +90,7 @@ def _video(rng, n=6, size=(30, 44)):
 def test_predict_late_objects_and_batching_equivalence(tiny):
     model, variables = tiny
     frames, first = _video(np.random.default_rng(0))
-    predictor = inference.VideoPredictor(model, variables, IMAGE_SIZE)
+    predictor = predictors.StreamingPredictor(model, variables, IMAGE_SIZE)
     out = np.stack(list(predictor.predict(frames, first)))
     assert out.shape == (6, 3, 30, 44) and out.dtype == np.float32
     # Object 4 starts at frame 2, object 9 at frame 5 (the last frame).
@@ -130,7 +123,7 @@ def test_predict_late_objects_and_batching_equivalence(tiny):
         width=frames.shape[2],
     )
     with pytest.raises(ValueError, match="video vid7: object 3 has an empty mask .* 00005"):
-        next(eval_predict.probabilities(predictor, video, 0))
+        next(predict.probabilities(predictor, video, 0))
 
 
 def test_clip_predictor_equals_streaming_predictor(tiny):
@@ -138,13 +131,13 @@ def test_clip_predictor_equals_streaming_predictor(tiny):
     objects starting late and one starting on the last frame."""
     model, variables = tiny
     frames, first = _video(np.random.default_rng(0))
-    streaming = inference.StreamingPredictor(model, variables, IMAGE_SIZE)
-    clip = inference.ClipPredictor(model, variables, IMAGE_SIZE)
+    streaming = predictors.StreamingPredictor(model, variables, IMAGE_SIZE)
+    clip = predictors.ClipPredictor(model, variables, IMAGE_SIZE)
     want = np.stack(list(streaming.predict(frames, first)))
     got = np.stack(list(clip.predict(iter(list(frames)), first)))
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=1e-5)
-    assert isinstance(inference.predictor_for(model, variables, IMAGE_SIZE), type(streaming))
+    assert isinstance(predictors.predictor_for(model, variables, IMAGE_SIZE), type(streaming))
     with pytest.raises(ValueError, match="object 4: first mask on frame 2 is empty"):
         list(clip.predict(frames, {4: (2, np.zeros(frames.shape[1:3], bool))}))
     with pytest.raises(ValueError, match="start outside the video"):
@@ -156,7 +149,7 @@ def test_exclusive_masks_known_answer():
     masks = np.array(
         [[0.9, 0.2, 0.5, 0.1], [0.3, 0.6, 0.5, 0.0], [1.0, 1.0, 1.0, 1.0]], np.float32
     ).reshape(3, 1, 4, 1)
-    got = np.asarray(inference.exclusive_masks(masks, np.array([True, True, False])))
+    got = np.asarray(object_merge.exclusive_masks(masks, np.array([True, True, False])))
     want = np.array(
         # Pixel 2 ties (0.5, 0.5): the earlier object keeps it; pixel 3: object 0 wins (0.1 > 0).
         [[0.9, 0.0, 0.5, 0.1], [0.0, 0.6, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]],
@@ -165,16 +158,16 @@ def test_exclusive_masks_known_answer():
     np.testing.assert_array_equal(got, want)
     # One live object keeps its whole mask.
     np.testing.assert_array_equal(
-        np.asarray(inference.exclusive_masks(masks, np.array([False, True, False]))), masks
+        np.asarray(object_merge.exclusive_masks(masks, np.array([False, True, False]))), masks
     )
 
 
 def _exclusive_reference(model, variables, frames, first):
     """Objects that all start on frame 0, stepped as one batch with the fed-back masks made
     exclusive in numpy: float32[T, K, H0, W0]."""
-    small = np.stack([inference.resize_frame(f, IMAGE_SIZE) for f in frames])
+    small = np.stack([predictor_inputs.resize_frame(f, IMAGE_SIZE) for f in frames])
     ids = sorted(first)
-    masks = np.stack([inference.resize_mask(first[o][1], IMAGE_SIZE) for o in ids])
+    masks = np.stack([predictor_inputs.resize_mask(first[o][1], IMAGE_SIZE) for o in ids])
     k = len(ids)
     carry = model.apply(
         variables,
@@ -190,7 +183,7 @@ def _exclusive_reference(model, variables, frames, first):
         carry, logits = model.apply(
             variables, carry, jnp.broadcast_to(frame, (k, *frame.shape)), method="step"
         )
-        out.append(np.asarray(inference._probabilities(logits, frames.shape[1:3])))
+        out.append(np.asarray(predictors._probabilities(logits, frames.shape[1:3])))
     return np.stack(out)
 
 
@@ -201,8 +194,8 @@ def test_exclusive_feedback_equals_a_reference_loop(tiny):
     model, variables = tiny
     frames, first = _video(np.random.default_rng(0))
     at0 = {o: (0, m) for o, (_, m) in first.items()}
-    exclusive = inference.predictor_for(model, variables, IMAGE_SIZE, feedback="exclusive")
-    independent = inference.StreamingPredictor(model, variables, IMAGE_SIZE)
+    exclusive = predictors.predictor_for(model, variables, IMAGE_SIZE, feedback="exclusive")
+    independent = predictors.StreamingPredictor(model, variables, IMAGE_SIZE)
     got = np.stack(list(exclusive.predict(frames, at0)))
     np.testing.assert_allclose(got, _exclusive_reference(model, variables, frames, at0), atol=1e-5)
     plain = np.stack(list(independent.predict(frames, at0)))
@@ -226,16 +219,15 @@ def test_predict_with_tiny_s2s_pp():
     frames, first = _video(np.random.default_rng(1), n=4)
     first = {1: first[1], 4: first[4]}
     out = np.stack(
-        list(inference.VideoPredictor(model, variables, IMAGE_SIZE).predict(frames, first))
+        list(predictors.StreamingPredictor(model, variables, IMAGE_SIZE).predict(frames, first))
     )
     assert out.shape == (4, 2, 30, 44)
     np.testing.assert_array_equal(out[:2, 1], 0.0)
     np.testing.assert_array_equal(out[2, 1], first[4][1].astype(np.float32))
     assert 0.0 < out[3, 1].mean() < 1.0 and 0.0 < out[1:, 0].mean() < 1.0
     # S2S feeds back no mask: exclusive feedback has nothing to act on.
-    exclusive = inference.StreamingPredictor(model, variables, IMAGE_SIZE, feedback="exclusive")
     with pytest.raises(ValueError, match="model family 's2s_pp' feeds back no mask"):
-        list(exclusive.predict(frames, first))
+        predictors.StreamingPredictor(model, variables, IMAGE_SIZE, feedback="exclusive")
 
 
 def test_png_writer_round_trip_and_errors(tmp_path):
@@ -253,29 +245,15 @@ def test_png_writer_round_trip_and_errors(tmp_path):
 
 
 def _config(dataset, **eval_overrides):
-    config = ml_collections.ConfigDict(
-        {
-            "seed": 0,
-            "init_from": "",
-            "model": dict(TINY_MODEL),
-            "data": {
-                "image_size": IMAGE_SIZE,
-                "eval_dir": dataset["valid"],
-                "eval_records": "",
-                "train_records": "",
-            },
-            "eval": {
-                "split": "valid",
-                "watch": False,
-                "include_first_last": False,
-                "batch_objects": 0,
-                "save_pngs": True,
-                "train_meta": os.path.join(dataset["train"], "meta.json"),
-                **eval_overrides,
-            },
-        }
+    return mt.config_with_model(
+        TINY_MODEL,
+        **{
+            "data.image_size": IMAGE_SIZE,
+            "data.eval_dir": dataset["valid"],
+            "eval.train_meta": os.path.join(dataset["train"], "meta.json"),
+            **{f"eval.{k}": v for k, v in eval_overrides.items()},
+        },
     )
-    return config
 
 
 def _save_checkpoint(workdir, step, variables):
@@ -290,7 +268,7 @@ def test_evaluate_writes_pngs_and_metrics_and_resumes(tiny, dataset, tmp_path, m
     workdir = str(tmp_path / "work")
     _save_checkpoint(workdir, 7, variables)
     config = _config(dataset, batch_objects=2)
-    result = evaluate.run(config, workdir)
+    result = job.run(config, workdir)
 
     out = os.path.join(workdir, "eval", "valid")
     reader = vos_reader.VOSReader(dataset["valid"])
@@ -302,7 +280,7 @@ def test_evaluate_writes_pngs_and_metrics_and_resumes(tiny, dataset, tmp_path, m
     with open(os.path.join(out, "metrics.json")) as f:
         written = json.load(f)
     assert written["checkpoint"] == "step 7" and written["scored"] and written["num_videos"] == 3
-    recomputed = score.score_directory(
+    recomputed = folders.score_directory(
         os.path.join(out, "Annotations"),
         os.path.join(dataset["valid"], "Annotations"),
         os.path.join(dataset["valid"], "meta.json"),
@@ -329,13 +307,11 @@ def test_evaluate_writes_pngs_and_metrics_and_resumes(tiny, dataset, tmp_path, m
 
     # Resume: only the video whose marker is gone is predicted again; same numbers.
     loaded = []
-    real = eval_data.reader_video
-    monkeypatch.setattr(
-        eval_data, "reader_video", lambda r, n, *a: loaded.append(n) or real(r, n, *a)
-    )
+    real = videos.reader_video
+    monkeypatch.setattr(videos, "reader_video", lambda r, n, *a: loaded.append(n) or real(r, n, *a))
     redo = reader.video_names()[1]
     os.remove(os.path.join(out, "done", redo + ".json"))
-    again = evaluate.run(config, workdir)
+    again = job.run(config, workdir)
     assert loaded == [redo]
     assert again["JF_mean"] == pytest.approx(result["JF_mean"])
 
@@ -354,7 +330,7 @@ def test_evaluate_writes_pngs_and_metrics_and_resumes(tiny, dataset, tmp_path, m
     meta["videos"] = {name: meta["videos"][name]}
     (partial / "meta.json").write_text(json.dumps(meta))
     config.data.eval_dir = str(partial)
-    no_gt = evaluate.run(config, workdir)
+    no_gt = job.run(config, workdir)
     assert no_gt["scored"] is False and "missing" in no_gt["message"]
     assert len(os.listdir(os.path.join(workdir, "eval", "partial", "Annotations", name))) == len(
         reader.video(name).frames
@@ -366,13 +342,13 @@ def test_watch_follows_checkpoints_until_the_final_step(tiny, dataset, tmp_path)
     workdir = str(tmp_path / "work")
     _save_checkpoint(workdir, 3, variables)
     config = _config(dataset, watch=True, watch_timeout_s=0.3, watch_poll_s=0.05)
-    first = evaluate.run(config, workdir)  # step 3, then no new checkpoint: timeout
+    first = job.run(config, workdir)  # step 3, then no new checkpoint: timeout
     # What training records in the workdir tells evaluation its final step (no record counting).
     run_info.write(workdir, num_steps=7, steps_per_epoch=1.0)
     assert first["checkpoint"] == "step 3" and first["scored"]
     _save_checkpoint(workdir, 5, variables)
     _save_checkpoint(workdir, 7, variables)
-    last = evaluate.run(config, workdir)  # newest pending is the final step: stops after it
+    last = job.run(config, workdir)  # newest pending is the final step: stops after it
     assert last["checkpoint"] == "step 7"
     assert last["JF_mean"] == pytest.approx(first["JF_mean"])  # same weights
     out = os.path.join(workdir, "eval", "valid")
@@ -394,15 +370,15 @@ def test_evaluate_init_from_keeps_finished_videos_on_error(tiny, dataset, tmp_pa
     config.data.eval_dir = str(data)
     workdir = tmp_path / "work"  # no checkpoints/: evaluates config.init_from
     with pytest.raises(ValueError, match="00005.jpg"):
-        evaluate.run(config, str(workdir))
+        job.run(config, str(workdir))
     with open(workdir / "eval" / "valid" / "done" / f"{names[0]}.json") as f:
         assert json.load(f)["checkpoint"].startswith("init ")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        evaluate.run(_config(dataset), str(tmp_path / "empty"))
+        job.run(_config(dataset), str(tmp_path / "empty"))
 
 
 def test_evaluate_from_records_matches_raw_folder(tiny, dataset, tmp_path):
-    from data_prep import convert
+    from rnn_vos_jax.data.conversion import convert
 
     _, variables = tiny
     records = {s: str(tmp_path / s) for s in ("train", "valid")}
@@ -411,12 +387,12 @@ def test_evaluate_from_records_matches_raw_folder(tiny, dataset, tmp_path):
     raw_work, rec_work = str(tmp_path / "raw"), str(tmp_path / "rec")
     for workdir in (raw_work, rec_work):
         _save_checkpoint(workdir, 1, variables)
-    raw = evaluate.run(_config(dataset), raw_work)
+    raw = job.run(_config(dataset), raw_work)
     config = _config(dataset, train_meta="")
     config.data.eval_dir = ""
     config.data.eval_records = records["valid"]
     config.data.train_records = records["train"]  # seen categories from dataset_info.json
-    rec = evaluate.run(config, rec_work)
+    rec = job.run(config, rec_work)
     assert rec["split"] == "valid" and rec["num_videos"] == raw["num_videos"] == 3
     assert set(rec["per_object"]) == set(raw["per_object"])
     for key, scores in raw["per_object"].items():
@@ -427,10 +403,10 @@ def test_evaluate_from_records_matches_raw_folder(tiny, dataset, tmp_path):
 
 def test_feedback_comes_from_config_eval(tiny, dataset):
     _, variables = tiny
-    predictor = eval_predict.predictor(_config(dataset, feedback="exclusive"), variables)
-    assert isinstance(predictor, inference.StreamingPredictor)
+    predictor = predict.predictor(_config(dataset, feedback="exclusive"), variables)
+    assert isinstance(predictor, predictors.StreamingPredictor)
     assert predictor.feedback == "exclusive"
-    assert eval_predict.predictor(_config(dataset), variables).feedback == "independent"
+    assert predict.predictor(_config(dataset), variables).feedback == "independent"
     config = _config(dataset, feedback="exclusive", batch_objects=2)
     with pytest.raises(ValueError, match="feedback='exclusive' with config.eval.batch_objects=2"):
-        eval_predict.predictor(config, variables)
+        predict.predictor(config, variables)

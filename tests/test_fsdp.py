@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from configs import s2s
-from rnn_vos_jax import checkpoints, models, schedules, sharding, train_state
+from rnn_vos_jax import models
+from rnn_vos_jax.configs import s2s
+from rnn_vos_jax.runtime import checkpoints
+from rnn_vos_jax.training import schedules, sharding, train_state
 
 MIN_SIZE = 256
 FSDP = sharding.Fsdp(min_size=MIN_SIZE)
@@ -46,7 +48,9 @@ def test_fsdp_from_config():
     assert config.mesh.fsdp is False
     assert sharding.fsdp_from_config(config.mesh) is None
     config.mesh.fsdp = True
-    assert sharding.fsdp_from_config(config.mesh) == sharding.Fsdp(sharding.FSDP_MIN_SIZE)
+    assert sharding.fsdp_from_config(config.mesh) == sharding.Fsdp(
+        2**18
+    )  # the default, configs/common.py
     config.mesh.fsdp_min_size = 1000
     assert sharding.fsdp_from_config(config.mesh).min_size == 1000
 

@@ -1,4 +1,4 @@
-"""The commands' restart with glibc's malloc on transparent huge pages (rnn_vos_jax/host_memory.py)."""
+"""The commands' restart with glibc's malloc on transparent huge pages (rnn_vos_jax/runtime/host_memory.py)."""
 
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from rnn_vos_jax import host_memory
+from rnn_vos_jax.runtime import host_memory
 
 GLIBC = (2, 36)
 
@@ -70,7 +70,7 @@ def test_reexec_restarts_once_with_the_same_arguments(monkeypatch):
 def test_a_real_process_restarts_into_the_tunable():
     code = (
         "import os, sys; print('run', flush=True); "
-        "from rnn_vos_jax import host_memory; host_memory.reexec_with_huge_pages(); "
+        "from rnn_vos_jax.runtime import host_memory; host_memory.reexec_with_huge_pages(); "
         "print(os.environ.get('GLIBC_TUNABLES'))"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", host_memory.OPT_OUT)}

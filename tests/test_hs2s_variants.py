@@ -10,8 +10,8 @@ import model_testing as mt
 import numpy as np
 import pytest
 
-from configs import hs2s as hs2s_config
 from rnn_vos_jax import models
+from rnn_vos_jax.configs import hs2s as hs2s_config
 
 BRANCHES = {"first": {"GC", "GCmm0"}, "previous": {"GC_p", "GCmm_1"}}
 MERGES = {"GCGC_p", "mm"}
@@ -76,14 +76,22 @@ def test_config_arguments_set_the_blocks_and_combine_with_demo():
         "gc",
     )
     assert default.model.references == "both"
+    # The config takes any name (it imports no model code); the model refuses unknown ones where
+    # it builds them, listing the known names.
     for bad, known in [
         ("cell=gru", "tt_lstm"),
         ("fusion=dot", "cosine"),
         ("references=last", "previous"),
         ("backbone=resnet18", "resnet101"),
     ]:
-        with pytest.raises(ValueError, match=f"{bad}.*known.*{known}"):
-            hs2s_config.get_config(bad)
+        key, value = bad.split("=")
+        model_config = hs2s_config.get_config(bad).model
+        assert model_config[key] == value
+        tiny = {**model_config.to_dict(), **models.family("hs2s").tiny}
+        with pytest.raises(
+            ValueError, match=f"Unknown config.model.{key} '{value}'; known: .*{known}"
+        ):
+            models.expected_variables(models.build(tiny))
 
 
 def test_unknown_references_value_is_an_error_listing_the_known_ones():

@@ -8,18 +8,19 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from configs import common
-from data_prep import convert, make_synthetic
-from rnn_vos_jax import (
+from rnn_vos_jax.configs import common
+from rnn_vos_jax.data import (
     annotations,
     distance,
-    input_pipeline,
-    input_pipeline_eval,
-    input_pipeline_files,
+    eval_records,
+    pipeline,
+    record_files,
     record_schema,
     vos_reader,
 )
-from rnn_vos_jax import augment as aug
+from rnn_vos_jax.data import augment as aug
+from rnn_vos_jax.data.conversion import convert
+from rnn_vos_jax.data.synthetic import generate
 
 RED, BLUE = (250, 10, 10), (20, 40, 200)
 
@@ -100,25 +101,25 @@ def test_sample_affine_units():
 
 def test_curriculum():
     data = common.data_config(batch_size=4, curriculum="uniform")
-    assert input_pipeline.clip_length_range(0, data) == (5, 5, False)
-    assert input_pipeline.clip_length_range(25, data) == (5, 7, False)
-    assert input_pipeline.clip_length_range(300, data) == (5, 10, False)
+    assert pipeline.clip_length_range(0, data) == (5, 5, False)
+    assert pipeline.clip_length_range(25, data) == (5, 7, False)
+    assert pipeline.clip_length_range(300, data) == (5, 10, False)
     data.curriculum = "fixed_then_uniform"
-    assert input_pipeline.clip_length_range(7, data) == (5, 5, True)
-    assert input_pipeline.clip_length_range(59, data) == (10, 10, True)
-    assert input_pipeline.clip_length_range(60, data) == (5, 10, False)
+    assert pipeline.clip_length_range(7, data) == (5, 5, True)
+    assert pipeline.clip_length_range(59, data) == (10, 10, True)
+    assert pipeline.clip_length_range(60, data) == (5, 10, False)
     for curriculum in ("uniform", "fixed_then_uniform", "none"):
         data.curriculum = curriculum
         for epoch in (0, 13, 42, 61, 500):
-            lo, hi, _ = input_pipeline.clip_length_range(epoch, data)
+            lo, hi, _ = pipeline.clip_length_range(epoch, data)
             drawn = {
-                int(input_pipeline._clip_length(tf.constant(epoch, tf.int64), u, data))
+                int(pipeline._clip_length(tf.constant(epoch, tf.int64), u, data))
                 for u in np.linspace(0.0, 0.999, 60, dtype=np.float32)
             }
             assert drawn == set(range(lo, hi + 1)), (curriculum, epoch)
     data.curriculum = "linear"
     with pytest.raises(ValueError, match="curriculum"):
-        input_pipeline.clip_length_range(0, data)
+        pipeline.clip_length_range(0, data)
 
 
 # ---------------------------------------------------------------- records made by hand
@@ -214,7 +215,7 @@ def _config(files, **kw):
 
 
 def _take(data, n, **kw):
-    it = input_pipeline.train_iterator(data, **kw)
+    it = pipeline.train_iterator(data, **kw)
     return [next(it) for _ in range(n)]
 
 
@@ -294,21 +295,21 @@ def test_determinism_seed_and_resume(records):
 
 
 def test_split_by_process(records):
-    files = input_pipeline.record_files(",".join(records))
-    parts = [input_pipeline.split_files(files, p, 2) for p in range(2)]
+    files = pipeline.record_files(",".join(records))
+    parts = [pipeline.split_files(files, p, 2) for p in range(2)]
     assert sorted(parts[0] + parts[1]) == files and not set(parts[0]) & set(parts[1])
-    counts = [input_pipeline.samples_per_epoch(p, 2) for p in parts]
-    assert sum(counts) == input_pipeline.samples_per_epoch(files, 2) == 10
-    assert input_pipeline.samples_per_epoch(files, 1) == 11
+    counts = [pipeline.samples_per_epoch(p, 2) for p in parts]
+    assert sum(counts) == pipeline.samples_per_epoch(files, 2) == 10
+    assert pipeline.samples_per_epoch(files, 1) == 11
     with pytest.raises(ValueError, match="cannot be split"):
-        input_pipeline.split_files(files, 0, 4)
+        pipeline.split_files(files, 0, 4)
     with pytest.raises(FileNotFoundError, match="no TFRecord"):
-        input_pipeline.record_files(os.path.join(os.path.dirname(files[0]), "nope-*"))
+        pipeline.record_files(os.path.join(os.path.dirname(files[0]), "nope-*"))
     # each process's epoch holds the (video, object) pairs of its own files, once each
     data = _config(records)
     pairs = []
     for part in parts:
-        epoch = list(input_pipeline._epoch_dataset(part, 0, 0, data).as_numpy_iterator())
+        epoch = list(pipeline._epoch_dataset(part, 0, 0, data).as_numpy_iterator())
         assert [int(e["index"]) for e in epoch] == list(range(len(epoch)))
         pairs += [(e["video"].decode(), int(e["object_id"])) for e in epoch]
     expected = [(f"vid{v}", 1) for v in range(7)] + [(f"vid{v}", 3) for v in (2, 4, 6)]
@@ -316,7 +317,7 @@ def test_split_by_process(records):
 
 
 def test_eval_videos(records):
-    videos = list(input_pipeline_eval.eval_videos(",".join(records)))
+    videos = list(eval_records.eval_videos(",".join(records)))
     assert [v.name for v in videos] == ["vid0", "vid3", "vid6", "vid1", "vid4", "vid2", "vid5"]
     v0 = videos[0]
     assert v0.frames.shape == (4, 48, 80, 3) and v0.frames.dtype == np.uint8
@@ -335,7 +336,7 @@ def test_eval_videos(records):
 
 def test_bad_input_errors(records):
     with pytest.raises(ValueError, match="no \\(video, object\\) pair"):
-        input_pipeline.train_dataset(_config(records, min_object_frames=50), seed=0)
+        pipeline.train_dataset(_config(records, min_object_frames=50), seed=0)
     with pytest.raises(ValueError, match="cannot read annotation PNG of video x"):
         annotations.decode(b"not a png", shape=(4, 6), name="PNG of video x")
     with pytest.raises(ValueError, match="PNG of video x is \\(4, 6\\), frames are \\(5, 6\\)"):
@@ -345,13 +346,13 @@ def test_bad_input_errors(records):
 
 def test_synthetic_dataset_round_trip(tmp_path):
     """make_synthetic -> convert -> eval_videos equals the raw folder; training batches work."""
-    splits = make_synthetic.make_dataset(
+    splits = generate.make_dataset(
         str(tmp_path / "raw"), 3, 1, seed=1, frame_sizes=((36, 64),), num_frames=(4, 7)
     )
     out = str(tmp_path / "rec")
     convert.convert(splits["train"], out, num_shards=2)
     reader = vos_reader.VOSReader(splits["train"])
-    videos = list(input_pipeline_eval.eval_videos(out))
+    videos = list(eval_records.eval_videos(out))
     assert sorted(v.name for v in videos) == reader.video_names()
     for v in videos:
         info = reader.video(v.name)
@@ -387,14 +388,14 @@ def test_file_splits_keep_the_global_batches_for_any_process_count(records):
         assert not np.array_equal(h0["frames"], h1["frames"])
         for k in b:
             np.testing.assert_array_equal(b[k], np.concatenate([h0[k], h1[k]]), err_msg=k)
-    files = input_pipeline.record_files(",".join(records))
+    files = pipeline.record_files(",".join(records))
     # 0 (the default) is one split per process: files[p::n], the layout without the key
-    assert input_pipeline_files.process_files(_config(records), 1, 2) == [files[1::2]]
-    assert input_pipeline_files.process_files(_config(records, file_splits=2), 0, 1) == [
+    assert record_files.process_files(_config(records), 1, 2) == [files[1::2]]
+    assert record_files.process_files(_config(records, file_splits=2), 0, 1) == [
         files[0::2],
         files[1::2],
     ]
     with pytest.raises(ValueError, match="file_splits=2 cannot be shared by 3 processes"):
-        input_pipeline_files.process_files(_config(records, file_splits=2), 0, 3)
+        record_files.process_files(_config(records, file_splits=2), 0, 3)
     with pytest.raises(ValueError, match="batch of 3 does not split over its 2 file splits"):
-        input_pipeline.train_iterator(_config(records, file_splits=2), seed=0)
+        pipeline.train_iterator(_config(records, file_splits=2), seed=0)

@@ -1,11 +1,11 @@
-"""Known-answer tests of rnn_vos_jax.losses against hand computations in numpy."""
+"""Known-answer tests of rnn_vos_jax.models.losses against hand computations in numpy."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_vos_jax import losses
+from rnn_vos_jax.models import losses
 
 
 def _np_log_sigmoid(z):

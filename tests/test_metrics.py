@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rnn_vos_jax import metrics
+from rnn_vos_jax.scoring import metrics
 
 
 def _square(h, w, r0, c0, size):

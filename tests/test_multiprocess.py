@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import tiny_run
 
-from rnn_vos_jax import checkpoints, metric_writer
+from rnn_vos_jax.runtime import checkpoints, metric_writer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "launch", "local_multiprocess.sh")
@@ -46,10 +46,11 @@ _STEP_LINE = re.compile(r"\] (step (\d+)/\d+ \| .*?) \| lr ")
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    from data_prep import convert, make_synthetic
+    from rnn_vos_jax.data.conversion import convert
+    from rnn_vos_jax.data.synthetic import generate
 
     root = str(tmp_path_factory.mktemp("data"))
-    make_synthetic.make_dataset(
+    generate.make_dataset(
         root,
         num_train=4,
         num_valid=1,

@@ -16,7 +16,8 @@ import numpy as np
 import optax
 import pytest
 
-from rnn_vos_jax import checkpoints, preemption, sharding, train_state
+from rnn_vos_jax.runtime import checkpoints, preemption
+from rnn_vos_jax.training import sharding, train_state
 
 
 def test_signals_are_recorded_and_handlers_restored():

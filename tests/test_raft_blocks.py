@@ -7,10 +7,12 @@ import model_testing as mt
 import numpy as np
 import pytest
 
-from rnn_vos_jax import backbone_init, flow_viz, models, torch_keys
-from rnn_vos_jax.models.raft import correlation, photometric, weights
+from rnn_vos_jax import models
+from rnn_vos_jax.models import torch_keys
+from rnn_vos_jax.models.raft import correlation, flow_viz, photometric, weights
 from rnn_vos_jax.models.raft.update import BasicUpdateBlock
 from rnn_vos_jax.models.raft.upsample import convex_upsample
+from rnn_vos_jax.weights import backbone_init
 
 # --- NumPy references ---------------------------------------------------------------------------
 

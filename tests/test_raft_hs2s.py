@@ -10,20 +10,23 @@ import os
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import model_testing as mt
 import numpy as np
 import optax
 import pytest
 from PIL import Image
 
-from configs import raft_hs2s as raft_config
-from data_prep import make_synthetic
-from rnn_vos_jax import checkpoints, eval_predict, evaluate, inference, models, torch_keys
+from rnn_vos_jax import models
+from rnn_vos_jax.configs import raft_hs2s as raft_config
+from rnn_vos_jax.data.synthetic import generate
+from rnn_vos_jax.evaluation import job, predict
+from rnn_vos_jax.inference import predictors
+from rnn_vos_jax.models import torch_keys
 from rnn_vos_jax.models.layers import Conv
 from rnn_vos_jax.models.raft import photometric
 from rnn_vos_jax.models.raft.flow import estimate_flow
 from rnn_vos_jax.models.raft.update import BasicUpdateBlock
+from rnn_vos_jax.runtime import checkpoints
 
 
 class _PatchFlow(nn.Module):
@@ -128,7 +131,7 @@ IMAGE_SIZE = (32, 64)
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
-    return make_synthetic.make_dataset(
+    return generate.make_dataset(
         str(root),
         num_train=1,
         num_valid=2,
@@ -140,19 +143,14 @@ def dataset(tmp_path_factory):
 
 
 def _config(dataset, model, **eval_overrides):
-    return ml_collections.ConfigDict(
-        {
-            "seed": 0,
-            "init_from": "",
-            "model": model,
-            "data": {
-                "image_size": IMAGE_SIZE,
-                "eval_dir": dataset["valid"],
-                "eval_records": "",
-                "train_records": "",
-            },
-            "eval": {"split": "valid", "save_pngs": True, "save_flow": True, **eval_overrides},
-        }
+    return mt.config_with_model(
+        model,
+        **{
+            "data.image_size": IMAGE_SIZE,
+            "data.eval_dir": dataset["valid"],
+            "eval.save_flow": True,
+            **{f"eval.{k}": v for k, v in eval_overrides.items()},
+        },
     )
 
 
@@ -166,7 +164,7 @@ def test_save_flow_writes_colour_pngs_per_frame(dataset, tmp_path):
     ckpt.wait()
     ckpt.close()
     config = _config(dataset, dict(TINY))
-    result = evaluate.run(config, workdir)
+    result = job.run(config, workdir)
     assert result["scored"]
     out = os.path.join(workdir, "eval", "valid")
     with open(os.path.join(dataset["valid"], "meta.json")) as f:
@@ -187,11 +185,11 @@ def test_save_flow_writes_colour_pngs_per_frame(dataset, tmp_path):
     for name in os.listdir(os.path.join(out, "Flow", video)):
         os.remove(os.path.join(out, "Flow", video, name))
     os.rmdir(os.path.join(out, "Flow", video))
-    evaluate.run(config, workdir)
+    job.run(config, workdir)
     assert len(os.listdir(os.path.join(out, "Flow", video))) >= 2
 
     # The streaming predictor hands the flows out per object, at the model size.
-    predictor = inference.predictor_for(model, variables, IMAGE_SIZE, outputs=("flow",))
+    predictor = predictors.predictor_for(model, variables, IMAGE_SIZE, outputs=("flow",))
     clip = np.asarray(mt.clip(1, 3, 40, 60)[0][0])
     first = np.zeros((40, 60), bool)
     first[10:30, 10:40] = True
@@ -204,6 +202,6 @@ def test_save_flow_without_a_flow_output_is_an_error(dataset, tmp_path):
     hs2s = {"name": "hs2s", **models.family("hs2s").tiny, "num_classes": 6}
     config = _config(dataset, hs2s)
     with pytest.raises(ValueError, match="save_flow=True.*'hs2s'.*no 'flow' output"):
-        eval_predict.predictor(config, None)
+        predict.predictor(config, None)
     with pytest.raises(ValueError, match="no per-frame outputs"):
-        inference.predictor_for(models.build(hs2s), None, IMAGE_SIZE, outputs=("flow",))
+        predictors.predictor_for(models.build(hs2s), None, IMAGE_SIZE, outputs=("flow",))

@@ -10,15 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import make_synthetic
-from rnn_vos_jax import annotations, augment, eval_data, score, vos_reader
-from rnn_vos_jax.eval_video import EvalVideo
+from rnn_vos_jax.data import annotations, augment, vos_reader
+from rnn_vos_jax.data.eval_video import EvalVideo
+from rnn_vos_jax.data.synthetic import generate
+from rnn_vos_jax.evaluation import videos
+from rnn_vos_jax.scoring import folders
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("synth"))
-    make_synthetic.make_dataset(
+    generate.make_dataset(
         root, 3, 2, seed=1, frame_sizes=((48, 64),), num_frames=(4, 6), num_objects=(2, 3)
     )
     return root
@@ -58,9 +60,9 @@ def make_davis(split_dir, root, year, sets):
     for sub in ("JPEGImages", "Annotations"):
         shutil.copytree(os.path.join(split_dir, sub), os.path.join(root, sub, "480p"))
     os.makedirs(os.path.join(root, "ImageSets", year))
-    for set_name, videos in sets.items():
+    for set_name, set_videos in sets.items():
         lines = []
-        for video in videos:
+        for video in set_videos:
             if year == "2016":  # the original DAVIS 2016 lists frame paths
                 folder = os.path.join(root, "Annotations", "480p", video)
                 for name in sorted(os.listdir(folder)):
@@ -177,7 +179,7 @@ def test_reader_video_is_an_eval_video(synth):
     reader = vos_reader.VOSReader(os.path.join(synth, "valid"))
     name = reader.video_names()[0]
     info = reader.video(name)
-    video = eval_data.reader_video(reader, name)
+    video = videos.reader_video(reader, name)
     n, k = len(info.frames), len(info.objects)
     assert isinstance(video, EvalVideo) and video.name == name
     assert video.frames.shape == (n, 48, 64, 3) and video.frames.dtype == np.uint8
@@ -298,7 +300,7 @@ def test_former_decoders_agree(tmp_path, kind):
     os.makedirs(pred_dir)
     for frame in ("00000", "00005", "00010"):
         annotations.write(str(pred_dir / f"{frame}.png"), ids)
-    scores = score.score_video_dir(
+    scores = folders.score_video_dir(
         str(pred_dir), str(root / "Annotations" / "vid"), include_first_last=True
     )
     assert sorted(scores) == object_ids
@@ -322,9 +324,12 @@ def test_errors_name_the_file(synth, tmp_path):
         reader.read_annotation(name, "99999")
     with open(os.path.join(split_dir, "meta.json"), "w") as f:
         json.dump({"videos": {name: {"objects": {"x": {"frames": ["00000"]}}}}}, f)
+    with pytest.raises(ValueError, match=f"meta.json videos/{name}/objects/x"):
+        vos_reader.VOSReader(split_dir)
+    with open(os.path.join(split_dir, "meta.json"), "w") as f:
+        json.dump({"videos": {name: {"objects": {"1": {"frames": ["00000"]}}}}}, f)
     reader = vos_reader.VOSReader(split_dir)
-    with pytest.raises(ValueError, match=f"videos/{name}/objects/x"):
-        reader.video(name)
+    reader.video(name)
     with pytest.raises(ValueError, match=f"videos/{reader.video_names()[1]}"):
         reader.video(reader.video_names()[1])
     with open(os.path.join(split_dir, "meta.json"), "w") as f:

@@ -11,8 +11,8 @@ import model_testing as mt
 import numpy as np
 import pytest
 
-from rnn_vos_jax import losses, models
-from rnn_vos_jax.models import s2s
+from rnn_vos_jax import models
+from rnn_vos_jax.models import losses, s2s
 from rnn_vos_jax.models.backbones.vgg import VGG16_BLOCKS
 from rnn_vos_jax.models.layers import upsample2x
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rnn_vos_jax import annotations, metrics, score
+from rnn_vos_jax import score
+from rnn_vos_jax.data import annotations, meta
+from rnn_vos_jax.scoring import folders, metrics
 
 
 def _save(path, ids, palette=True):
@@ -82,7 +84,7 @@ def test_score_cli_round_trip(tmp_path):
     assert written["baseline"]["per_object"]["b/1"]["J"] < written["per_object"]["b/1"]["J"]
 
     # Without meta.json the first frames come from the PNGs themselves: same numbers.
-    no_meta = score.score_directory(f"{tmp_path}/pred", f"{tmp_path}/ann")
+    no_meta = folders.score_directory(f"{tmp_path}/pred", f"{tmp_path}/ann")
     assert no_meta["per_object"]["a/2"]["J"] == pytest.approx(want)
     assert no_meta["J_mean"] == pytest.approx(written["J_mean"])
     assert "seen" not in no_meta
@@ -101,13 +103,13 @@ def test_score_errors_name_the_file(tmp_path):
     _write_set(tmp_path)
     os.remove(tmp_path / "pred" / "a" / "00005.png")
     with pytest.raises(FileNotFoundError, match="00005.png"):
-        score.score_directory(f"{tmp_path}/pred", f"{tmp_path}/ann")
+        folders.score_directory(f"{tmp_path}/pred", f"{tmp_path}/ann")
     off_palette = np.full((16, 20, 3), (1, 2, 3), np.uint8)  # RGB, but not a DAVIS colour
     Image.fromarray(off_palette).save(tmp_path / "pred" / "a" / "00005.png")
     with pytest.raises(ValueError, match="00005.png.*RGB colours.*not in the DAVIS palette"):
-        score.score_directory(f"{tmp_path}/pred", f"{tmp_path}/ann")
-    with pytest.raises(ValueError, match="no 'videos'"):
-        score.load_meta(f"{tmp_path}/train_info.json")
+        folders.score_directory(f"{tmp_path}/pred", f"{tmp_path}/ann")
+    with pytest.raises(ValueError, match="train_info.json: expected {'videos'"):
+        meta.read(f"{tmp_path}/train_info.json")
 
 
 def _toolkit_folder(root):
@@ -176,9 +178,9 @@ def test_toolkit_numbers_csvs_void_and_workers(tmp_path):
         "F_decay": 0.28053440435960625,
     }
     assert {k: result[k] for k in want} == pytest.approx(want, abs=1e-12)
-    ignored = score.score_directory(pred, ann, ignore_void=True)
+    ignored = folders.score_directory(pred, ann, ignore_void=True)
     assert ignored["J_mean"] > result["J_mean"] + 0.003  # void bands no longer count
-    parallel = score.score_directory(pred, ann, workers=2)
+    parallel = folders.score_directory(pred, ann, workers=2)
     assert json.dumps(parallel, sort_keys=True) == json.dumps(result, sort_keys=True)
 
 
@@ -196,8 +198,8 @@ def test_davis2016_greyscale_folders_and_runs_that_score_nothing(tmp_path):
                 _save(f"{tmp_path}/{sub}/{video}/{t:05d}.png", ids * 255, palette=False)
             for sub, ids in (("pal/ann", gt), ("pal/pred", pred)):
                 _save(f"{tmp_path}/{sub}/{video}/{t:05d}.png", ids)
-    grey = score.score_directory(f"{tmp_path}/grey/pred", f"{tmp_path}/grey/ann")
-    palette = score.score_directory(f"{tmp_path}/pal/pred", f"{tmp_path}/pal/ann")
+    grey = folders.score_directory(f"{tmp_path}/grey/pred", f"{tmp_path}/grey/ann")
+    palette = folders.score_directory(f"{tmp_path}/pal/pred", f"{tmp_path}/pal/ann")
     assert sorted(grey["per_object"]) == ["bear/1", "camel/1"]
     assert grey == palette and 0 < grey["J_mean"] < 1
 
@@ -205,9 +207,9 @@ def test_davis2016_greyscale_folders_and_runs_that_score_nothing(tmp_path):
         for t in range(4):
             _save(f"{tmp_path}/empty/{video}/{t:05d}.png", np.zeros((24, 32), np.uint8))
     with pytest.raises(ValueError, match="no object was scored.*holds no object id"):
-        score.score_directory(f"{tmp_path}/grey/pred", f"{tmp_path}/empty")
+        folders.score_directory(f"{tmp_path}/grey/pred", f"{tmp_path}/empty")
     with pytest.raises(FileNotFoundError, match="one level too high"):
-        score.score_directory(f"{tmp_path}/grey", f"{tmp_path}/grey")
+        folders.score_directory(f"{tmp_path}/grey", f"{tmp_path}/grey")
     for t in (2, 3):  # two frames left: the first and the last, which are not scored
         for sub in ("ann", "pred"):
             for video in ("bear", "camel"):
@@ -227,7 +229,7 @@ def test_davis2016_greyscale_folders_and_runs_that_score_nothing(tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "no frame left" in proc.stderr and "--include_first_last" in proc.stderr
     assert (
-        score.score_directory(
+        folders.score_directory(
             f"{tmp_path}/grey/pred", f"{tmp_path}/grey/ann", include_first_last=True
         )["num_objects"]
         == 2

@@ -15,15 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rnn_vos_jax import (
-    annotations,
-    api,
-    first_masks,
-    inference,
-    progress,
-    segment,
-    video_io,
-)
+from rnn_vos_jax import api, segment
+from rnn_vos_jax.data import annotations
+from rnn_vos_jax.inference import first_masks, object_merge, video_io
+from rnn_vos_jax.runtime import progress
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(ROOT, "configs/hs2s.py:demo_base")
@@ -93,7 +88,7 @@ def _write_mask(path, ids):
 def _reference(seg, frames, first):
     """What segment must write: the predictor's probabilities merged as evaluation merges them."""
     ids = sorted(first)
-    return [inference.merge_probabilities(p, ids) for p in seg.predictor.predict(frames, first)]
+    return [object_merge.merge_probabilities(p, ids) for p in seg.predictor.predict(frames, first)]
 
 
 def _interior(mask, pixels=3):

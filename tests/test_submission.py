@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import make_synthetic
-from rnn_vos_jax import annotations, submission
+from rnn_vos_jax import submission
+from rnn_vos_jax.data import annotations
+from rnn_vos_jax.data.synthetic import generate
+from rnn_vos_jax.scoring import submission as submission_check
 
 
 @pytest.fixture(scope="module")
 def valid(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
-    splits = make_synthetic.make_dataset(
+    splits = generate.make_dataset(
         str(root), num_train=1, num_valid=3, seed=2, frame_sizes=((24, 40), (30, 44)),
         num_frames=(3, 5), num_objects=(1, 3),
     )  # fmt: skip
@@ -73,7 +75,7 @@ def test_every_problem_listed_and_nothing_written(valid, tmp_path):
     wrong[0, 0] = 9  # no object 9 in any video
     annotations.write(str(preds / c / "00000.png"), wrong)
     out = tmp_path / "submission.zip"
-    with pytest.raises(submission.SubmissionError) as error:
+    with pytest.raises(submission_check.SubmissionError) as error:
         submission.main([f"--predictions={preds}", f"--meta={valid}/meta.json", f"--output={out}"])
     problems = error.value.problems
     assert len(problems) == 4, problems
@@ -83,5 +85,5 @@ def test_every_problem_listed_and_nothing_written(valid, tmp_path):
     assert f"{preds / c}/00000.png: ids [9] are not among the video's objects" in problems[3]
     assert not os.path.exists(out) and os.listdir(tmp_path) == ["preds"]
     shutil.rmtree(preds / c)
-    problems, _ = submission.check(str(preds), f"{valid}/meta.json")
+    problems, _ = submission_check.check(str(preds), f"{valid}/meta.json")
     assert f"{preds / c}: missing" in problems[-1]

@@ -3,13 +3,22 @@
 import colorsys
 import json
 import os
+import runpy
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import make_synthetic, synthetic_scene
-from rnn_vos_jax import annotations
+from rnn_vos_jax.data import annotations
+from rnn_vos_jax.data.synthetic import generate, scene
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli_main(argv):
+    """The main() of the command `python data_prep/make_synthetic.py`, run in this process."""
+    return runpy.run_path(os.path.join(REPO, "data_prep", "make_synthetic.py"))["main"](argv)
+
 
 SIZES = ((64, 96), (48, 80))
 OPTIONS = {"frame_sizes": SIZES, "num_frames": (6, 10)}
@@ -33,7 +42,7 @@ def _files(root):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("synthetic"))
-    make_synthetic.make_dataset(root, num_train=4, num_valid=3, seed=3, **OPTIONS)
+    generate.make_dataset(root, num_train=4, num_valid=3, seed=3, **OPTIONS)
     return root
 
 
@@ -44,12 +53,12 @@ def _meta(root, split):
 
 def test_same_seed_identical_bytes_and_other_seed_differs(dataset, tmp_path):
     again = str(tmp_path / "again")
-    make_synthetic.make_dataset(again, num_train=4, num_valid=3, seed=3, **OPTIONS)
+    generate.make_dataset(again, num_train=4, num_valid=3, seed=3, **OPTIONS)
     first, second = _files(dataset), _files(again)
     assert len(first) > 50
     assert first == second
     other = str(tmp_path / "other")
-    make_synthetic.make_dataset(other, num_train=4, num_valid=3, seed=4, **OPTIONS)
+    generate.make_dataset(other, num_train=4, num_valid=3, seed=4, **OPTIONS)
     third = _files(other)
     assert third.keys() != first.keys() or any(third[k] != first[k] for k in first)
 
@@ -93,7 +102,7 @@ def test_categories_seen_unseen_and_late_objects(dataset):
         s: {o["category"] for v in m.values() for o in v["objects"].values()}
         for s, m in (("train", train), ("valid", valid))
     }
-    assert cats["train"] <= set(make_synthetic.SEEN_CATEGORIES)
+    assert cats["train"] <= set(generate.SEEN_CATEGORIES)
     assert cats["valid"] - cats["train"], "valid must hold unseen categories"
     assert cats["valid"] & cats["train"], "valid must hold seen categories"
     late = [
@@ -128,19 +137,19 @@ def test_objects_are_saturated_background_is_not(dataset):
 def test_rerun_is_noop_and_changed_parameters_need_overwrite(dataset, tmp_path):
     meta_path = os.path.join(dataset, "train", "meta.json")
     before = os.stat(meta_path).st_mtime_ns
-    make_synthetic.make_dataset(dataset, num_train=4, num_valid=3, seed=3, **OPTIONS)
+    generate.make_dataset(dataset, num_train=4, num_valid=3, seed=3, **OPTIONS)
     assert os.stat(meta_path).st_mtime_ns == before
     root = str(tmp_path / "d")
-    make_synthetic.make_dataset(root, num_train=1, num_valid=1, seed=0, **OPTIONS)
+    generate.make_dataset(root, num_train=1, num_valid=1, seed=0, **OPTIONS)
     with pytest.raises(FileExistsError, match="overwrite"):
-        make_synthetic.make_dataset(root, num_train=2, num_valid=1, seed=0, **OPTIONS)
-    make_synthetic.make_dataset(root, num_train=2, num_valid=1, seed=0, overwrite=True, **OPTIONS)
+        generate.make_dataset(root, num_train=2, num_valid=1, seed=0, **OPTIONS)
+    generate.make_dataset(root, num_train=2, num_valid=1, seed=0, overwrite=True, **OPTIONS)
     assert len(_meta(root, "train")) == 2
 
 
 def test_cli_and_bad_options(tmp_path, capsys):
     root = str(tmp_path / "cli")
-    make_synthetic.main([
+    _cli_main([
         f"--output_dir={root}", "--num_train=1", "--num_valid=1", "--seed=5",
         "--frame_sizes=32x64", "--num_frames=3,3", "--num_objects=2,2",
     ])  # fmt: skip
@@ -150,24 +159,24 @@ def test_cli_and_bad_options(tmp_path, capsys):
         32,
     )
     with pytest.raises(SystemExit):
-        make_synthetic.main([f"--output_dir={root}", "--frame_sizes=32by64"])
+        _cli_main([f"--output_dir={root}", "--frame_sizes=32by64"])
     assert "--frame_sizes=HxW" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown shape 'hexagram'"):
-        make_synthetic.make_dataset(str(tmp_path / "x"), 1, 1, unseen_categories=("hexagram",))
+        generate.make_dataset(str(tmp_path / "x"), 1, 1, unseen_categories=("hexagram",))
     with pytest.raises(ValueError, match="num_frames"):
-        make_synthetic.make_dataset(str(tmp_path / "z"), 1, 1, num_frames=(1, 3))
+        generate.make_dataset(str(tmp_path / "z"), 1, 1, num_frames=(1, 3))
     with pytest.raises(ValueError, match="frame_sizes"):
-        make_synthetic.make_dataset(str(tmp_path / "w"), 1, 1, frame_sizes=((8, 64),))
+        generate.make_dataset(str(tmp_path / "w"), 1, 1, frame_sizes=((8, 64),))
     with pytest.raises(ValueError, match="num_objects"):
-        make_synthetic.make_dataset(str(tmp_path / "y"), 1, 1, num_objects=(0, 2))
+        generate.make_dataset(str(tmp_path / "y"), 1, 1, num_objects=(0, 2))
 
 
 def test_high_contrast_same_geometry_and_objects_brighter_than_background(tmp_path):
     def render(contrast):
         rng = np.random.default_rng(11)
-        cats = make_synthetic.SEEN_CATEGORIES
-        return make_synthetic._render_video(
-            rng, synthetic_scene.VideoSpec(64, 96, 12, tuple(cats), None, (2, 3), contrast)
+        cats = generate.SEEN_CATEGORIES
+        return generate._render_video(
+            rng, scene.VideoSpec(64, 96, 12, tuple(cats), None, (2, 3), contrast)
         )
 
     frames_n, labels_n, ids_n = render("natural")
@@ -182,14 +191,14 @@ def test_high_contrast_same_geometry_and_objects_brighter_than_background(tmp_pa
     value_n = np.stack(frames_n).max(-1)
     assert value_n[obj].min() < value_n[~obj].max()  # natural: dark stripes overlap background
     with pytest.raises(ValueError, match="contrast"):
-        make_synthetic.make_dataset(str(tmp_path / "c"), 1, 1, contrast="extreme")
+        generate.make_dataset(str(tmp_path / "c"), 1, 1, contrast="extreme")
 
 
 def test_all_frames_layout_matches_valid(tmp_path):
     """--all_frames: valid_all_frames holds every frame, valid every 5th of them (same bytes),
     meta.json and valid's PNGs as without it; train is the same as without the option."""
     root = str(tmp_path / "all")
-    splits = make_synthetic.make_dataset(
+    splits = generate.make_dataset(
         root, num_train=1, num_valid=3, seed=3, all_frames=True, **OPTIONS
     )
     assert splits["valid_all_frames"] == os.path.join(root, "valid_all_frames")
@@ -216,6 +225,6 @@ def test_all_frames_layout_matches_valid(tmp_path):
             late += obj["frames"][0] != "00000"
     assert late, "some object must start after the first frame"
     plain = str(tmp_path / "plain")
-    make_synthetic.make_dataset(plain, num_train=1, num_valid=3, seed=3, **OPTIONS)
+    generate.make_dataset(plain, num_train=1, num_valid=3, seed=3, **OPTIONS)
     assert not os.path.exists(os.path.join(plain, "valid_all_frames"))
     assert _files(os.path.join(plain, "train")) == _files(os.path.join(root, "train"))

@@ -9,9 +9,10 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from benchmarks import train_step as bench_train_step
-from rnn_vos_jax import sharding, throughput, train
 from rnn_vos_jax.models import layers
 from rnn_vos_jax.models.hs2s_encoder import HS2SEncoder
+from rnn_vos_jax.runtime import throughput
+from rnn_vos_jax.training import loop, sharding
 
 
 def _flops(fn, *args):
@@ -201,7 +202,7 @@ def test_mfu_arithmetic():
 
 def test_progress_reports_flops_per_sec_and_mfu():
     peak = 8 * 197e12
-    progress = train._Progress(total=10, global_batch=4, peak_flops=peak)
+    progress = loop._Progress(total=10, global_batch=4, peak_flops=peak)
     progress.add({"loss": 1.0}, 1e12)
     progress.flush(1)  # starts the clock
     for flops in (1e12, 3e12):  # two steps of different cost (BatchNorm modes)
@@ -211,7 +212,7 @@ def test_progress_reports_flops_per_sec_and_mfu():
     assert m["flops_per_sec"] / m["steps_per_sec"] == pytest.approx(2e12)
     assert m["mfu"] == pytest.approx(m["flops_per_sec"] / peak)
     m.update(epoch=1.0, learning_rate=1e-3)
-    line = train._progress_line(3, 10, m)
+    line = loop._progress_line(3, 10, m)
     assert "FLOP/s, MFU" in line and "flops_per_sec" not in line and " mfu " not in line
     # A step whose FLOPs are unknown leaves FLOP/s out rather than mixing known and unknown.
     progress.add({"loss": 1.0}, None)

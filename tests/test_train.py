@@ -17,17 +17,20 @@ import numpy as np
 import pytest
 import tiny_run
 
-from rnn_vos_jax import checkpoints, metric_writer, models, schedules, sharding, train, train_state
+from rnn_vos_jax import models
+from rnn_vos_jax.runtime import checkpoints, metric_writer
+from rnn_vos_jax.training import loop, schedules, sharding, train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    from data_prep import convert, make_synthetic
+    from rnn_vos_jax.data.conversion import convert
+    from rnn_vos_jax.data.synthetic import generate
 
     root = str(tmp_path_factory.mktemp("data"))
-    make_synthetic.make_dataset(
+    generate.make_dataset(
         root,
         num_train=3,
         num_valid=1,
@@ -110,7 +113,7 @@ def test_sharded_step_equals_single_device_step(records):
 @pytest.fixture(scope="module")
 def uninterrupted(records, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("full"))
-    train.run(_config(records), workdir)
+    loop.run(_config(records), workdir)
     return workdir
 
 
@@ -138,9 +141,9 @@ def test_run_writes_logs_config_and_checkpoints(uninterrupted):
 
 def test_resumed_run_equals_uninterrupted_run(records, uninterrupted, tmp_path):
     workdir = str(tmp_path)
-    train.run(_config(records, **{"train.num_steps": 3}), workdir)
+    loop.run(_config(records, **{"train.num_steps": 3}), workdir)
     assert sorted(_losses(workdir)) == [1, 2, 3]
-    state = train.run(_config(records), workdir)  # resumes from the step-3 checkpoint
+    state = loop.run(_config(records), workdir)  # resumes from the step-3 checkpoint
     assert int(state.step) == tiny_run.STEPS
     full, resumed = _losses(uninterrupted), _losses(workdir)
     for step in range(1, tiny_run.STEPS + 1):
@@ -149,7 +152,7 @@ def test_resumed_run_equals_uninterrupted_run(records, uninterrupted, tmp_path):
         checkpoints.load_variables(workdir), checkpoints.load_variables(uninterrupted), atol=1e-6
     )
     # A finished run has nothing left to do.
-    assert int(train.run(_config(records), workdir).step) == tiny_run.STEPS
+    assert int(loop.run(_config(records), workdir).step) == tiny_run.STEPS
 
 
 def test_killed_run_resumes(records, uninterrupted, tmp_path, compilation_cache):
@@ -180,7 +183,7 @@ def test_killed_run_resumes(records, uninterrupted, tmp_path, compilation_cache)
     assert os.path.isdir(first), err.decode()[-3000:]
     killed_at = max(_losses(workdir))
     assert killed_at < 1000000
-    state = train.run(
+    state = loop.run(
         _config(records, **{"train.num_steps": max(tiny_run.STEPS, killed_at)}), workdir
     )
     if killed_at <= tiny_run.STEPS:
@@ -196,7 +199,7 @@ def test_killed_run_resumes(records, uninterrupted, tmp_path, compilation_cache)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(records, tmp_path, monkeypatch):
-    original = train._train_batches
+    original = loop._train_batches
 
     def poisoned(config, start_batch, local_batch_size):
         for i, batch in enumerate(original(config, start_batch, local_batch_size)):
@@ -204,10 +207,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(records, tmp_path, monkey
                 batch = dict(batch, masks=np.full_like(batch["masks"], np.nan))
             yield batch
 
-    monkeypatch.setattr(train, "_train_batches", poisoned)
+    monkeypatch.setattr(loop, "_train_batches", poisoned)
     workdir = str(tmp_path)
     with pytest.raises(FloatingPointError, match="non-finite training metrics at step 3"):
-        train.run(_config(records, **{"train.log_every_steps": 2}), workdir)
+        loop.run(_config(records, **{"train.log_every_steps": 2}), workdir)
     ckpt = checkpoints.TrainCheckpointer(workdir, save_interval_steps=2, max_to_keep=10)
     assert ckpt.all_steps() == [2]  # the NaN state (step 4) was never written
     ckpt.close()
@@ -225,7 +228,7 @@ def test_resume_order_workdir_then_init_from_then_scratch(records, uninterrupted
     def initial(cfg, workdir):
         ckpt = checkpoints.TrainCheckpointer(workdir, save_interval_steps=1, max_to_keep=1)
         try:
-            return jax.device_get(train._initial_state(cfg, model, tx, mesh, ckpt, print))
+            return jax.device_get(loop._initial_state(cfg, model, tx, mesh, ckpt, print))
         finally:
             ckpt.close()
 
@@ -246,5 +249,5 @@ def test_resume_order_workdir_then_init_from_then_scratch(records, uninterrupted
     )
     config.model.width_divisor = 8
     wider = models.build(config.model)
-    with pytest.raises(ValueError, match=r"do not match the model: .*shape"):
+    with pytest.raises(ValueError, match=r"(?s)does not fit the model \(HS2S\):.*mis-shaped"):
         train_state.create_train_state(wider, tx, 0, config.data.image_size, mesh, trained)

@@ -3,15 +3,16 @@
 import jax
 import numpy as np
 
-from rnn_vos_jax import train, train_state
+from rnn_vos_jax import models
 from rnn_vos_jax.models import backbones
+from rnn_vos_jax.training import loop
 from tests.tiny_run import tiny_config
 
 
-def _torchvision_npz(path, width_divisor, blocks):
+def _torchvision_npz(path, width_divisor, depth_divisor):
     """A torchvision-layout ResNet state dict (as .npz) made from our own backbone's random init
     through its inverse key map."""
-    model = backbones.build("resnet50", blocks=blocks, width_divisor=width_divisor)
+    model = backbones.build("resnet50", depth_divisor=depth_divisor, width_divisor=width_divisor)
     v = model.init(jax.random.PRNGKey(7), np.zeros((1, 32, 64, 3), np.float32))
     state = backbones.torchvision_state(v, "resnet50")
     np.savez(path, **state)
@@ -21,12 +22,12 @@ def _torchvision_npz(path, width_divisor, blocks):
 def test_scratch_variables_take_backbone_init(tmp_path):
     config = tiny_config()
     npz = str(tmp_path / "resnet50.npz")
-    state = _torchvision_npz(npz, config.model.width_divisor, tuple(config.model.blocks))
+    state = _torchvision_npz(npz, config.model.width_divisor, config.model.depth_divisor)
     config.model.backbone_init = npz
-    model = train.models.build(config.model)
-    got = train.scratch_variables(config, model)
+    model = models.build(config.model)
+    got = loop.scratch_variables(config, model)
     key = jax.random.key(int(config.seed), impl="rbg")
-    fresh = jax.device_get(train_state.init_variables(model, key, tuple(config.data.image_size)))
+    fresh = jax.device_get(models.init_variables(model, key, tuple(config.data.image_size)))
     for enc in ("encoder_ref", "encoder"):
         p, s = got["params"][enc], got["batch_stats"][enc]
         np.testing.assert_array_equal(

@@ -8,7 +8,7 @@ import os
 
 import jax
 
-from configs import hs2s
+from rnn_vos_jax.configs import hs2s
 
 STEPS = 6
 # Command-line form (--config.KEY=VALUE) of `tiny_config`.

@@ -366,7 +366,7 @@ def load_flax_into_torch(module, variables, prefix=""):
     EncoderExtra from an HS2S tree). Returns the number of tensors copied; raises KeyError if a
     torch tensor has no Flax counterpart.
     """
-    from rnn_vos_jax import torch_keys
+    from rnn_vos_jax.models import torch_keys
 
     flat = torch_keys.flatten_variables(variables)
     index = torch_keys.KeyIndex(flat)

@@ -4,22 +4,31 @@
   family_of(model)    the Family of a built model
   build(config.model) the Flax module: `name` picks the family, every other key (but the
                       family's config-only keys, e.g. `backbone_init`) is a field of its model
+  init_variables / expected_variables / check_variables
+                      a model's variable tree: initialised, as shapes, and checked against
+                      variables from a file (training, conversion and the API share them)
 
 Building blocks have registries of their own: models/cells/, models/fusion/, models/backbones/.
-How to add a family or a block: models/README.md.
+The families' losses (`losses`) and the PyTorch key maps of their weights (`torch_keys`,
+`torch_layouts`) live here too. How to add a family or a block: models/README.md.
+
+May import: no other room (a family is known only to its module and this registry).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnn_vos_jax.models.family import Family
 from rnn_vos_jax.models.registry import Registry
+from rnn_vos_jax.models.torch_keys import Path, flatten_variables, path_str
 
 FAMILIES = Registry(
     "config.model.name",
@@ -33,7 +42,21 @@ FAMILIES = Registry(
 )
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
-__all__ = ["DTYPES", "FAMILIES", "Family", "build", "families", "family", "family_of"]
+__all__ = [
+    "DTYPES",
+    "FAMILIES",
+    "Family",
+    "build",
+    "check_variables",
+    "expected_variables",
+    "families",
+    "family",
+    "family_of",
+    "init_variables",
+]
+# Parameters do not depend on the frame size for most models; those whose do (Axial-DeepLab's
+# relative tables) need the real one.
+ANY_SIZE = (64, 64)
 
 
 def family(name: str) -> Family:
@@ -94,3 +117,64 @@ def build(model_config: Mapping[str, Any]) -> nn.Module:
             f"its fields are {sorted(fields)}"
         )
     return fam.model(**kwargs)
+
+
+def init_variables(model: nn.Module, rng: jax.Array, image_size: Sequence[int]) -> dict:
+    """{'params', 'batch_stats'} of `model` initialised on a 1-sample, 2-frame dummy clip of
+    `image_size` (H, W) (shapes do not depend on the batch or the clip length)."""
+    h, w = image_size
+    frames = jnp.zeros((1, 2, h, w, 3), jnp.uint8)
+    masks = jnp.zeros((1, 2, h, w, 1), jnp.float32)
+    k_params, k_sample = jax.random.split(rng)
+    variables = model.init(
+        {"params": k_params, "sample": k_sample}, frames, masks, sample_prob=0.0, train=False
+    )
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def expected_variables(
+    model: nn.Module, image_size: Sequence[int] | None = None
+) -> dict[Path, jax.ShapeDtypeStruct]:
+    """Flat {(collection, ..., leaf): ShapeDtypeStruct} of `model`'s variables (no compilation).
+
+    image_size: the (H, W) the model runs at; None for ANY_SIZE (right unless the parameters
+    depend on the frame size).
+    """
+    size = tuple(image_size or ANY_SIZE)
+    key = jax.random.key(0)
+    return flatten_variables(jax.eval_shape(lambda k: init_variables(model, k, size), key))
+
+
+def check_variables(
+    variables: Mapping[str, Any],
+    model: nn.Module,
+    image_size: Sequence[int] | None,
+    source: str,
+) -> None:
+    """Raises ValueError listing every variable whose presence or shape differs from `model`'s.
+
+    Args:
+      variables: {'params'[, 'batch_stats']} from `source` (arrays or shapes).
+      model: the built model they should fit.
+      image_size: as `expected_variables`.
+      source: what they came from (a file name), for the message.
+    """
+    expected = expected_variables(model, image_size)
+    got = flatten_variables(
+        {"params": variables["params"], "batch_stats": variables.get("batch_stats") or {}}
+    )
+    missing = [f"{path_str(p)} {tuple(v.shape)}" for p, v in expected.items() if p not in got]
+    extra = [path_str(p) for p in got if p not in expected]
+    bad = [
+        f"{path_str(p)}: {tuple(np.shape(got[p]))} != {tuple(v.shape)}"
+        for p, v in expected.items()
+        if p in got and tuple(np.shape(got[p])) != tuple(v.shape)
+    ]
+    if missing or extra or bad:
+        lines = [f"{source} does not fit the model ({type(model).__name__}):"]
+        for title, items in (("missing", missing), ("unexpected", extra), ("mis-shaped", bad)):
+            if items:
+                lines.append(f"  {title}: " + ", ".join(items[:20]))
+                if len(items) > 20:
+                    lines.append(f"    ... and {len(items) - 20} more")
+        raise ValueError("\n".join(lines))

@@ -20,7 +20,7 @@ scheduled sampling, with HS2S's one coin per step for the whole batch
 (previous_masks.sample_coins). m_0 is always y_0. Every frame's encoder features and memory
 outputs are held until the decode scan, so memory grows linearly with the clip length
 (benchmarks/bi_hs2s_memory.py); the whole-clip predictor's windowed mode
-(inference.ClipPredictor, config.eval.clip_window) bounds it.
+(inference/predictors.py ClipPredictor, config.eval.clip_window) bounds it.
 
 Building blocks by config as HS2S: `backbone` (both encoders), `cell` (both bottleneck
 memories) and `skip_cell` (both skip memories), restricted to cells with a ConvLSTM (h, c)
@@ -41,12 +41,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnn_vos_jax import losses
-from rnn_vos_jax.models import backbones, cells, hs2s, previous_masks
+from rnn_vos_jax.models import cells, hs2s, hs2s_encoder, losses, previous_masks
 from rnn_vos_jax.models.cells.convlstm import ConvLSTM
 from rnn_vos_jax.models.decoders.hs2s import DecoderRef
 from rnn_vos_jax.models.family import Family
-from rnn_vos_jax.models.hs2s_encoder import HS2SEncoder
 from rnn_vos_jax.models.layers import Conv, normalize_frames
 from rnn_vos_jax.models.recurrent import scan_over_time
 from rnn_vos_jax.models.torch_layouts import StateDictLayout
@@ -116,6 +114,7 @@ class BiHS2S(nn.Module):
       fusion: fusion block of the decoder's reference matching (models/fusion/).
       width_divisor: divides every channel count (tiny test/demo variants); 1 = full size.
       blocks: optional override of the backbone's stage depths, e.g. (1, 1, 1, 1).
+      depth_divisor: thins the backbone's stages (as HS2S.depth_divisor); 1 = its own.
       dtype: compute dtype (params, BatchNorm statistics, memories and outputs stay float32).
       remat: False / 'none', or True / 'encoders': rematerialise the encoders in the backward
         pass ('steps' is HS2S's only).
@@ -137,6 +136,7 @@ class BiHS2S(nn.Module):
     fusion: str = "gc"
     width_divisor: int = 1
     blocks: Sequence[int] | None = None
+    depth_divisor: int = 1
     dtype: Any = jnp.float32
     remat: bool | str = False
     backbone_remat: bool = False
@@ -145,8 +145,6 @@ class BiHS2S(nn.Module):
     scan_unroll: int = 1
 
     def setup(self):
-        if self.width_divisor < 1 or 64 % self.width_divisor:
-            raise ValueError(f"Bi-HS2S: width_divisor must divide 64, got {self.width_divisor}")
         for key in ("cell", "skip_cell"):
             name = getattr(self, key)
             if not issubclass(cells.REGISTRY[name], ConvLSTM):
@@ -160,30 +158,14 @@ class BiHS2S(nn.Module):
                 "Bi-HS2S: config.model.remat='steps' is not supported (its three scans share "
                 "the encodings of the whole clip); use True / 'encoders'"
             )
-        enc_cls = (
-            nn.remat(HS2SEncoder, static_argnums=(3,)) if policy == "encoders" else HS2SEncoder
-        )
-        enc = {
-            "backbone": self.backbone,
-            "out_ch": self.num_ch,
-            "blocks": self.blocks,
-            "width_divisor": self.width_divisor,
-            "dtype": self.dtype,
-            "backbone_remat": self.backbone_remat,
-        }
-        self.encoder_ref = enc_cls(**enc)
-        self.encoder = enc_cls(**enc)
+        self.encoder_ref, self.encoder = hs2s_encoder.encoders(self, policy == "encoders")
         ch = self.num_ch // self.width_divisor
-        c16 = backbones.build(
-            self.backbone, blocks=self.blocks, width_divisor=self.width_divisor
-        ).channels()["f16"]
+        c16 = hs2s_encoder.skip_width(self)
         self.initializer = Initializer(ch, c16, dtype=self.dtype)
         self.memory = cells.build(self.cell, ch, self.mem_kernel, dtype=self.dtype)
         self.memory_backward = cells.build(self.cell, ch, self.mem_kernel, dtype=self.dtype)
-        self.skip_memory = cells.build(self.skip_cell, c16, self.sm_kernel, dtype=self.dtype)
-        self.skip_memory_backward = cells.build(
-            self.skip_cell, c16, self.sm_kernel, dtype=self.dtype
-        )
+        self.skip_memory = hs2s_encoder.skip_memory(self)
+        self.skip_memory_backward = hs2s_encoder.skip_memory(self)
         new = {"padding": 0, "kernel_init": "he_fan_out", "bias_init": "zeros", "dtype": self.dtype}
         self.combine = Conv(ch, 1, **new)
         self.combine_sm = Conv(c16, 1, **new)

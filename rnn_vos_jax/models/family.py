@@ -22,10 +22,14 @@ The model (`Family.model`, a Flax module whose fields are the keys of `config.mo
     init_carry(frame0 uint8 [N, H, W, 3], mask0 float32 [N, H, W, 1]) -> carry
         a pytree with leading axis N whose size does not depend on the video length;
     step(carry, frame uint8 [N, H, W, 3]) -> (carry, logits float32 [N, H, W, 1]);
+    with Family.fed_back_mask, the carry holds the previous frame's mask probability the next
+    step feeds to the model under that key (float32 [N, H, W, 1]); inference may replace it
+    between steps (config.eval.feedback='exclusive');
     with Family.frame_outputs, also
     step_outputs(carry, frame) -> (carry, logits, {name: float32 [N, H, W, C]})
         the same step plus extra per-frame outputs at the model's input size (e.g. 'flow',
-        C = 2: pixels (x, y) from the previous frame to this one), which evaluation can write.
+        C = 2: pixels (x, y) from the previous frame to this one), which evaluation writes with
+        each output's FrameOutput.write.
   For prediction == 'clip' (offline models that need the whole clip):
     predict_clip(frames uint8 [N, T, H, W, 3], mask0 float32 [N, H, W, 1])
         -> logits float32 [N, T-1, H, W, 1] for frames 1..T-1.
@@ -43,6 +47,23 @@ import flax.linen as nn
 PREDICTIONS = ("streaming", "clip")
 # The model methods each prediction kind needs.
 PREDICTION_METHODS = {"streaming": ("init_carry", "step"), "clip": ("predict_clip",)}
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameOutput:
+    """A per-frame output of `step_outputs` that evaluation can write, one image per frame.
+
+    Attributes:
+      switch: the boolean config.eval key that asks for it (e.g. 'save_flow'; its default, False,
+        is in configs/common.py).
+      folder: its images go to WORKDIR/eval/<split>/<folder>/VIDEO/FRAME.png.
+      write: write(path, value float32[H, W, C] at the model's input size, (H0, W0) the frame's
+        size) writes one frame's image at the frame's size.
+    """
+
+    switch: str
+    folder: str
+    write: Callable[[str, Any, tuple[int, int]], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +85,11 @@ class Family:
       tiny: model fields of a tiny variant (tests and the contract test; small enough to compile
         in seconds on a CPU at 64x64).
       config_only_keys: config.model keys that are not model fields (weight files read at init).
-      frame_outputs: names of the extra per-frame outputs of `step_outputs` (streaming only);
-        evaluation writes 'flow' with config.eval.save_flow.
+      fed_back_mask: the carry key of the mask the model feeds back to its next step
+        (streaming only; None when it feeds back none): generic inference reads and replaces
+        it for config.eval.feedback='exclusive'.
+      frame_outputs: name -> FrameOutput of the extra per-frame outputs of `step_outputs`
+        (streaming only), which evaluation writes when their switch is on.
       init_files: config.model key (one of config_only_keys) -> (state dict, flat variables,
         config.model, source) -> {flax path: array}: further weight files read when training
         starts from scratch (backbone_init.apply_init_files), like init_backbones.
@@ -79,7 +103,8 @@ class Family:
     init_backbones: Callable[..., dict] | None = None
     tiny: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     config_only_keys: tuple[str, ...] = ("backbone_init",)
-    frame_outputs: tuple[str, ...] = ()
+    fed_back_mask: str | None = None
+    frame_outputs: Mapping[str, FrameOutput] = dataclasses.field(default_factory=dict)
     init_files: Mapping[str, Callable[..., dict]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -93,11 +118,13 @@ class Family:
                 f"family {self.name}: {self.model.__name__} lacks {missing} for "
                 f"prediction={self.prediction!r}"
             )
+        if self.fed_back_mask is not None and self.prediction != "streaming":
+            raise ValueError(f"family {self.name}: fed_back_mask is for streaming families")
         if self.frame_outputs and not (
             self.prediction == "streaming" and hasattr(self.model, "step_outputs")
         ):
             raise TypeError(
-                f"family {self.name}: frame_outputs {self.frame_outputs} need streaming "
+                f"family {self.name}: frame_outputs {sorted(self.frame_outputs)} need streaming "
                 f"prediction and {self.model.__name__}.step_outputs"
             )
         stray = sorted(set(self.init_files) - set(self.config_only_keys))

@@ -29,11 +29,9 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from rnn_vos_jax import losses
-from rnn_vos_jax.models import backbones, cells, previous_masks
+from rnn_vos_jax.models import backbones, cells, hs2s_encoder, losses, previous_masks
 from rnn_vos_jax.models.decoders.hs2s import DecoderRef
 from rnn_vos_jax.models.family import Family
-from rnn_vos_jax.models.hs2s_encoder import HS2SEncoder
 from rnn_vos_jax.models.layers import normalize_frames
 from rnn_vos_jax.models.recurrent import scan_over_time
 from rnn_vos_jax.models.torch_layouts import StateDictLayout
@@ -86,6 +84,8 @@ class HS2S(nn.Module):
         frame t-1), paper B Table 2b.
       width_divisor: divides every channel count (tiny test/demo variants); 1 = authors'.
       blocks: optional override of the ResNet stage depths, e.g. (1, 1, 1, 1).
+      depth_divisor: > 1 keeps max(1, round(depth / d)) blocks of each backbone stage (the
+        demo's thin backbones; ignored by backbones without stages); 1 = the backbone's own.
       dtype: compute dtype (params, BatchNorm statistics, memories and outputs stay float32).
       remat: what the backward pass recomputes (REMAT_POLICIES; same gradients): False /
         'none'; True / 'encoders' (each encoder call); 'steps' (each whole time step: the
@@ -115,6 +115,7 @@ class HS2S(nn.Module):
     references: str = "both"
     width_divisor: int = 1
     blocks: Sequence[int] | None = None
+    depth_divisor: int = 1
     dtype: Any = jnp.float32
     remat: bool | str = False
     backbone_remat: bool = False
@@ -123,33 +124,15 @@ class HS2S(nn.Module):
     scan_unroll: int = 1
 
     def setup(self):
-        if self.width_divisor < 1 or 64 % self.width_divisor:
-            raise ValueError(f"HS2S: width_divisor must divide 64, got {self.width_divisor}")
         if self.references not in REFERENCES:
             raise ValueError(
                 f"Unknown config.model.references {self.references!r}; known: {sorted(REFERENCES)}"
             )
-        # Argument 3 (self = 0) is `train`, a Python bool that selects the BatchNorm mode.
         remat_encoders = remat_policy(self.remat) == "encoders"
-        enc_cls = nn.remat(HS2SEncoder, static_argnums=(3,)) if remat_encoders else HS2SEncoder
-        enc = {
-            "backbone": self.backbone,
-            "out_ch": self.num_ch,
-            "blocks": self.blocks,
-            "width_divisor": self.width_divisor,
-            "dtype": self.dtype,
-            "backbone_remat": self.backbone_remat,
-        }
-        self.encoder_ref = enc_cls(**enc)
-        self.encoder = enc_cls(**enc)
+        self.encoder_ref, self.encoder = hs2s_encoder.encoders(self, remat_encoders)
         ch = self.num_ch // self.width_divisor
         self.memory = cells.build(self.cell, ch, self.mem_kernel, dtype=self.dtype)
-        # The skip memory runs on the encoder's f16 and keeps its width (1024 for the ResNets,
-        # 512 for VGG16 and Axial-DeepLab-S), as the matching at 1/16 pairs it with f16.
-        c16 = backbones.build(
-            self.backbone, blocks=self.blocks, width_divisor=self.width_divisor
-        ).channels()["f16"]
-        self.skip_memory = cells.build(self.skip_cell, c16, self.sm_kernel, dtype=self.dtype)
+        self.skip_memory = hs2s_encoder.skip_memory(self)
         self.decoder = DecoderRef(
             ch,
             self.num_classes,
@@ -364,7 +347,7 @@ class HS2S(nn.Module):
 
 def _init_backbones(state, flat, model_config, source) -> dict:
     """torchvision weights into the backbones of both encoders (the authors' new layers stay)."""
-    name = model_config.get("backbone", HS2S.backbone)
+    name = model_config.get("backbone", HS2S.backbone)  # a model field: its default is HS2S's
     targets = [("encoder_ref", name), ("encoder", name)]
     return backbones.torchvision_init(state, flat, targets, source)
 
@@ -377,4 +360,5 @@ FAMILY = Family(
     checkpoint=StateDictLayout("hs2s", container="model", data_parallel=True),
     init_backbones=_init_backbones,
     tiny={"width_divisor": 16, "blocks": (1, 1, 1, 1)},
+    fed_back_mask="prev_pred",
 )

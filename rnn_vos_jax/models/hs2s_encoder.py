@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnn_vos_jax.models import backbones
+from rnn_vos_jax.models import backbones, cells
 from rnn_vos_jax.models.layers import BatchNorm, Conv
 
 # Backbone fields HS2S sets beyond the common ones: VGG16 as an FCN, its classifier's fc6 / fc7
@@ -36,6 +36,7 @@ class HS2SEncoder(nn.Module):
       backbone: backbone name (models/backbones/), 'resnet50' = the authors'.
       out_ch: channels of `e` before width_divisor (HS2S num_ch).
       blocks: optional override of the backbone's stage depths.
+      depth_divisor: thins the backbone's stages (backbones.build; tiny variants, demo).
       width_divisor: divides every channel count (including out_ch).
       dtype: compute dtype (params float32).
       backbone_remat: rematerialise the backbone's blocks one by one (backbones with a
@@ -45,6 +46,7 @@ class HS2SEncoder(nn.Module):
     backbone: str = "resnet50"
     out_ch: int = 1024
     blocks: Sequence[int] | None = None
+    depth_divisor: int = 1
     width_divisor: int = 1
     dtype: Any = jnp.float32
     backbone_remat: bool = False
@@ -61,6 +63,7 @@ class HS2SEncoder(nn.Module):
         self.trunk = backbones.build(
             self.backbone,
             blocks=self.blocks,
+            depth_divisor=self.depth_divisor,
             width_divisor=self.width_divisor,
             dtype=self.dtype,
             **fields,
@@ -90,3 +93,48 @@ class HS2SEncoder(nn.Module):
         top = feats.pop("top", feats["f32"])
         e = nn.relu(self.reduce_bn(self.reduce_channel_(top), train))
         return {"e": e, **feats}
+
+
+# What HS2S and Bi-HS2S build alike from their own fields (backbone, num_ch, blocks,
+# depth_divisor, width_divisor, dtype, backbone_remat, skip_cell, sm_kernel), inside setup().
+
+
+def encoders(model: nn.Module, remat: bool) -> tuple[nn.Module, nn.Module]:
+    """(encoder_ref, encoder): the reference encoder and the frame encoder of `model`.
+
+    Args:
+      model: an HS2S-style model in its setup().
+      remat: rematerialise each encoder call in the backward pass (config.model.remat).
+    """
+    name = type(model).__name__
+    if model.width_divisor < 1 or 64 % model.width_divisor:
+        raise ValueError(f"{name}: width_divisor must divide 64, got {model.width_divisor}")
+    # Argument 3 (self = 0) is `train`, a Python bool that selects the BatchNorm mode.
+    cls = nn.remat(HS2SEncoder, static_argnums=(3,)) if remat else HS2SEncoder
+    fields = {
+        "backbone": model.backbone,
+        "out_ch": model.num_ch,
+        "blocks": model.blocks,
+        "depth_divisor": model.depth_divisor,
+        "width_divisor": model.width_divisor,
+        "dtype": model.dtype,
+        "backbone_remat": model.backbone_remat,
+    }
+    return cls(**fields), cls(**fields)
+
+
+def skip_width(model: nn.Module) -> int:
+    """Channels of the encoder's f16, where the skip memory runs: it keeps that width (1024 for
+    the ResNets, 512 for VGG16 and Axial-DeepLab-S), as the matching at 1/16 pairs it with f16."""
+    trunk = backbones.build(
+        model.backbone,
+        blocks=model.blocks,
+        depth_divisor=model.depth_divisor,
+        width_divisor=model.width_divisor,
+    )
+    return trunk.channels()["f16"]
+
+
+def skip_memory(model: nn.Module) -> nn.Module:
+    """A skip-memory cell of `model` (config.model.skip_cell) on the encoder's f16."""
+    return cells.build(model.skip_cell, skip_width(model), model.sm_kernel, dtype=model.dtype)

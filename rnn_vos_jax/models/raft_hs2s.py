@@ -32,11 +32,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnn_vos_jax import losses
-from rnn_vos_jax.models import hs2s
-from rnn_vos_jax.models.family import Family
+from rnn_vos_jax.models import hs2s, losses
+from rnn_vos_jax.models.family import Family, FrameOutput
 from rnn_vos_jax.models.layers import Conv, normalize_frames, scaled
-from rnn_vos_jax.models.raft import photometric, weights
+from rnn_vos_jax.models.raft import flow_viz, photometric, weights
 from rnn_vos_jax.models.raft.flow import estimate_flow
 from rnn_vos_jax.models.raft.update import BasicUpdateBlock
 from rnn_vos_jax.models.torch_layouts import StateDictLayout
@@ -164,6 +163,9 @@ FAMILY = Family(
         "corr_radius": 2,
     },
     config_only_keys=("backbone_init", "raft_init"),
-    frame_outputs=("flow",),
+    fed_back_mask=hs2s.FAMILY.fed_back_mask,
+    frame_outputs={
+        "flow": FrameOutput(switch="save_flow", folder="Flow", write=flow_viz.write_png)
+    },
     init_files={"raft_init": weights.init_update_block},
 )

@@ -43,8 +43,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rnn_vos_jax import losses
-from rnn_vos_jax.models import cells
+from rnn_vos_jax.models import cells, losses
 from rnn_vos_jax.models.cells.convlstm import ConvLSTM
 from rnn_vos_jax.models.decoders.s2s import DecoderSkip
 from rnn_vos_jax.models.family import Family

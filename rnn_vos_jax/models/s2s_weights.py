@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from rnn_vos_jax.models import backbones
+from rnn_vos_jax.models.torch_keys import KeyIndex
 from rnn_vos_jax.models.torch_layouts import ModuleDictLayout
-from rnn_vos_jax.torch_keys import KeyIndex
 
 CHECKPOINT = ModuleDictLayout(
     "s2s_pp",

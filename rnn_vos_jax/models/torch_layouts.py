@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_vos_jax.torch_keys import Path, torch_leaf
+from rnn_vos_jax.models.torch_keys import Path, torch_leaf
 
 DATA_PARALLEL_PREFIX = "module."
 

@@ -54,8 +54,7 @@ import flax.linen as nn
 import numpy as np
 
 from rnn_vos_jax.models.registry import Registry
-from rnn_vos_jax.models.torch_layouts import DATA_PARALLEL_PREFIX
-from rnn_vos_jax.torch_keys import (
+from rnn_vos_jax.models.torch_keys import (
     KeyIndex,
     Path,
     canonical_modules,
@@ -63,6 +62,7 @@ from rnn_vos_jax.torch_keys import (
     to_torch_layout,
     torch_leaf,
 )
+from rnn_vos_jax.models.torch_layouts import DATA_PARALLEL_PREFIX
 
 REGISTRY = Registry(
     "config.model.backbone",
@@ -77,22 +77,32 @@ REGISTRY = Registry(
 )
 
 
-def build(backbone: str, *, blocks: Sequence[int] | None = None, **fields) -> nn.Module:
+def build(
+    backbone: str, *, blocks: Sequence[int] | None = None, depth_divisor: int = 1, **fields
+) -> nn.Module:
     """The backbone registered as `backbone`.
 
     Args:
       backbone: registry name, e.g. 'resnet50'.
       blocks: optional stage depths overriding the backbone's own (tiny variants); only for
         backbones with a `depths` field.
+      depth_divisor: > 1 (and no `blocks`): each stage keeps max(1, round(depth / d)) of its
+        blocks, e.g. (1, 1, 1, 1) of ResNet-50's (3, 4, 6, 3) and (1, 1, 4, 1) of ResNet-101's
+        for d = 6 (the demo); backbones without stage depths (VGG16) are unchanged.
       **fields: module fields (width_divisor, dtype, name, ...).
     """
     cls = REGISTRY[backbone]
+    has_depths = "depths" in cls.__dataclass_fields__
     if blocks is not None:
-        if "depths" not in cls.__dataclass_fields__:
+        if not has_depths:
             raise ValueError(
                 f"backbone {backbone!r} has no stage depths to set (config.model.blocks)"
             )
         fields["depths"] = tuple(int(b) for b in blocks)
+    elif depth_divisor != 1 and has_depths:
+        if depth_divisor < 1:
+            raise ValueError(f"config.model.depth_divisor must be >= 1, got {depth_divisor}")
+        fields["depths"] = tuple(max(1, round(d / depth_divisor)) for d in cls.depths)
     return cls(**fields)
 
 

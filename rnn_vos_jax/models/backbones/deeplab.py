@@ -29,7 +29,7 @@ The new layers (mask_conv, added_conv, added_bn) keep their init as for 'resnet5
 fresh init is torchvision's: DeepLabHead's convs keep torch's default init, BN 1/0.
 
 Dropout draws from the 'sample' rng stream, the only stream the training step passes
-(rnn_vos_jax/train_state.py; HS2S's nn.scan splits it per step, so each step and encoder call gets
+(rnn_vos_jax/training/train_state.py; HS2S's nn.scan splits it per step, so each step and encoder call gets
 its own mask); it is active iff `train` (the model's BatchNorm/training flag), identity otherwise.
 """
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from rnn_vos_jax.models.torch_keys import KeyIndex, Path
 from rnn_vos_jax.models.torch_layouts import DATA_PARALLEL_PREFIX
-from rnn_vos_jax.torch_keys import KeyIndex, Path
 
 MODULE = "update_block"
 

@@ -1,0 +1,234 @@
+"""Orbax checkpoints: the training manager and standalone model variables.
+
+Layout:
+  WORKDIR/checkpoints/<step>/default/   full train state (step, params, batch_stats, opt_state, rng)
+  WORKDIR/checkpoints/<step>.corrupt-<unix time>/  a step that failed to restore, moved aside
+  DIR/ (save_variables)                 standalone {'params', 'batch_stats'} tree
+
+A step counts only once committed: orbax writes it into <step>.orbax-checkpoint-tmp-<n>/ and
+renames it (with commit_success.txt inside) when every process has written its part, so a save
+cut short by a kill or preemption is never taken for the latest. All processes of a run call
+save and restore; one set of files is written.
+
+`load_variables` reads model variables from any of these (a save_variables dir, a training
+workdir, its checkpoints/ folder or one step folder), so evaluation, `init_from`, weight conversion
+and the Python API share one reader. Arrays come back as host numpy arrays: the caller places them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
+
+CHECKPOINT_DIR = "checkpoints"
+_ITEM = "default"
+_VARIABLE_KEYS = ("params", "batch_stats")
+
+
+class TrainCheckpointer:
+    """Thin wrapper of `ocp.CheckpointManager` for the train state of one workdir.
+
+    Args:
+      workdir: training directory; checkpoints go to WORKDIR/checkpoints/<step>.
+      save_interval_steps: save only steps that are multiples of this (unless forced).
+      max_to_keep: keep the newest N checkpoints.
+      use_async: write in a background thread (training continues meanwhile).
+    """
+
+    def __init__(
+        self, workdir: str, *, save_interval_steps: int, max_to_keep: int, use_async: bool = True
+    ):
+        self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+        options = ocp.CheckpointManagerOptions(
+            save_interval_steps=save_interval_steps,
+            max_to_keep=max_to_keep,
+            enable_async_checkpointing=use_async,
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint step, or None when there is none."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, *, force: bool = False) -> bool:
+        """Saves `state` at `step` if the interval policy (or `force`) says so; True if saved."""
+        return self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+    def restore(self, step: int, abstract_state: Any) -> Any:
+        """Restores the state of `step` laid out like `abstract_state` (ShapeDtypeStructs
+        with shardings), so it lands already sharded on the mesh."""
+        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any] | None:
+        """The newest committed checkpoint that restores, as (step, state); None if none exists.
+
+        A committed step that fails to read back (missing or truncated files) is skipped with a
+        warning naming it and the step before is tried; once one restores, the failed steps are
+        moved aside to <step>.corrupt-<unix time> (saving that step again would collide with
+        them). All processes must restore a step for it to count.
+
+        Raises:
+          RuntimeError: naming every checkpoint and its error when none restores (then nothing
+            is moved).
+        """
+        failed: list[tuple[int, str]] = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                state, error = self.restore(step, abstract_state), ""
+            except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many kinds
+                state, error = None, f"{type(e).__name__}: {str(e)[:500]}"
+            if _all_processes(not error):
+                if failed:
+                    self._move_aside([s for s, _ in failed])
+                return step, state
+            error = error or "failed in another process"
+            logging.warning(
+                "Checkpoint %s/%d does not restore (%s); falling back to the one before it",
+                self.directory,
+                step,
+                error,
+            )
+            failed.append((step, error))
+        if failed:
+            listed = "; ".join(f"{self.directory}/{s}: {e}" for s, e in failed)
+            raise RuntimeError(f"no checkpoint in {self.directory} restores: {listed}")
+        return None
+
+    def _move_aside(self, steps: list[int]) -> None:
+        if jax.process_index() == 0:
+            stamp = int(time.time())
+            for step in steps:
+                src = os.path.join(self.directory, str(step))
+                dst = f"{src}.corrupt-{stamp}"
+                os.rename(src, dst)
+                logging.warning("Moved the unreadable checkpoint %s to %s", src, dst)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("checkpoints_moved_aside")
+        self._manager.reload()
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are committed."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def _all_processes(ok: bool) -> bool:
+    """True when `ok` holds in every process (one all-gather; no collective with one process)."""
+    if jax.process_count() == 1:
+        return ok
+    return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
+
+
+def save_variables(path: str, variables: dict[str, Any]) -> None:
+    """Writes model variables {'params', 'batch_stats'} as a standalone orbax checkpoint.
+
+    Args:
+      path: output directory (must not exist yet; orbax refuses to overwrite).
+      variables: dict with 'params' and optionally 'batch_stats' pytrees of arrays.
+    """
+    unknown = set(variables) - set(_VARIABLE_KEYS)
+    if unknown or "params" not in variables:
+        raise ValueError(
+            f"save_variables expects keys {_VARIABLE_KEYS} (params required), got {sorted(variables)}"
+        )
+    tree = {k: variables[k] for k in _VARIABLE_KEYS if k in variables}
+    tree = jax.tree.map(np.asarray, tree)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.abspath(path), tree)
+    checkpointer.wait_until_finished()
+    checkpointer.close()
+
+
+def _is_step_dir(path: str) -> bool:
+    return os.path.isdir(os.path.join(path, _ITEM)) and re.fullmatch(r"\d+", os.path.basename(path))
+
+
+def _step_dirs(root: str) -> dict[int, str]:
+    out = {}
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            full = os.path.join(root, name)
+            # Only committed steps: orbax renames the temporary folder when a save finishes.
+            if re.fullmatch(r"\d+", name) and os.path.isdir(os.path.join(full, _ITEM)):
+                out[int(name)] = full
+    return out
+
+
+def committed_steps(workdir: str) -> list[int]:
+    """The steps of WORKDIR/checkpoints whose saves completed, ascending ([] when none)."""
+    return sorted(_step_dirs(os.path.join(workdir, CHECKPOINT_DIR)))
+
+
+def resolve_variables_path(path: str, step: int | None = None) -> str:
+    """Finds the orbax item directory holding variables for `path` (see `load_variables`)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint path does not exist: {path}")
+    if _is_step_dir(path):
+        if step is not None and int(os.path.basename(path)) != step:
+            raise ValueError(
+                f"{path} is the checkpoint of step {os.path.basename(path)}, not {step}"
+            )
+        return os.path.join(path, _ITEM)
+    for root in (os.path.join(path, CHECKPOINT_DIR), path):
+        steps = _step_dirs(root)
+        if steps:
+            chosen = max(steps) if step is None else step
+            if chosen not in steps:
+                raise FileNotFoundError(
+                    f"no checkpoint of step {chosen} in {root}; available: {sorted(steps)}"
+                )
+            return os.path.join(steps[chosen], _ITEM)
+    if os.path.exists(os.path.join(path, "_METADATA")) or os.path.exists(
+        os.path.join(path, "_CHECKPOINT_METADATA")
+    ):
+        if step is not None:
+            raise ValueError(f"{path} is a standalone variables checkpoint; it has no step {step}")
+        return path
+    raise FileNotFoundError(
+        f"no orbax checkpoint found at {path} (expected a save_variables directory, a training "
+        f"workdir with {CHECKPOINT_DIR}/<step>/, or a step directory)"
+    )
+
+
+def load_variables(path: str, step: int | None = None) -> dict[str, Any]:
+    """Loads model variables {'params', 'batch_stats'} as numpy arrays.
+
+    Args:
+      path: a `save_variables` directory, a training workdir (uses WORKDIR/checkpoints), a
+        checkpoints/ folder, or one step folder of it.
+      step: which training step (default: the latest); only for workdirs/checkpoint folders.
+
+    Returns:
+      dict with 'params' and 'batch_stats' (empty dict if the model has none) of numpy arrays;
+      the optimizer state of a training checkpoint is not read.
+    """
+    item = resolve_variables_path(path, step)
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(item).item_metadata.tree
+    if "params" not in tree:
+        raise ValueError(f"checkpoint {item} holds no 'params' (keys: {sorted(tree)})")
+    wanted = {k: tree[k] for k in _VARIABLE_KEYS if k in tree}
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+    restored = checkpointer.restore(
+        item,
+        args=ocp.args.PyTreeRestore(item=wanted, restore_args=restore_args, partial_restore=True),
+    )
+    checkpointer.close()
+    restored = {k: restored[k] for k in _VARIABLE_KEYS if k in restored}
+    restored.setdefault("batch_stats", {})
+    return restored

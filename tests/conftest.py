@@ -1,7 +1,8 @@
 """Test set-up: 8 fake CPU devices (set before JAX is imported anywhere), cheap compilation.
 
 XLA's CPU optimisation passes cost most of the tests' time (compiling tiny models) and buy
-nothing at tiny sizes; subprocesses started by the tests inherit the flags.
+nothing at tiny sizes: XLA_FLAGS turns them off for every jax.jit of the session (no per-call
+compiler options needed) and of the subprocesses the tests start, which inherit the flags.
 """
 
 import os

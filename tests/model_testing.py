@@ -1,4 +1,4 @@
-"""Shared by the model tests: fast compilation, random clips and random variables of any model."""
+"""Shared by the model tests: random clips and random variables of any model."""
 
 import jax
 import jax.numpy as jnp
@@ -6,14 +6,6 @@ import ml_collections
 import numpy as np
 
 from rnn_vos_jax.configs import hs2s as hs2s_config
-
-# XLA's CPU optimisation passes cost more compile time than they save at these tiny sizes.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def jit(fn):
-    """jax.jit with the cheap compiler options (compiles on first call)."""
-    return jax.jit(fn, compiler_options=FAST_COMPILE)
 
 
 def clip(b=2, t=3, h=64, w=64, seed=0):

@@ -179,7 +179,7 @@ def test_axialnet_weights_forward_parity():
     names = ("f2", "f4", "f8", "f16", "f32")
     with torch.no_grad():
         want = ar.hs2s_features(net, stem, tx, tm)
-    got = mt.jit(lambda v, a, m: model.apply(v, a, False, m))(variables, x, mask)
+    got = jax.jit(lambda v, a, m: model.apply(v, a, False, m))(variables, x, mask)
     for name, ref in zip(names, want):
         mt.assert_close(got[name], ref.numpy().transpose(0, 2, 3, 1), rtol=1e-4)
     # Train mode: batch statistics over the few positions of the last stages amplify float32
@@ -190,7 +190,7 @@ def test_axialnet_weights_forward_parity():
         mod.double().train()
     with torch.no_grad():
         want = ar.hs2s_features(net, stem, tx.double(), tm.double())
-    got, _ = mt.jit(lambda v, a, m: model.apply(v, a, True, m, mutable=["batch_stats"]))(
+    got, _ = jax.jit(lambda v, a, m: model.apply(v, a, True, m, mutable=["batch_stats"]))(
         variables, x, mask
     )
     for name, ref in zip(names, want):
@@ -264,7 +264,7 @@ def test_remat_gives_the_same_outputs_and_gradients():
 
     def grads(net):
         fn = jax.value_and_grad(lambda p, s: loss(p, s, net), has_aux=True)
-        return mt.jit(fn)(params, stats)
+        return jax.jit(fn)(params, stats)
 
     (l0, u0), g0 = grads(stage)
     (l1, u1), g1 = grads(remat)
@@ -308,7 +308,7 @@ def test_tiny_hs2s_on_axial_s_trains():
         )
         return fam.loss(out, batch)[0]
 
-    loss, grads = mt.jit(jax.value_and_grad(loss_fn))(variables["params"])
+    loss, grads = jax.jit(jax.value_and_grad(loss_fn))(variables["params"])
     assert np.isfinite(float(loss))
     enc = grads["encoder"]
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))

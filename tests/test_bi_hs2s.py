@@ -32,7 +32,7 @@ def _tiny(name):
 @functools.cache
 def _predict_clip():
     model = _tiny("bi_hs2s")[0]
-    return mt.jit(lambda v, f, m: model.apply(v, f, m, method="predict_clip"))
+    return jax.jit(lambda v, f, m: model.apply(v, f, m, method="predict_clip"))
 
 
 def _video(n, seed=0):
@@ -54,7 +54,7 @@ def test_backward_memory_sees_the_future_hs2s_does_not():
     for t in range(T - 2):
         assert float(np.abs(after[:, t] - before[:, t]).max()) > 1e-4 * scale, t
     hs2s, hs_vars, _, _ = _tiny("hs2s")
-    forward = mt.jit(lambda v, f: hs2s.apply(v, f, masks, sample_prob=1.0)["logits"])
+    forward = jax.jit(lambda v, f: hs2s.apply(v, f, masks, sample_prob=1.0)["logits"])
     hs_before, hs_after = forward(hs_vars, frames), forward(hs_vars, changed)
     np.testing.assert_allclose(hs_after[:, :-1], hs_before[:, :-1], atol=1e-6)
     assert float(np.abs(hs_after[:, -1] - hs_before[:, -1]).max()) > 1e-3
@@ -67,7 +67,7 @@ def test_teacher_forcing_with_its_own_predictions_is_the_free_running_prediction
     free = _predict_clip()(variables, frames, masks[:, 0])
     # (The last entry, the mask of the last frame, feeds nothing.)
     fed = jnp.concatenate([masks[:, :1], jax.nn.sigmoid(free)], axis=1)
-    forward = mt.jit(lambda v, m: model.apply(v, frames, m, sample_prob=0.0)["logits"])
+    forward = jax.jit(lambda v, m: model.apply(v, frames, m, sample_prob=0.0)["logits"])
     mt.assert_close(forward(variables, fed), free)
     # The GT masks differ from the predictions, so feeding them changes frames 2.. only.
     gt = forward(variables, masks)

@@ -97,7 +97,7 @@ def _stepper(cell, train):
             return cell.apply(v, carry, x, train=True, mutable=["batch_stats"])[0]
         return cell.apply(v, carry, x, train=False)
 
-    return mt.jit(step)
+    return jax.jit(step)
 
 
 def _param_count(cell, cin=1024, hw=8):
@@ -212,8 +212,8 @@ def test_tt_lstm_oldest_window_warms_up_after_steps_frames():
             total += jnp.sum(y**2)
         return total
 
-    g3 = mt.jit(jax.grad(functools.partial(loss, t=3)))(v)["params"]["window_0"]["kernel"]
-    g4 = mt.jit(jax.grad(functools.partial(loss, t=4)))(v)["params"]["window_0"]["kernel"]
+    g3 = jax.jit(jax.grad(functools.partial(loss, t=3)))(v)["params"]["window_0"]["kernel"]
+    g4 = jax.jit(jax.grad(functools.partial(loss, t=4)))(v)["params"]["window_0"]["kernel"]
     assert np.abs(g3).max() == 0 and np.abs(g4).max() > 0
 
 

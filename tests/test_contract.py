@@ -59,7 +59,7 @@ def _tiny_family(name):
 def _eval_outputs(name):
     """Eval-mode outputs with every fed-back mask the model's own prediction (sample_prob 1)."""
     _, model, variables, frames, masks = _tiny(name)
-    run = mt.jit(
+    run = jax.jit(
         lambda v, f, m: model.apply(
             v, f, m, sample_prob=1.0, train=False, rngs={"sample": jax.random.key(3)}
         )
@@ -100,13 +100,13 @@ def test_scan_equals_prediction_and_carry_is_flat(name):
     fam, model, variables, frames, masks = _tiny(name)
     want = _eval_outputs(name)["logits"]
     if fam.prediction == "clip":
-        got = mt.jit(lambda v, f, m: model.apply(v, f, m, method="predict_clip"))(
+        got = jax.jit(lambda v, f, m: model.apply(v, f, m, method="predict_clip"))(
             variables, frames, masks[:, 0]
         )
         mt.assert_close(got, want)
         return
-    init = mt.jit(lambda v, f, m: model.apply(v, f, m, method="init_carry"))
-    step = mt.jit(lambda v, c, f: model.apply(v, c, f, method="step"))
+    init = jax.jit(lambda v, f, m: model.apply(v, f, m, method="init_carry"))
+    step = jax.jit(lambda v, c, f: model.apply(v, c, f, method="step"))
     carry = init(variables, frames[:, 0], masks[:, 0])
     spec = jax.tree.map(lambda x: (x.shape, x.dtype), carry)
     assert all(x.shape[0] == B for x in jax.tree.leaves(carry))
@@ -128,7 +128,7 @@ def test_gradients_finite_and_unrolled_scan_equals_rolled(name):
         out, upd = _train_apply(m, {**variables, "params": params}, frames, masks)
         return fam.loss(out, batch)[0], (out, upd)
 
-    grad_fn = mt.jit(jax.value_and_grad(functools.partial(loss_fn, m=model), has_aux=True))
+    grad_fn = jax.jit(jax.value_and_grad(functools.partial(loss_fn, m=model), has_aux=True))
     (loss, (out, upd)), grads = grad_fn(variables["params"])
     assert np.isfinite(float(loss))
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
@@ -136,7 +136,7 @@ def test_gradients_finite_and_unrolled_scan_equals_rolled(name):
         assert np.abs(g).max() > 0, f"zero gradient for {jax.tree_util.keystr(path)}"
     # scan_unroll changes only how XLA loops: same logits, sampling coins and BatchNorm updates.
     unrolled = model.clone(scan_unroll=T - 1)
-    out_u, upd_u = mt.jit(lambda v: _train_apply(unrolled, v, frames, masks))(variables)
+    out_u, upd_u = jax.jit(lambda v: _train_apply(unrolled, v, frames, masks))(variables)
     mt.assert_close(out_u["logits"], out["logits"])
     for a, b in zip(jax.tree.leaves(upd_u), jax.tree.leaves(upd)):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
@@ -146,7 +146,7 @@ def test_gradients_finite_and_unrolled_scan_equals_rolled(name):
 def test_bfloat16_runs_close_to_float32(name):
     _, model, variables, frames, masks = _tiny(name)
     bf = model.clone(dtype=jnp.bfloat16)
-    out = mt.jit(lambda v: bf.apply(v, frames, masks, sample_prob=1.0))(variables)
+    out = jax.jit(lambda v: bf.apply(v, frames, masks, sample_prob=1.0))(variables)
     want = _eval_outputs(name)["logits"]
     assert out["logits"].dtype == jnp.float32 and np.isfinite(out["logits"]).all()
     scale = float(np.abs(want).max())
@@ -165,7 +165,7 @@ def test_convolution_lowerings_give_the_same_outputs(name, monkeypatch):
     # Traced under the default: the tiny models' convs are shallow (NHWC gradients in loops).
     want = _eval_outputs(name)
     monkeypatch.setenv(conv_lowering.ENV, "patches")
-    got = mt.jit(
+    got = jax.jit(
         lambda v, f, m: model.apply(
             v, f, m, sample_prob=1.0, train=False, rngs={"sample": jax.random.key(3)}
         )
@@ -228,18 +228,18 @@ def test_cell_contract(name):
             ys.append(y)
         return carry, jnp.stack(ys, 1)
 
-    carry_loop, ys = mt.jit(loop)(variables, carry, x)
+    carry_loop, ys = jax.jit(loop)(variables, carry, x)
     assert ys.shape == (B, t, 4, 6, 4)
     spec = jax.tree.map(lambda c: (c.shape, c.dtype), carry)
     assert jax.tree.map(lambda c: (c.shape, c.dtype), carry_loop) == spec
     scanned = scan_over_time(type(cell), train=False)(**_cell_fields(cell))
-    carry_scan, ys_scan = mt.jit(scanned.apply)(variables, carry, x)
+    carry_scan, ys_scan = jax.jit(scanned.apply)(variables, carry, x)
     mt.assert_close(ys_scan, ys)
     jax.tree.map(mt.assert_close, carry_scan, carry_loop)
-    grads = mt.jit(jax.grad(lambda v: jnp.sum(loop(v, carry, x)[1] ** 2)))(variables)
+    grads = jax.jit(jax.grad(lambda v: jnp.sum(loop(v, carry, x)[1] ** 2)))(variables)
     assert all(np.isfinite(g).all() and np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
     bf = cell.clone(dtype=jnp.bfloat16)
-    carry_bf, y_bf = mt.jit(bf.apply)(variables, carry, x[:, 0])
+    carry_bf, y_bf = jax.jit(bf.apply)(variables, carry, x[:, 0])
     assert all(c.dtype == jnp.float32 for c in jax.tree.leaves(carry_bf))
     assert np.isfinite(np.asarray(y_bf, np.float32)).all()
     params = _hs2s_with(cell=name)["params"]
@@ -254,15 +254,15 @@ def test_fusion_contract(name):
     query = jax.random.normal(jax.random.key(0), (B, 4, 6, 6))
     reference = jax.random.normal(jax.random.key(1), (B, 4, 6, 6))
     variables = mt.random_variables_of(block, query, reference)
-    apply = mt.jit(block.apply)
+    apply = jax.jit(block.apply)
     fused = apply(variables, query, reference)
     assert fused.shape == (B, 4, 6, 16) and np.isfinite(fused).all()
     # Both inputs matter.
     assert not np.allclose(fused, apply(variables, query, reference * 2))
     assert not np.allclose(fused, apply(variables, query * 2, reference))
-    grads = mt.jit(jax.grad(lambda v: jnp.sum(block.apply(v, query, reference) ** 2)))(variables)
+    grads = jax.jit(jax.grad(lambda v: jnp.sum(block.apply(v, query, reference) ** 2)))(variables)
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
-    out_bf = mt.jit(block.clone(dtype=jnp.bfloat16).apply)(variables, query, reference)
+    out_bf = jax.jit(block.clone(dtype=jnp.bfloat16).apply)(variables, query, reference)
     assert out_bf.shape == fused.shape
     params = _hs2s_with(fusion=name)["params"]
     assert set(params["decoder"]["GC"]) == set(variables["params"])
@@ -293,7 +293,7 @@ def test_backbone_contract(name):
     mask = (jax.random.uniform(jax.random.key(1), (1, 64, 96, 1)) > 0.5).astype(jnp.float32)
     plain = jax.eval_shape(lambda a: net.init(jax.random.key(2), a), x)
     variables = mt.random_variables_of(net, x, mask=mask)
-    apply = mt.jit(lambda v, m: net.apply(v, x, mask=m))
+    apply = jax.jit(lambda v, m: net.apply(v, x, mask=m))
     feats = apply(variables, mask)
     assert {k: v.shape for k, v in feats.items()} == _pyramid(net, 64, 96)
     # The mask conditioning is one extra conv beside the first one, and it changes the output.

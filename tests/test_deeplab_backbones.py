@@ -130,7 +130,7 @@ def test_dilated_bottleneck_equals_direct_dilated_convolution():
     x = np.random.default_rng(0).normal(size=(2, 9, 10, 16)).astype(np.float32)
     block = resnet.Bottleneck(4, dilation=2)
     variables = mt.random_variables_of(block, x, train=False)
-    got = mt.jit(lambda v: block.apply(v, x, False))(variables)
+    got = jax.jit(lambda v: block.apply(v, x, False))(variables)
     p, s = _np64(variables["params"]), _np64(variables["batch_stats"])
     y = _relu(_np_bn(_np_conv(x, p["conv1"]["kernel"]), p["bn1"], s["bn1"]))
     y = _relu(_np_bn(_np_conv(y, p["conv2"]["kernel"], dilation=2), p["bn2"], s["bn2"]))
@@ -146,7 +146,7 @@ def test_aspp_branches_and_image_pooling_match_numpy():
     aspp = deeplab.ASPP(features=3, rates=rates)
     x = np.random.default_rng(1).normal(size=(2, 7, 9, 5)).astype(np.float32)
     variables = mt.random_variables_of(aspp, x)
-    got = mt.jit(lambda v: aspp.apply(v, x))(variables)
+    got = jax.jit(lambda v: aspp.apply(v, x))(variables)
     p, s = _np64(variables["params"]), _np64(variables["batch_stats"])
 
     def cbr(y, conv, bn, dilation=1):
@@ -170,8 +170,8 @@ def test_aspp_dropout_draws_from_the_sample_stream_in_train_mode_only():
         out, _ = module.apply(v, x, True, rngs={"sample": key}, mutable=["batch_stats"])
         return out
 
-    run = mt.jit(train)
-    kept = mt.jit(lambda v, k: train(v, k, aspp.clone(dropout=0.0)))(variables, jax.random.key(0))
+    run = jax.jit(train)
+    kept = jax.jit(lambda v, k: train(v, k, aspp.clone(dropout=0.0)))(variables, jax.random.key(0))
     a, b = run(variables, jax.random.key(0)), run(variables, jax.random.key(1))
     np.testing.assert_array_equal(a, run(variables, jax.random.key(0)))
     assert not np.array_equal(a, b)
@@ -299,7 +299,7 @@ def _reduction(variables, scope, cin):
 def _check_encoder(variables, scope, backbone, x, mask, want):
     sub = {c: variables[c][scope] for c in ("params", "batch_stats")}
     enc = HS2SEncoder(backbone, blocks=BLOCKS, width_divisor=DIV)
-    got = mt.jit(lambda v: enc.apply(v, x, mask, False))(sub)
+    got = jax.jit(lambda v: enc.apply(v, x, mask, False))(sub)
     assert set(got) == set(want)
     for key, w in want.items():
         np.testing.assert_allclose(got[key], w, atol=TOL, rtol=1e-4, err_msg=f"{scope} {key}")
@@ -409,7 +409,7 @@ def test_imagenet_vgg16_into_hs2s_vgg16_with_fc6_fc7(tmp_path):
         e = _nhwc(reduce(tv.fcn(t)))
     want = dict(zip(("f2", "f4", "f8", "f16", "f32"), pyramid), e=e)
     sub = {c: after[c][scope] for c in ("params", "batch_stats")}
-    got = mt.jit(lambda v: HS2SEncoder("vgg16", width_divisor=DIV).apply(v, x, mask, False))(sub)
+    got = jax.jit(lambda v: HS2SEncoder("vgg16", width_divisor=DIV).apply(v, x, mask, False))(sub)
     assert set(got) == set(want)
     for key, w in want.items():
         np.testing.assert_allclose(got[key], w, atol=TOL, rtol=1e-4, err_msg=key)
@@ -430,7 +430,7 @@ def test_tiny_hs2s_with_aspp_trains_with_dropout_per_sample_key():
         )
         return out["logits"]
 
-    run = mt.jit(run)
+    run = jax.jit(run)
     a = run(variables, jax.random.key(0))
     assert a.shape == (1, 1, 64, 64, 1) and np.isfinite(a).all()
     np.testing.assert_array_equal(a, run(variables, jax.random.key(0)))

@@ -66,7 +66,7 @@ def test_cosine_matches_numpy_loops():
     reference[1, 0, 3] = 0.0
     block = fusion.build("cosine", features=7)
     variables = mt.random_variables_of(block, query, reference)
-    got = mt.jit(block.apply)(variables, query, reference)
+    got = jax.jit(block.apply)(variables, query, reference)
     assert got.shape == (2, 3, 4, 7)
     want = _np_cosine(*_np((query, reference)), _np(variables["params"]))
     mt.assert_close(got, want)
@@ -136,10 +136,10 @@ def _np_axial(x, params, stats, axis, train, heads=8):
 
 def _apply(module, variables, x, train):
     if train:
-        return mt.jit(lambda v, a: module.apply(v, a, train=True, mutable=["batch_stats"])[0])(
+        return jax.jit(lambda v, a: module.apply(v, a, train=True, mutable=["batch_stats"])[0])(
             variables, x
         )
-    return mt.jit(module.apply)(variables, x)
+    return jax.jit(module.apply)(variables, x)
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
@@ -159,7 +159,7 @@ def test_axial_attention_stride_pools_and_checks():
     x = jax.random.normal(jax.random.key(2), (1, 4, 6, 3))
     layer = AxialAttention(features=16, axis="width")
     variables = mt.random_variables_of(layer, x)
-    pooled = mt.jit(layer.clone(stride=2).apply)(variables, x)
+    pooled = jax.jit(layer.clone(stride=2).apply)(variables, x)
     want = nn.avg_pool(layer.apply(variables, x), (2, 2), strides=(2, 2))
     assert pooled.shape == (1, 2, 3, 16)
     mt.assert_close(pooled, want)
@@ -180,7 +180,7 @@ def test_axial_block_matches_numpy_composition():
     reference = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
     block = fusion.build("axial", features=16, width_divisor=16)
     variables = _with_big_tables(mt.random_variables_of(block, query, reference))
-    got = mt.jit(block.apply)(variables, query, reference)
+    got = jax.jit(block.apply)(variables, query, reference)
     p, s = _np(variables["params"]), _np(variables["batch_stats"])
     x = np.concatenate(_np((reference, query)), -1) @ p["conv_down"]["kernel"][0, 0]
     x = np.maximum(_bn(x, p["bn1"], s["bn1"], False), 0.0)

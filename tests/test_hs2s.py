@@ -19,7 +19,6 @@ from rnn_vos_jax.models.hs2s import FAMILY, HS2S
 BENCH = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "param_counts.py")
 B, T, H, W = 2, 3, 64, 64
 TINY = dict(FAMILY.tiny)
-_jit = mt.jit
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +26,7 @@ def tiny():
     model = HS2S(**TINY)
     frames, masks = mt.clip(B, T, H, W)
     # rbg keys: threefry's per-parameter random streams dominate the init compile time on CPU.
-    init = _jit(lambda k: model.init({"params": k}, frames, masks, sample_prob=0.0))
+    init = jax.jit(lambda k: model.init({"params": k}, frames, masks, sample_prob=0.0))
     variables = init(jax.random.key(0, impl="rbg"))
     return model, variables, frames, masks
 
@@ -37,7 +36,7 @@ def scanned_eval(tiny):
     """Jitted eval-mode forward with a traced sample_prob; returns (outputs, batch_stats)."""
     model, variables, frames, masks = tiny
 
-    @_jit
+    @jax.jit
     def run(v, p):
         return model.apply(
             v,
@@ -55,8 +54,8 @@ def scanned_eval(tiny):
 def _stream(model, variables, frames, masks, feed_gt):
     """Python loop over the streaming step; returns logits [B, T-1, H, W, 1] and the carries."""
     # Variables are arguments, not closed-over constants XLA would try to fold.
-    init_carry = _jit(lambda v, f, m: model.apply(v, f, m, method="init_carry"))
-    step = _jit(lambda v, c, f: model.apply(v, c, f, method="step"))
+    init_carry = jax.jit(lambda v, f, m: model.apply(v, f, m, method="init_carry"))
+    step = jax.jit(lambda v, c, f: model.apply(v, c, f, method="step"))
     carry = init_carry(variables, frames[:, 0], masks[:, 0])
     carries, logits = [carry], []
     for t in range(1, frames.shape[1]):
@@ -183,7 +182,7 @@ def _train_grads(variables, frames, masks, remat):
         loss = jnp.mean(out["logits"] * w_seg) + jnp.mean(out["distance"] * w_dist)
         return loss, upd
 
-    grad_fn = _jit(jax.value_and_grad(loss_fn, has_aux=True))
+    grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
     (loss, upd), grads = grad_fn(variables["params"], variables["batch_stats"])
     return loss, upd, grads
 
@@ -246,7 +245,7 @@ def test_build_and_bad_inputs(tiny):
 
 def test_predict_clip_equals_feeding_back_predictions(tiny, scanned_eval):
     model, variables, frames, masks = tiny
-    got = _jit(lambda v, f, m: model.apply(v, f, m, method="predict_clip"))(
+    got = jax.jit(lambda v, f, m: model.apply(v, f, m, method="predict_clip"))(
         variables, frames, masks[:, 0]
     )
     _assert_close(got, scanned_eval[1.0][0]["logits"])

@@ -47,7 +47,7 @@ def test_previous_reference_model_sees_frame_0_only_as_the_previous_frame():
     frames, masks = mt.clip(1, 3, 64, 64)
     model = _tiny(references="previous")
     variables = mt.random_variables(model, frames, masks)
-    run = mt.jit(lambda v, f: model.apply(v, f, masks)["logits"])  # teacher forcing
+    run = jax.jit(lambda v, f: model.apply(v, f, masks)["logits"])  # teacher forcing
     base = run(variables, frames)
     changed = frames.at[:, 0].set(255 - frames[:, 0])
     out = run(variables, changed)

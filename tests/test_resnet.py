@@ -8,7 +8,6 @@ import pytest
 from rnn_vos_jax.models import backbones
 from rnn_vos_jax.models.hs2s_encoder import HS2SEncoder
 
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 LEAF_TO_TORCH = {
     ("params", "kernel"): "weight",
     ("params", "scale"): "weight",
@@ -210,10 +209,9 @@ def test_parity_with_torch_eval_and_train_mode():
     t_in = [torch.from_numpy(a.transpose(0, 3, 1, 2)) for a in inputs]
 
     def run(train):
-        return jax.jit(
-            lambda v, *a: fmodel.apply(v, *a, train, mutable=["batch_stats"]),
-            compiler_options=FAST_COMPILE,
-        )(variables, *inputs)
+        return jax.jit(lambda v, *a: fmodel.apply(v, *a, train, mutable=["batch_stats"]))(
+            variables, *inputs
+        )
 
     for train in (False, True):
         tmodel.train(train)

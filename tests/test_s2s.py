@@ -19,11 +19,6 @@ from rnn_vos_jax.models.layers import upsample2x
 B, T, H, W, K = 2, 3, 64, 64, 42
 
 
-def _fast_jit(fn, *args):
-    """jax.jit(fn) compiled for `args` with cheap compiler options; returns the executable."""
-    return jax.jit(fn).lower(*args).compile(compiler_options=mt.FAST_COMPILE)
-
-
 def _count(tree):
     return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
 
@@ -67,7 +62,7 @@ def s2spp_run():
     variables = _random_variables(model, frames, masks)
     labels = np.random.default_rng(1).integers(0, K, (B, T - 1, H, W)).astype(np.int32)
     run = functools.partial(_loss_and_out, model)
-    loss, out = _fast_jit(run, variables, frames, masks, labels)(variables, frames, masks, labels)
+    loss, out = jax.jit(run)(variables, frames, masks, labels)
     return model, variables, frames, masks, loss, out
 
 
@@ -77,9 +72,7 @@ def test_s2spp_outputs_and_initializer_carry(s2spp_run):
     assert out["distance"].shape == (B, T - 1, H, W, K) and out["distance"].dtype == jnp.float32
     assert np.isfinite(float(loss))
     init_carry = functools.partial(model.apply, method="init_carry")
-    carry = _fast_jit(init_carry, variables, frames[:, 0], masks[:, 0])(
-        variables, frames[:, 0], masks[:, 0]
-    )
+    carry = jax.jit(init_carry)(variables, frames[:, 0], masks[:, 0])
     shapes = {k: tuple(x.shape for x in v) for k, v in carry.items()}
     assert shapes == {
         "convlstm": ((B, 2, 2, 16),) * 2,
@@ -185,9 +178,7 @@ def test_s2s_baseline_shapes_and_gradients():
     }
     assert "mask_head" in params["decoder"] and "merge_" not in params["decoder"]
     grad_fn = jax.value_and_grad(functools.partial(_loss_and_out, model), has_aux=True)
-    (loss, out), grads = _fast_jit(grad_fn, variables, frames, masks, None)(
-        variables, frames, masks, None
-    )
+    (loss, out), grads = jax.jit(grad_fn)(variables, frames, masks, None)
     assert out["logits"].shape == (B, T - 1, H, W, 1) and out["distance"] is None
     assert np.isfinite(float(loss))
     _check_grads(grads)

@@ -1,4 +1,4 @@
-"""Shared by the model tests: random clips and random variables of any model."""
+"""Shared by the model tests: random clips, random variables of any module, full configs."""
 
 import jax
 import jax.numpy as jnp
@@ -32,30 +32,25 @@ def batch(frames, masks, num_classes=42, seed=1):
     }
 
 
-def abstract_variables(model, frames, masks):
-    """Variable shapes of a family model (no compilation)."""
-    return _shapes(model, frames, masks, sample_prob=0.0, train=False)
+def variable_shapes(module, *args, **kwargs):
+    """Variable shapes of `module.init(rngs, *args, **kwargs)` (jax.eval_shape: no compilation).
 
-
-def _shapes(module, *args, **kwargs):
+    A family model takes its clip: variable_shapes(model, frames, masks).
+    """
     rngs = {"params": jax.random.key(0), "sample": jax.random.key(1)}
     return jax.eval_shape(lambda *a: module.init(rngs, *a, **kwargs), *args)
 
 
-def random_variables(model, frames, masks, seed=0):
-    """He-scaled random variables of a family model (see random_variables_of)."""
-    return random_variables_of(model, frames, masks, seed=seed, sample_prob=0.0, train=False)
+def random_variables(module, *args, seed=0, **kwargs):
+    """He-scaled random parameters and plausible BatchNorm statistics of any module (a family
+    model, a block, a backbone), shaped as `variable_shapes(module, *args, **kwargs)`, without
+    compiling or running its init. A family model's `args` default to a 1-sample 2-frame clip at
+    64x64; pass its real clip where the parameters depend on the frame size (Axial-DeepLab).
 
-
-def random_variables_of(module, *args, seed=0, **kwargs):
-    """He-scaled random parameters and plausible BatchNorm statistics, without running init.
-
-    Shapes come from `module.init(rngs, *args, **kwargs)` under jax.eval_shape. At tiny widths
-    the authors' from-scratch inits shrink activations several times per layer, so some
-    gradients would underflow to zero; He scaling keeps every layer alive.
+    At tiny widths the authors' from-scratch inits shrink activations several times per layer,
+    so some gradients would underflow to zero; He scaling keeps every layer alive.
     """
     rng = np.random.default_rng(seed)
-    shapes = _shapes(module, *args, **kwargs)
 
     def fill(path, leaf):
         name = path[-1].key
@@ -68,24 +63,17 @@ def random_variables_of(module, *args, seed=0, **kwargs):
             return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
         return rng.uniform(-0.05, 0.05, leaf.shape).astype(np.float32)
 
+    shapes = variable_shapes(module, *(args or clip(1, 2)), **kwargs)
     return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def save_random_checkpoint(path, model_config, seed=0):
-    """Saves fan-in-scaled random variables of `model_config`'s model (its own variable tree,
-    without compiling model.init) as an orbax variables directory; returns `path`."""
+    """Saves `random_variables` of `model_config`'s model as an orbax variables directory
+    (config.init_from, api.Segmenter.from_checkpoint); returns `path`."""
     from rnn_vos_jax import models
-    from rnn_vos_jax.models import torch_keys
     from rnn_vos_jax.runtime import checkpoints
 
-    rng = np.random.default_rng(seed)
-    flat = {}
-    for p, s in models.expected_variables(models.build(model_config)).items():
-        scale = 1.0 / np.sqrt(np.prod(s.shape[:-1])) if len(s.shape) > 1 else 0.05
-        flat[p] = rng.normal(0.0, scale, s.shape).astype(np.float32)
-        if p[-1] == "var":  # BatchNorm variances must be positive
-            flat[p] = np.abs(flat[p]) + 0.5
-    checkpoints.save_variables(path, torch_keys.unflatten_variables(flat))
+    checkpoints.save_variables(path, random_variables(models.build(model_config), seed=seed))
     return path
 
 

@@ -119,7 +119,7 @@ def _ours(depths=DEPTHS, div=DIV, h=H, w=W):
     """(backbone, its random variables with a mask conv, flat under the scope 'enc')."""
     model = axial.AxialDeepLabS(width_divisor=div, depths=depths)
     x, mask = jnp.zeros((1, h, w, 3)), jnp.zeros((1, h, w, 1))
-    variables = mt.random_variables_of(model, x, mask=mask)
+    variables = mt.random_variables(model, x, mask=mask)
     flat = {(p[0], "enc", *p[1:]): v for p, v in torch_keys.flatten_variables(variables).items()}
     return model, flat
 
@@ -252,7 +252,7 @@ def test_remat_gives_the_same_outputs_and_gradients():
     stage = axial.AxialStage(planes=8, width=16, depth=1, strides=2)
     remat = stage.clone(remat=True)
     x = jax.random.normal(jax.random.key(0), (2, 8, 12, 16))
-    variables = mt.random_variables_of(stage, x, train=False)
+    variables = mt.random_variables(stage, x, train=False)
     params, stats = variables["params"], variables["batch_stats"]
     assert jax.tree.structure(variables) == jax.tree.structure(
         jax.eval_shape(lambda a: remat.init(jax.random.key(0), a, False), x)
@@ -294,9 +294,7 @@ def test_remat_gives_the_same_outputs_and_gradients():
 
 def test_tiny_hs2s_on_axial_s_trains():
     fam = models.family("hs2s")
-    model = models.build(
-        {"name": "hs2s", "width_divisor": 16, "blocks": (1, 1, 1, 1), "backbone": "axial_s"}
-    )
+    model = models.build({"name": "hs2s", **fam.tiny, "backbone": "axial_s"})
     frames, masks = mt.clip(1, 2, 64, 64)
     variables = mt.random_variables(model, frames, masks)
     assert "hight_block" in variables["params"]["encoder"]["layer4"]["0"]

@@ -9,6 +9,7 @@ import copy
 
 import jax
 import ml_collections
+import model_testing as mt
 import numpy as np
 import pytest
 
@@ -37,16 +38,6 @@ def _s2spp_cfg(head="authors_1x1"):
     return ml_collections.ConfigDict({"name": "s2s_pp", "num_classes": 6, **_COMMON, **fields})
 
 
-def _random_variables(cfg, seed=0):
-    """A variables tree of the configured model filled with random values (no init run)."""
-    rng = np.random.default_rng(seed)
-    flat = {
-        p: (rng.uniform(0.5, 1.5, s.shape) if p[-1] == "var" else rng.normal(0, 0.1, s.shape))
-        for p, s in models.expected_variables(models.build(cfg)).items()
-    }
-    return torch_keys.unflatten_variables({p: v.astype(np.float32) for p, v in flat.items()})
-
-
 def _nchw(x):
     return torch.as_tensor(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
 
@@ -72,7 +63,7 @@ def test_resnet_into_both_hs2s_encoders_reproduces_torch(tv_resnet, tmp_path):
     torch.save(sd, pth)
     np.savez(npz, **{k: v.numpy() for k, v in sd.items()})
     cfg = _hs2s_cfg()
-    before = _random_variables(cfg)
+    before = mt.random_variables(models.build(cfg))
     after = backbone_init.apply(before, pth, cfg)
     from_npz = backbone_init.apply(before, npz, cfg)
     assert not _changed(after, from_npz)  # .npz needs no torch and gives the same tree
@@ -107,7 +98,7 @@ def test_resnet_wrong_depth_missing_and_misshaped_listed(tmp_path):
     torch.save(deeper, pth)
     cfg = _hs2s_cfg()
     with pytest.raises(torch_keys.ConversionError) as err:
-        backbone_init.apply(_random_variables(cfg), pth, cfg)
+        backbone_init.apply(mt.random_variables(models.build(cfg)), pth, cfg)
     msg = str(err.value)
     assert "backbone_init" in msg and "r101.pth" in msg
     assert "encoder.conv4.1.conv1.weight" in msg  # the extra block, unexpected
@@ -139,7 +130,7 @@ def test_vgg_into_s2spp_initializer_and_encoder(tv_vgg, tmp_path):
     pth = str(tmp_path / "vgg16.pth")
     torch.save(sd, pth)
     cfg = _s2spp_cfg()
-    before = _random_variables(cfg)
+    before = mt.random_variables(models.build(cfg))
     after = backbone_init.apply(before, pth, cfg)
     p0, p1 = before["params"], after["params"]
     # Only the two trunks, the initializer's fc6/fc7 and the encoder's out_0 kernel change.
@@ -185,7 +176,7 @@ def test_vgg_fcn_head_and_errors(tv_vgg, tmp_path):
     npz = str(tmp_path / "vgg16.npz")
     np.savez(npz, **sd)
     cfg = _s2spp_cfg("fcn_7x7")
-    after = backbone_init.apply(_random_variables(cfg), npz, cfg)["params"]
+    after = backbone_init.apply(mt.random_variables(models.build(cfg)), npz, cfg)["params"]
     for a, b in (("fc6", "mid_layer_0"), ("fc7", "mid_layer_2")):
         np.testing.assert_array_equal(
             after["encoder"][a]["kernel"], after["initializer"][b]["kernel"]
@@ -197,7 +188,7 @@ def test_vgg_fcn_head_and_errors(tv_vgg, tmp_path):
     sd["classifier.3.weight"] = sd["classifier.3.weight"][:, :5]
     np.savez(npz, **sd)
     with pytest.raises(torch_keys.ConversionError) as err:
-        backbone_init.apply(_random_variables(cfg), npz, cfg)
+        backbone_init.apply(mt.random_variables(models.build(cfg)), npz, cfg)
     msg = str(err.value)
     assert "params/encoder/vgg_backbone/encoder_4_4/bias" in msg  # missing
     assert "features.30.weight" in msg  # unexpected

@@ -176,4 +176,4 @@ def test_initializer_needs_a_convlstm_cell():
     )
     frames, masks = mt.clip(1, 2, *SIZE)
     with pytest.raises(ValueError, match="config.model.skip_cell='tt_lstm'"):
-        mt.abstract_variables(model, frames, masks)
+        mt.variable_shapes(model, frames, masks)

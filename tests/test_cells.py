@@ -117,7 +117,7 @@ def test_context_bridge_layer(train):
     rng = np.random.default_rng(3)
     c = rng.uniform(0, 1, (N, H, W, F)).astype(np.float32)
     x = _xs(1)[0]
-    v = mt.random_variables_of(layer, c, x, train=False)
+    v = mt.random_variables(layer, c, x, train=False)
     c_new, y = _stepper(layer, train)(v, c, x)
     c_want, y_want = np_cbm(v["params"], v["batch_stats"], c, x, train)
     mt.assert_close(c_new, c_want)
@@ -132,7 +132,7 @@ def test_deep_rnn_sequence_matches_numpy(train):
     xs = _xs(3)
     carry = cell.initialize_carry(N, H, W)
     assert len(carry) == 5 and all(c.shape == (N, H, W, F) for c in carry)
-    v = mt.random_variables_of(cell, carry, xs[0])
+    v = mt.random_variables(cell, carry, xs[0])
     step = _stepper(cell, train)
     want_carry = [np.zeros((N, H, W, F))] * 5
     for t in range(3):
@@ -163,7 +163,7 @@ def test_tt_lstm_sequence_matches_numpy(order, steps):
     cell = cells.build("tt_lstm", features=F, kernel_size=3, order=order, steps=steps, rank=2)
     xs = _xs(5, seed=1)
     carry = cell.initialize_carry(N, H, W)
-    v = mt.random_variables_of(cell, carry, xs[0])
+    v = mt.random_variables(cell, carry, xs[0])
     step = _stepper(cell, False)
     want = ([np.zeros((N, H, W, F))] * steps, np.zeros((N, H, W, F)))
     for t in range(5):
@@ -184,7 +184,7 @@ def test_tt_lstm_buffer_order_oldest_first():
     hbuf = tuple(rng.uniform(-1, 1, (N, H, W, F)).astype(np.float32) for _ in range(3))
     c = rng.uniform(-1, 1, (N, H, W, F)).astype(np.float32)
     x = _xs(1, seed=2)[0]
-    v = mt.random_variables_of(cell, (hbuf, c), x)
+    v = mt.random_variables(cell, (hbuf, c), x)
     assert v["params"]["window_0"]["kernel"].shape == (3, 3, 2 * F, 3)
     step = _stepper(cell, False)
     (new_buf, _), y = step(v, (hbuf, c), x)
@@ -203,7 +203,7 @@ def test_tt_lstm_oldest_window_warms_up_after_steps_frames():
     cell = cells.build("tt_lstm", features=F, kernel_size=3)
     xs = _xs(4, seed=3)
     carry = cell.initialize_carry(N, H, W)
-    v = mt.random_variables_of(cell, carry, xs[0])
+    v = mt.random_variables(cell, carry, xs[0])
 
     def loss(v, t):
         c, total = carry, 0.0

@@ -151,7 +151,7 @@ def test_bfloat16_runs_close_to_float32(name):
     assert out["logits"].dtype == jnp.float32 and np.isfinite(out["logits"]).all()
     scale = float(np.abs(want).max())
     assert float(np.abs(out["logits"] - want).max()) < 0.05 * scale + 1e-3
-    shapes = mt.abstract_variables(bf, frames, masks)
+    shapes = mt.variable_shapes(bf, frames, masks)
     assert {x.dtype for x in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
 
 
@@ -198,7 +198,7 @@ def _hs2s_with(**fields):
     fam = models.family("hs2s")
     model = models.build({"name": "hs2s", **fam.tiny, **fields})
     frames, masks = mt.clip(1, 2, 64, 64)
-    variables = mt.abstract_variables(model, frames, masks)
+    variables = mt.variable_shapes(model, frames, masks)
     out, _ = jax.eval_shape(lambda v: _train_apply(model, v, frames, masks), variables)
     assert out["logits"].shape == (1, 1, 64, 64, 1)
     return variables
@@ -253,7 +253,7 @@ def test_fusion_contract(name):
     block = fusion.build(name, features=16, width_divisor=16)
     query = jax.random.normal(jax.random.key(0), (B, 4, 6, 6))
     reference = jax.random.normal(jax.random.key(1), (B, 4, 6, 6))
-    variables = mt.random_variables_of(block, query, reference)
+    variables = mt.random_variables(block, query, reference)
     apply = jax.jit(block.apply)
     fused = apply(variables, query, reference)
     assert fused.shape == (B, 4, 6, 16) and np.isfinite(fused).all()
@@ -292,7 +292,7 @@ def test_backbone_contract(name):
     x = jax.random.normal(jax.random.key(0), (1, 64, 96, 3))
     mask = (jax.random.uniform(jax.random.key(1), (1, 64, 96, 1)) > 0.5).astype(jnp.float32)
     plain = jax.eval_shape(lambda a: net.init(jax.random.key(2), a), x)
-    variables = mt.random_variables_of(net, x, mask=mask)
+    variables = mt.random_variables(net, x, mask=mask)
     apply = jax.jit(lambda v, m: net.apply(v, x, mask=m))
     feats = apply(variables, mask)
     assert {k: v.shape for k, v in feats.items()} == _pyramid(net, 64, 96)
@@ -315,7 +315,7 @@ def test_backbone_torchvision_map_round_trip(name):
     """Our trunk -> torchvision keys (the inverse map) -> torchvision_init gives it back."""
     net = _tiny_backbone(name, width_divisor=16)
     x, mask = jnp.zeros((1, 64, 64, 3)), jnp.zeros((1, 64, 64, 1))
-    variables = mt.random_variables_of(net, x, mask=mask)
+    variables = mt.random_variables(net, x, mask=mask)
     state = backbones.torchvision_state(variables, name)
     table = (*type(net).TORCHVISION, *getattr(type(net), "TORCHVISION_HEAD", ()))
     assert state and all(k.startswith(tuple(s for s, _ in table)) for k in state)

@@ -129,7 +129,7 @@ def _np64(tree):
 def test_dilated_bottleneck_equals_direct_dilated_convolution():
     x = np.random.default_rng(0).normal(size=(2, 9, 10, 16)).astype(np.float32)
     block = resnet.Bottleneck(4, dilation=2)
-    variables = mt.random_variables_of(block, x, train=False)
+    variables = mt.random_variables(block, x, train=False)
     got = jax.jit(lambda v: block.apply(v, x, False))(variables)
     p, s = _np64(variables["params"]), _np64(variables["batch_stats"])
     y = _relu(_np_bn(_np_conv(x, p["conv1"]["kernel"]), p["bn1"], s["bn1"]))
@@ -145,7 +145,7 @@ def test_aspp_branches_and_image_pooling_match_numpy():
     rates = (1, 2, 4)  # small enough for the dilated taps to land inside a 7x9 map
     aspp = deeplab.ASPP(features=3, rates=rates)
     x = np.random.default_rng(1).normal(size=(2, 7, 9, 5)).astype(np.float32)
-    variables = mt.random_variables_of(aspp, x)
+    variables = mt.random_variables(aspp, x)
     got = jax.jit(lambda v: aspp.apply(v, x))(variables)
     p, s = _np64(variables["params"]), _np64(variables["batch_stats"])
 
@@ -164,7 +164,7 @@ def test_aspp_branches_and_image_pooling_match_numpy():
 def test_aspp_dropout_draws_from_the_sample_stream_in_train_mode_only():
     aspp = deeplab.ASPP(features=8, rates=(1, 2, 3))
     x = np.random.default_rng(2).normal(size=(2, 6, 7, 4)).astype(np.float32)
-    variables = mt.random_variables_of(aspp, x)
+    variables = mt.random_variables(aspp, x)
 
     def train(v, key, module=aspp):
         out, _ = module.apply(v, x, True, rngs={"sample": key}, mutable=["batch_stats"])
@@ -250,19 +250,10 @@ def _cfg(backbone, blocks=BLOCKS):
     )
 
 
-def _random_variables(cfg, seed=0):
-    rng = np.random.default_rng(seed)
-    flat = {
-        p: (rng.uniform(0.5, 1.5, s.shape) if p[-1] == "var" else rng.normal(0, 0.1, s.shape))
-        for p, s in models.expected_variables(models.build(cfg)).items()
-    }
-    return torch_keys.unflatten_variables({p: v.astype(np.float32) for p, v in flat.items()})
-
-
 def _load(sd, cfg, tmp_path, name="file.pth"):
     path = str(tmp_path / name)
     torch.save(sd, path)
-    before = _random_variables(cfg)
+    before = mt.random_variables(models.build(cfg))
     after = backbone_init.apply(before, path, cfg)
     fb, fa = torch_keys.flatten_variables(before), torch_keys.flatten_variables(after)
     changed = {p for p in fb if not np.array_equal(np.asarray(fb[p]), np.asarray(fa[p]))}
@@ -380,7 +371,7 @@ def test_deeplabv3_problems_all_listed(tv_deeplab, tmp_path):
     path = str(tmp_path / "bad.pth")
     torch.save(sd, path)
     with pytest.raises(torch_keys.ConversionError) as err:
-        backbone_init.apply(_random_variables(cfg), path, cfg)
+        backbone_init.apply(mt.random_variables(models.build(cfg)), path, cfg)
     msg = str(err.value)
     assert "batch_stats/encoder_ref/aspp/convs_2_1/var" in msg  # missing
     assert "encoder.aspp.project_0.weight: torch shape (3, 3, 1, 1)" in msg  # mis-shaped

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import model_testing as mt
 import numpy as np
 import pytest
@@ -24,41 +23,16 @@ from rnn_vos_jax.evaluation import job, predict, videos
 from rnn_vos_jax.inference import object_merge, predictors
 from rnn_vos_jax.runtime import checkpoints
 
-TINY_MODEL = {"name": "hs2s", "width_divisor": 16, "blocks": (1, 1, 1, 1), "num_classes": 6}
+TINY_MODEL = {"name": "hs2s", **models.family("hs2s").tiny}
 IMAGE_SIZE = (32, 64)
 FRAME_SIZE = (36, 52)  # one size: one compilation of the output resize
-
-
-def _random_variables(model, seed=0):
-    """He-normal kernels, zero biases, unit BatchNorm: the model's variable tree filled without
-    running its init (compiling init costs more than these tests' evaluations)."""
-    frames = jnp.zeros((1, 2, *IMAGE_SIZE, 3), jnp.uint8)
-    masks = jnp.zeros((1, 2, *IMAGE_SIZE, 1), jnp.float32)
-    shapes = jax.eval_shape(
-        lambda k: model.init(
-            {"params": k, "sample": k}, frames, masks, sample_prob=0.0, train=False
-        ),
-        jax.random.key(0),
-    )
-    rng = np.random.default_rng(seed)
-
-    def fill(path, x):
-        leaf = path[-1].key
-        if leaf == "kernel":
-            fan_in = int(np.prod(x.shape[:-1]))
-            return (rng.standard_normal(x.shape) * np.sqrt(2 / fan_in)).astype(x.dtype)
-        value = 1.0 if leaf in ("scale", "var") else 0.0
-        return np.full(x.shape, value, x.dtype)
-
-    variables = jax.tree_util.tree_map_with_path(fill, shapes)
-    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The model, its variables and a save_variables folder of them (config.init_from)."""
     model = models.build(TINY_MODEL)
-    variables = _random_variables(model)
+    variables = mt.random_variables(model)
     path = str(tmp_path_factory.mktemp("tiny") / "variables")
     checkpoints.save_variables(path, variables)
     return model, variables, path

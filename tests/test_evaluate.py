@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 
-import jax
 import jax.numpy as jnp
 import model_testing as mt
 import numpy as np
@@ -20,27 +19,14 @@ from rnn_vos_jax.inference import object_merge, png_writer, predictor_inputs, pr
 from rnn_vos_jax.runtime import checkpoints, run_info
 from rnn_vos_jax.scoring import folders
 
-TINY_MODEL = {"name": "hs2s", "width_divisor": 16, "blocks": (1, 1, 1, 1), "num_classes": 6}
+TINY_MODEL = {"name": "hs2s", **models.family("hs2s").tiny}
 IMAGE_SIZE = (32, 64)
-
-
-def _init_variables(model, seed=0):
-    frames = jnp.zeros((1, 2, *IMAGE_SIZE, 3), jnp.uint8)
-    masks = jnp.zeros((1, 2, *IMAGE_SIZE, 1), jnp.float32)
-    # Jitted, with rbg keys: threefry's per-parameter streams dominate init time on CPU.
-    init = jax.jit(
-        lambda k: model.init(
-            {"params": k, "sample": k}, frames, masks, sample_prob=0.0, train=False
-        )
-    )
-    variables = init(jax.random.key(seed, impl="rbg"))
-    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
 @pytest.fixture(scope="module")
 def tiny():
     model = models.build(TINY_MODEL)
-    return model, _init_variables(model)
+    return model, mt.random_variables(model)
 
 
 @pytest.fixture(scope="module")
@@ -214,8 +200,8 @@ def test_exclusive_feedback_equals_a_reference_loop(tiny):
 
 def test_predict_with_tiny_s2s_pp():
     # The S2S family carries initializer states instead of reference features: same contract.
-    model = models.build({"name": "s2s_pp", "width_divisor": 32})
-    variables = _init_variables(model)
+    model = models.build({"name": "s2s_pp", **models.family("s2s_pp").tiny})
+    variables = mt.random_variables(model)
     frames, first = _video(np.random.default_rng(1), n=4)
     first = {1: first[1], 4: first[4]}
     out = np.stack(

@@ -65,7 +65,7 @@ def test_cosine_matches_numpy_loops():
     query[0, 1, 2] = 0.0  # zero vectors: guarded norms
     reference[1, 0, 3] = 0.0
     block = fusion.build("cosine", features=7)
-    variables = mt.random_variables_of(block, query, reference)
+    variables = mt.random_variables(block, query, reference)
     got = jax.jit(block.apply)(variables, query, reference)
     assert got.shape == (2, 3, 4, 7)
     want = _np_cosine(*_np((query, reference)), _np(variables["params"]))
@@ -147,7 +147,7 @@ def _apply(module, variables, x, train):
 def test_axial_attention_matches_numpy_loops(axis, train):
     x = np.random.default_rng(1).normal(size=(2, 3, 5, 6)).astype(np.float32)  # H != W
     layer = AxialAttention(features=32, axis=axis)  # 8 heads of q/k 2, v 4
-    variables = _with_big_tables(mt.random_variables_of(layer, x))
+    variables = _with_big_tables(mt.random_variables(layer, x))
     want_table = (8, 2 * (3 if axis == "height" else 5) - 1)
     assert variables["params"]["relative"].shape == want_table
     got = _apply(layer, variables, x, train)
@@ -158,7 +158,7 @@ def test_axial_attention_matches_numpy_loops(axis, train):
 def test_axial_attention_stride_pools_and_checks():
     x = jax.random.normal(jax.random.key(2), (1, 4, 6, 3))
     layer = AxialAttention(features=16, axis="width")
-    variables = mt.random_variables_of(layer, x)
+    variables = mt.random_variables(layer, x)
     pooled = jax.jit(layer.clone(stride=2).apply)(variables, x)
     want = nn.avg_pool(layer.apply(variables, x), (2, 2), strides=(2, 2))
     assert pooled.shape == (1, 2, 3, 16)
@@ -179,7 +179,7 @@ def test_axial_block_matches_numpy_composition():
     query = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
     reference = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
     block = fusion.build("axial", features=16, width_divisor=16)
-    variables = _with_big_tables(mt.random_variables_of(block, query, reference))
+    variables = _with_big_tables(mt.random_variables(block, query, reference))
     got = jax.jit(block.apply)(variables, query, reference)
     p, s = _np(variables["params"]), _np(variables["batch_stats"])
     x = np.concatenate(_np((reference, query)), -1) @ p["conv_down"]["kernel"][0, 0]

@@ -24,9 +24,9 @@ def _tiny(**fields):
 @pytest.mark.parametrize("references", ["first", "previous"])
 def test_single_reference_model_has_no_weights_of_the_other_branch(references):
     frames, masks = mt.clip(1, 2, 64, 64)
-    both = mt.abstract_variables(_tiny(), frames, masks)["params"]["decoder"]
+    both = mt.variable_shapes(_tiny(), frames, masks)["params"]["decoder"]
     model = _tiny(references=references)
-    params = mt.abstract_variables(model, frames, masks)["params"]
+    params = mt.variable_shapes(model, frames, masks)["params"]
     other = "previous" if references == "first" else "first"
     assert set(both) - set(params["decoder"]) == BRANCHES[other] | MERGES
     assert BRANCHES[references] <= set(params["decoder"])
@@ -35,7 +35,7 @@ def test_single_reference_model_has_no_weights_of_the_other_branch(references):
     # The carry holds only what the step reads.
     carry = jax.eval_shape(
         lambda v: model.apply(v, frames[:, 0], masks[:, 0], method="init_carry"),
-        mt.abstract_variables(model, frames, masks),
+        mt.variable_shapes(model, frames, masks),
     )
     want = {"memory", "skip_memory", "prev_pred"}
     want |= {"ref", "ref_mid"} if references == "first" else {"prev_frame"}
@@ -97,16 +97,16 @@ def test_config_arguments_set_the_blocks_and_combine_with_demo():
 def test_unknown_references_value_is_an_error_listing_the_known_ones():
     frames, masks = mt.clip(1, 2, 64, 64)
     with pytest.raises(ValueError, match="references 'last'; known: \\['both', 'first'"):
-        mt.abstract_variables(_tiny(references="last"), frames, masks)
+        mt.variable_shapes(_tiny(references="last"), frames, masks)
 
 
 def test_backbone_remat_reaches_the_backbone_blocks_or_is_refused():
     frames, masks = mt.clip(1, 2, 64, 64)
     model = _tiny(backbone="axial_s", backbone_remat=True)
-    variables = mt.abstract_variables(model, frames, masks)
+    variables = mt.variable_shapes(model, frames, masks)
     bound = model.bind(variables)
     assert bound.encoder.trunk.remat and bound.encoder_ref.trunk.remat
     assert not _tiny(backbone="axial_s").bind(variables).encoder.trunk.remat
     with pytest.raises(ValueError, match="'resnet50' has no per-block rematerialisation"):
-        mt.abstract_variables(_tiny(backbone_remat=True), frames, masks)
+        mt.variable_shapes(_tiny(backbone_remat=True), frames, masks)
     assert hs2s_config.get_config().model.backbone_remat is False

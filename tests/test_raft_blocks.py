@@ -289,7 +289,7 @@ def test_raft_init_through_the_family_on_a_tiny_model(tmp_path):
     }
     model = models.build(cfg)
     frames, masks = mt.clip(1, 2, 64, 64)
-    shapes = mt.abstract_variables(model, frames, masks)
+    shapes = mt.variable_shapes(model, frames, masks)
     zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
     npz = str(tmp_path / "raft.npz")
     np.savez(npz, **state)

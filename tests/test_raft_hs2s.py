@@ -102,7 +102,7 @@ def test_full_size_parameters_and_hs2s_part_unchanged():
         if name == "hs2s":
             cfg = {k: v for k, v in cfg.items() if k not in raft_config.RAFT_FIELDS}
         model = models.build({**cfg, "name": name})
-        shapes[name] = torch_keys.flatten_variables(mt.abstract_variables(model, frames, masks))
+        shapes[name] = torch_keys.flatten_variables(mt.variable_shapes(model, frames, masks))
     hs2s, raft = shapes["hs2s"], shapes["raft_hs2s"]
     assert {p: v.shape for p, v in raft.items() if p in hs2s} == {
         p: v.shape for p, v in hs2s.items()
@@ -124,7 +124,7 @@ def test_full_size_parameters_and_hs2s_part_unchanged():
 
 # --- evaluation with save_flow ------------------------------------------------------------------
 
-TINY = {"name": "raft_hs2s", **models.family("raft_hs2s").tiny, "num_classes": 6}
+TINY = {"name": "raft_hs2s", **models.family("raft_hs2s").tiny}
 IMAGE_SIZE = (32, 64)
 
 
@@ -156,14 +156,13 @@ def _config(dataset, model, **eval_overrides):
 
 def test_save_flow_writes_colour_pngs_per_frame(dataset, tmp_path):
     model = models.build(TINY)
-    frames, masks = mt.clip(1, 2, *IMAGE_SIZE)
-    variables = mt.random_variables(model, frames, masks)
+    variables = mt.random_variables(model)
     workdir = str(tmp_path / "work")
     ckpt = checkpoints.TrainCheckpointer(workdir, save_interval_steps=1, max_to_keep=1)
     ckpt.save(3, dict(variables), force=True)
     ckpt.wait()
     ckpt.close()
-    config = _config(dataset, dict(TINY))
+    config = _config(dataset, TINY)
     result = job.run(config, workdir)
     assert result["scored"]
     out = os.path.join(workdir, "eval", "valid")
@@ -199,7 +198,7 @@ def test_save_flow_writes_colour_pngs_per_frame(dataset, tmp_path):
 
 
 def test_save_flow_without_a_flow_output_is_an_error(dataset, tmp_path):
-    hs2s = {"name": "hs2s", **models.family("hs2s").tiny, "num_classes": 6}
+    hs2s = {"name": "hs2s", **models.family("hs2s").tiny}
     config = _config(dataset, hs2s)
     with pytest.raises(ValueError, match="save_flow=True.*'hs2s'.*no 'flow' output"):
         predict.predictor(config, None)

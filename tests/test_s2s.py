@@ -31,12 +31,8 @@ def _batch(seed=0, b=B, t=T, h=H, w=W):
     return frames, masks
 
 
-def _abstract_init(model, frames, masks):
-    init = functools.partial(model.init, {"params": jax.random.key(0), "sample": jax.random.key(1)})
-    return jax.eval_shape(lambda f, m: init(f, m, sample_prob=0.0, train=False), frames, masks)
-
-
-_random_variables = mt.random_variables
+def _tiny(name, **fields):
+    return models.build({"name": name, **models.family(name).tiny, **fields})
 
 
 def _loss_and_out(model, variables, frames, masks, dist_labels):
@@ -57,9 +53,9 @@ def _check_grads(grads):
 
 @pytest.fixture(scope="module")
 def s2spp_run():
-    model = s2s.S2SPlusPlus(width_divisor=32)
+    model = _tiny("s2s_pp")
     frames, masks = _batch()
-    variables = _random_variables(model, frames, masks)
+    variables = mt.random_variables(model, frames, masks)
     labels = np.random.default_rng(1).integers(0, K, (B, T - 1, H, W)).astype(np.int32)
     run = functools.partial(_loss_and_out, model)
     loss, out = jax.jit(run)(variables, frames, masks, labels)
@@ -164,9 +160,9 @@ def test_s2s_baseline_shapes_and_gradients():
     # shrink activations ~6x per ReLU layer, so some gradients would be exactly zero by
     # underflow; in practice the trunks start from ImageNet weights.
     # remat=True: the backward pass recomputes each scanned step (same gradients, less memory).
-    model = s2s.S2S(width_divisor=32, remat=True)
+    model = _tiny("s2s", remat=True)
     frames, masks = _batch(1, t=3)
-    variables = _random_variables(model, frames, masks, seed=1)
+    variables = mt.random_variables(model, frames, masks, seed=1)
     params = variables["params"]
     assert set(params) == {"initializer", "encoder", "convlstm", "decoder"}
     assert set(params["initializer"]) == {
@@ -193,9 +189,9 @@ def test_s2s_baseline_shapes_and_gradients():
     ],
 )
 def test_variants_shapes(kwargs, memories, dist_shape):
-    model = s2s.S2SPlusPlus(width_divisor=32, **kwargs)
+    model = _tiny("s2s_pp", **kwargs)
     frames, masks = _batch()
-    variables = _abstract_init(model, frames, masks)
+    variables = mt.variable_shapes(model, frames, masks)
     params = variables["params"]
     if memories is not None:
         assert {k for k in params if k.startswith("convlstm")} == memories
@@ -245,7 +241,7 @@ def test_full_size_parameter_counts_equal_the_authors(name, total):
     model = models.build({"name": name})
     frames = jax.ShapeDtypeStruct((1, 2, 256, 448, 3), jnp.uint8)
     masks = jax.ShapeDtypeStruct((1, 2, 256, 448, 1), jnp.float32)
-    variables = _abstract_init(model, frames, masks)
+    variables = mt.variable_shapes(model, frames, masks)
     assert set(variables) == {"params"}  # no BatchNorm anywhere
     counts = {k: _count(v) for k, v in variables["params"].items()}
     assert counts == EXPECTED[name]
@@ -255,22 +251,22 @@ def test_full_size_parameter_counts_equal_the_authors(name, total):
 
 
 def test_build_bad_inputs_and_align_corners_upsampling():
-    model = models.build({"name": "s2s_pp", "width_divisor": 32, "dtype": "bfloat16"})
+    model = _tiny("s2s_pp", dtype="bfloat16")  # the name of a dtype
     assert isinstance(model, s2s.S2SPlusPlus) and model.num_skip_memories == 2
     assert model.dtype == jnp.bfloat16
     base = models.build({"name": "s2s"})
     assert isinstance(base, s2s.S2S) and base.num_skip_memories == 0 and not base.use_distance
     frames, masks = _batch(t=2)
     with pytest.raises(ValueError, match="T >= 2"):
-        _abstract_init(model, frames[:, :1], masks[:, :1])
+        mt.variable_shapes(model, frames[:, :1], masks[:, :1])
     with pytest.raises(ValueError, match="masks must be"):
-        _abstract_init(model, frames, masks[..., :32, :])
+        mt.variable_shapes(model, frames, masks[..., :32, :])
     with pytest.raises(ValueError, match="multiples of 32"):
-        _abstract_init(model, frames[:, :, :48], masks[:, :, :48])
+        mt.variable_shapes(model, frames[:, :, :48], masks[:, :, :48])
     with pytest.raises(ValueError, match="num_skip_memories"):
-        _abstract_init(model.clone(num_skip_memories=3), frames, masks)
+        mt.variable_shapes(model.clone(num_skip_memories=3), frames, masks)
     with pytest.raises(ValueError, match="config.model.cell 'gru'; known"):
-        _abstract_init(model.clone(cell="gru"), frames, masks)
+        mt.variable_shapes(model.clone(cell="gru"), frames, masks)
     # align_corners=True (the S2S++ decoder/initializer): [0, 1] -> [0, 1/3, 2/3, 1].
     x = jnp.asarray([0.0, 1.0]).reshape(1, 1, 2, 1)
     got = upsample2x(x, align_corners=True)[0, 0, :, 0]

@@ -1,11 +1,17 @@
-"""Test set-up: 8 fake CPU devices (set before JAX is imported anywhere), cheap compilation.
+"""Test set-up: 8 fake CPU devices (set before JAX is imported anywhere), cheap compilation, one
+synthetic dataset.
 
 XLA's CPU optimisation passes cost most of the tests' time (compiling tiny models) and buy
 nothing at tiny sizes: XLA_FLAGS turns them off for every jax.jit of the session (no per-call
 compiler options needed) and of the subprocesses the tests start, which inherit the flags.
+
+`synthetic` is the session's dataset: what every test that needs "some data" runs on.
 """
 
+import dataclasses
 import os
+
+import pytest
 
 FLAGS = (
     "--xla_force_host_platform_device_count=8",
@@ -15,3 +21,82 @@ FLAGS = (
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *FLAGS]).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# The session's synthetic dataset (generate.make_dataset's arguments). Its properties that tests
+# rely on (tests/test_synthetic.py checks the generator's on it):
+# - train: 4 videos (shards of 2 + 2 records for two processes; DAVIS sets of 2 + 2), valid: 3;
+# - two frame sizes, neither the tests' model size (32, 64): evaluation resizes both ways;
+# - 1 to 3 objects a video; in valid objects that start after frame 0 (each with a valid frame
+#   after its first, and every valid video has frames without a new object: sparse annotations);
+#   objects that leave the frame;
+# - valid_all_frames (every frame, valid every 5th).
+SYNTHETIC = {
+    "num_train": 4,
+    "num_valid": 3,
+    "seed": 79,
+    "frame_sizes": ((36, 52), (40, 60)),
+    "num_frames": (4, 6),
+    "num_objects": (1, 3),
+    "all_frames": True,
+}
+RECORD_SHARDS = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Synthetic:
+    """Paths of the session's synthetic dataset (YouTube-VOS layout) and its TFRecords.
+
+    Read-only: a test that breaks or changes data copies a split into its tmp_path first.
+    """
+
+    root: str  # holds train/, valid/, valid_all_frames/ and records/{train,valid}/
+    options: dict  # SYNTHETIC: the make_dataset arguments
+    train: str
+    valid: str
+    valid_all_frames: str
+    train_records: str  # RECORD_SHARDS shards each
+    valid_records: str
+
+    @property
+    def train_meta(self) -> str:
+        return os.path.join(self.train, "meta.json")
+
+    @property
+    def valid_meta(self) -> str:
+        return os.path.join(self.valid, "meta.json")
+
+
+def _snapshot(root):
+    """{relative path: (size, mtime)} of every file below `root`."""
+    out = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            st = os.stat(os.path.join(folder, name))
+            out[os.path.relpath(os.path.join(folder, name), root)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory):
+    """The session's synthetic dataset and its records (made once per xdist worker); the
+    session fails at the end if a test changed a file of it."""
+    from rnn_vos_jax.data.conversion import convert
+    from rnn_vos_jax.data.synthetic import generate
+
+    root = str(tmp_path_factory.mktemp("synthetic"))
+    splits = generate.make_dataset(root, **SYNTHETIC)
+    records = {s: os.path.join(root, "records", s) for s in ("train", "valid")}
+    for split, out in records.items():
+        convert.convert(splits[split], out, num_shards=RECORD_SHARDS)
+    before = _snapshot(root)
+    yield Synthetic(
+        root=root,
+        options=dict(SYNTHETIC),
+        train=splits["train"],
+        valid=splits["valid"],
+        valid_all_frames=splits["valid_all_frames"],
+        train_records=records["train"],
+        valid_records=records["valid"],
+    )
+    changed = sorted(set(before.items()) ^ set(_snapshot(root).items()))
+    assert not changed, f"tests changed the shared synthetic dataset: {changed[:5]}"

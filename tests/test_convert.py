@@ -16,7 +16,6 @@ from PIL import Image
 from rnn_vos_jax.data import annotations, vos_reader
 from rnn_vos_jax.data import record_schema as rs
 from rnn_vos_jax.data.conversion import convert, video_record
-from rnn_vos_jax.data.synthetic import generate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,19 +26,10 @@ def _cli_main(argv):
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("synth"))
-    generate.make_dataset(
-        root, 5, 2, seed=2, frame_sizes=((48, 64), (32, 48)), num_frames=(3, 5), num_objects=(1, 3)
-    )
-    return root
-
-
-@pytest.fixture(scope="module")
-def reference(synth, tmp_path_factory):
-    """An uninterrupted conversion of train into 3 shards."""
+def reference(synthetic, tmp_path_factory):
+    """An uninterrupted conversion of train into 3 shards (the shared records have 2)."""
     out = str(tmp_path_factory.mktemp("reference"))
-    info = convert.convert(os.path.join(synth, "train"), out, num_shards=3)
+    info = convert.convert(synthetic.train, out, num_shards=3)
     return out, info
 
 
@@ -78,16 +68,17 @@ def _meta(split_dir):
         return json.load(f)["videos"]
 
 
-def test_round_trip_same_pixels_and_ids(synth, reference):
+def test_round_trip_same_pixels_and_ids(synthetic, reference):
     out, info = reference
-    split_dir = os.path.join(synth, "train")
+    split_dir = synthetic.train
     reader = vos_reader.VOSReader(split_dir)
     meta = _meta(split_dir)
     records = _parse(out)
     names = reader.video_names()
     assert sorted(records) == names
     assert info["split"] == "train" and info["layout"] == "youtube_vos"
-    assert info["num_videos"] == 5 and info["num_shards"] == 3 and info["skipped"] == []
+    assert info["num_videos"] == len(meta) == synthetic.options["num_train"]
+    assert info["num_shards"] == 3 and info["skipped"] == []
     assert info["num_objects"] == sum(len(v["objects"]) for v in meta.values())
     assert info["num_frames"] == sum(len(reader.video(n).frames) for n in names)
     cats = [o["category"] for v in meta.values() for o in v["objects"].values()]
@@ -143,11 +134,11 @@ def _sparse_valid(src, dst):
     return dst
 
 
-def test_valid_style_sparse_annotations(synth, tmp_path):
-    split_dir = _sparse_valid(os.path.join(synth, "valid"), str(tmp_path / "valid"))
+def test_valid_style_sparse_annotations(synthetic, tmp_path):
+    split_dir = _sparse_valid(synthetic.valid, str(tmp_path / "valid"))
     out = str(tmp_path / "out")
     info = convert.convert(split_dir, out, num_shards=1)
-    assert info["split"] == "valid" and info["num_videos"] == 2
+    assert info["split"] == "valid" and info["num_videos"] == synthetic.options["num_valid"]
     reader = vos_reader.VOSReader(split_dir)
     for name, ex in _parse(out).items():
         video = reader.video(name)
@@ -160,11 +151,11 @@ def test_valid_style_sparse_annotations(synth, tmp_path):
         assert ex[rs.OBJECT_FRAMES].sum() == sum(len(o.frames) for o in video.objects.values())
 
 
-def test_davis_2016_masks_are_reencoded_as_ids(synth, tmp_path):
+def test_davis_2016_masks_are_reencoded_as_ids(synthetic, tmp_path):
     root = str(tmp_path / "davis")
     for sub in ("JPEGImages", "Annotations"):
-        shutil.copytree(os.path.join(synth, "train", sub), os.path.join(root, sub, "480p"))
-    names = sorted(_meta(os.path.join(synth, "train")))[:2]
+        shutil.copytree(os.path.join(synthetic.train, sub), os.path.join(root, sub, "480p"))
+    names = sorted(_meta(synthetic.train))[:2]
     os.makedirs(os.path.join(root, "ImageSets", "2016"))
     with open(os.path.join(root, "ImageSets", "2016", "val.txt"), "w") as f:
         f.write("\n".join(names))
@@ -191,7 +182,7 @@ def test_davis_2016_masks_are_reencoded_as_ids(synth, tmp_path):
 
 
 def test_resume_after_crash_with_workers_gives_identical_shards(
-    synth, reference, tmp_path, monkeypatch
+    synthetic, reference, tmp_path, monkeypatch
 ):
     ref_out, ref_info = reference
     out = str(tmp_path / "out")
@@ -208,13 +199,13 @@ def test_resume_after_crash_with_workers_gives_identical_shards(
 
     monkeypatch.setattr(convert, "_convert_shard", crash_on_second)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        convert.convert(os.path.join(synth, "train"), out, num_shards=3)
+        convert.convert(synthetic.train, out, num_shards=3)
     assert sorted(f for f in os.listdir(out) if f.endswith(".tfrecord")) == [calls[0]]
     assert not os.path.exists(os.path.join(out, rs.DATASET_INFO))
     kept = os.stat(os.path.join(out, calls[0]))
     monkeypatch.setattr(convert, "_convert_shard", original)
     # the rerun converts the two missing shards in two spawned worker processes
-    info = convert.convert(os.path.join(synth, "train"), out, num_shards=3, workers=2)
+    info = convert.convert(synthetic.train, out, num_shards=3, workers=2)
     again = os.stat(os.path.join(out, calls[0]))
     assert (again.st_ino, again.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
     assert _shards(out) == _shards(ref_out)
@@ -230,16 +221,16 @@ def test_resume_after_crash_with_workers_gives_identical_shards(
         "_convert_shard",
         lambda plan, on_error: calls.append(plan) or original(plan, on_error),
     )
-    convert.convert(os.path.join(synth, "train"), out, num_shards=3)
+    convert.convert(synthetic.train, out, num_shards=3)
     assert [p["file"] for p in calls] == [ref_info["shards"][2]["file"]]
     assert _shards(out) == _shards(ref_out)
     # another shard count replaces the old shards
-    info = convert.convert(os.path.join(synth, "train"), out, num_shards=2)
+    info = convert.convert(synthetic.train, out, num_shards=2)
     assert sorted(f for f in os.listdir(out) if f.endswith(".tfrecord")) == [
         "train-00000-of-00002.tfrecord",
         "train-00001-of-00002.tfrecord",
     ]
-    assert info["num_videos"] == 5
+    assert info["num_videos"] == synthetic.options["num_train"]
 
 
 def _first(split_dir):
@@ -346,9 +337,11 @@ def _png_without_jpeg(d, meta, name, frames):
         (_video_without_jpegs, None),
     ],
 )
-def test_bad_input_names_the_file_and_skip_mode_lists_it(synth, tmp_path, capsys, breaker, dense):
+def test_bad_input_names_the_file_and_skip_mode_lists_it(
+    synthetic, tmp_path, capsys, breaker, dense
+):
     split_dir, out = str(tmp_path / "train"), str(tmp_path / "out")
-    shutil.copytree(os.path.join(synth, "train"), split_dir)
+    shutil.copytree(synthetic.train, split_dir)
     meta, name, frames = _first(split_dir)
     bad_path = breaker(split_dir, meta, name, frames)
     with pytest.raises(video_record.BadInputError, match=re.escape(bad_path)):
@@ -358,11 +351,11 @@ def test_bad_input_names_the_file_and_skip_mode_lists_it(synth, tmp_path, capsys
     assert [s["video"] for s in info["skipped"]] == [name]
     assert bad_path in info["skipped"][0]["error"]
     assert " at 0x" not in info["skipped"][0]["error"]  # no object addresses: same text each run
-    assert info["num_videos"] == 4 and sorted(_parse(out)) == sorted(meta)[1:]
+    assert info["num_videos"] == len(meta) - 1 and sorted(_parse(out)) == sorted(meta)[1:]
     assert f"SKIPPED {name}: " in capsys.readouterr().out
     # once the input is fixed, a rerun redoes the shard that skipped the video
     shutil.rmtree(split_dir)
-    shutil.copytree(os.path.join(synth, "train"), split_dir)
+    shutil.copytree(synthetic.train, split_dir)
     info = convert.convert(split_dir, out, 2, on_error="skip", dense=dense)
     assert info["skipped"] == [] and sorted(_parse(out)) == sorted(meta)
     # a failed run leaves no dataset_info.json behind (it would describe other shards)
@@ -372,22 +365,22 @@ def test_bad_input_names_the_file_and_skip_mode_lists_it(synth, tmp_path, capsys
     assert not os.path.exists(os.path.join(out, rs.DATASET_INFO))
 
 
-def test_cli(synth, tmp_path, capsys):
+def test_cli(synthetic, tmp_path, capsys):
     out = str(tmp_path / "out")
-    _cli_main([f"--input_dir={synth}/valid", f"--output_dir={out}", "--num_shards=1"])
-    assert "converted 2 videos" in capsys.readouterr().out
-    assert os.listdir(out) and _parse(out).keys() == _meta(os.path.join(synth, "valid")).keys()
+    _cli_main([f"--input_dir={synthetic.valid}", f"--output_dir={out}", "--num_shards=1"])
+    assert f"converted {synthetic.options['num_valid']} videos" in capsys.readouterr().out
+    assert os.listdir(out) and _parse(out).keys() == _meta(synthetic.valid).keys()
     renamed = str(tmp_path / "renamed")
-    argv = [f"--input_dir={synth}/valid", f"--output_dir={renamed}", "--split=heldout"]
+    argv = [f"--input_dir={synthetic.valid}", f"--output_dir={renamed}", "--split=heldout"]
     _cli_main([*argv, "--num_shards=2"])
     assert sorted(f for f in os.listdir(renamed) if f.endswith(".tfrecord")) == [
         "heldout-00000-of-00002.tfrecord",
         "heldout-00001-of-00002.tfrecord",
     ]
     with pytest.raises(ValueError, match="split name"):
-        convert.convert(os.path.join(synth, "valid"), renamed, split="a/b")
+        convert.convert(synthetic.valid, renamed, split="a/b")
     split_dir = str(tmp_path / "valid")
-    shutil.copytree(os.path.join(synth, "valid"), split_dir)
+    shutil.copytree(synthetic.valid, split_dir)
     meta, name, frames = _first(split_dir)
     bad = _garbage_jpeg(split_dir, meta, name, frames)
     with pytest.raises(SystemExit, match=re.escape(bad)):

@@ -13,7 +13,6 @@ from PIL import Image
 from rnn_vos_jax import models
 from rnn_vos_jax.data import annotations, vos_reader
 from rnn_vos_jax.data.eval_video import EvalVideo
-from rnn_vos_jax.data.synthetic import generate
 from rnn_vos_jax.evaluation import job, predict, videos
 from rnn_vos_jax.inference import object_merge, png_writer, predictor_inputs, predictors
 from rnn_vos_jax.runtime import checkpoints, run_info
@@ -27,21 +26,6 @@ IMAGE_SIZE = (32, 64)
 def tiny():
     model = models.build(TINY_MODEL)
     return model, mt.random_variables(model)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    splits = generate.make_dataset(
-        str(root),
-        num_train=2,
-        num_valid=3,
-        seed=3,
-        frame_sizes=((36, 52), (40, 60)),
-        num_frames=(4, 7),
-        num_objects=(2, 3),
-    )
-    return splits
 
 
 def test_merge_probabilities_known_answer():
@@ -230,13 +214,13 @@ def test_png_writer_round_trip_and_errors(tmp_path):
         writer.close()
 
 
-def _config(dataset, **eval_overrides):
+def _config(data, **eval_overrides):
     return mt.config_with_model(
         TINY_MODEL,
         **{
             "data.image_size": IMAGE_SIZE,
-            "data.eval_dir": dataset["valid"],
-            "eval.train_meta": os.path.join(dataset["train"], "meta.json"),
+            "data.eval_dir": data.valid,
+            "eval.train_meta": data.train_meta,
             **{f"eval.{k}": v for k, v in eval_overrides.items()},
         },
     )
@@ -249,15 +233,15 @@ def _save_checkpoint(workdir, step, variables):
     ckpt.close()
 
 
-def test_evaluate_writes_pngs_and_metrics_and_resumes(tiny, dataset, tmp_path, monkeypatch):
+def test_evaluate_writes_pngs_and_metrics_and_resumes(tiny, synthetic, tmp_path, monkeypatch):
     _, variables = tiny
     workdir = str(tmp_path / "work")
     _save_checkpoint(workdir, 7, variables)
-    config = _config(dataset, batch_objects=2)
+    config = _config(synthetic, batch_objects=2)
     result = job.run(config, workdir)
 
     out = os.path.join(workdir, "eval", "valid")
-    reader = vos_reader.VOSReader(dataset["valid"])
+    reader = vos_reader.VOSReader(synthetic.valid)
     for name in reader.video_names():
         info = reader.video(name)
         for frame in info.frames:
@@ -265,11 +249,15 @@ def test_evaluate_writes_pngs_and_metrics_and_resumes(tiny, dataset, tmp_path, m
                 assert im.mode == "P" and im.size == (info.width, info.height)
     with open(os.path.join(out, "metrics.json")) as f:
         written = json.load(f)
-    assert written["checkpoint"] == "step 7" and written["scored"] and written["num_videos"] == 3
+    assert (
+        written["checkpoint"] == "step 7"
+        and written["scored"]
+        and written["num_videos"] == synthetic.options["num_valid"]
+    )
     recomputed = folders.score_directory(
         os.path.join(out, "Annotations"),
-        os.path.join(dataset["valid"], "Annotations"),
-        os.path.join(dataset["valid"], "meta.json"),
+        os.path.join(synthetic.valid, "Annotations"),
+        os.path.join(synthetic.valid, "meta.json"),
         train_meta=config.eval.train_meta,
         baseline=True,
     )
@@ -303,7 +291,7 @@ def test_evaluate_writes_pngs_and_metrics_and_resumes(tiny, dataset, tmp_path, m
 
     # Ground truth only on first appearances (YouTube-VOS valid): PNGs, no scores.
     partial = tmp_path / "partial"
-    shutil.copytree(dataset["valid"], partial)
+    shutil.copytree(synthetic.valid, partial)
     name = reader.video_names()[0]
     starts = {o.frames[0] for o in reader.video(name).objects.values()}
     for frame in reader.video(name).frames:
@@ -323,11 +311,11 @@ def test_evaluate_writes_pngs_and_metrics_and_resumes(tiny, dataset, tmp_path, m
     )
 
 
-def test_watch_follows_checkpoints_until_the_final_step(tiny, dataset, tmp_path):
+def test_watch_follows_checkpoints_until_the_final_step(tiny, synthetic, tmp_path):
     _, variables = tiny
     workdir = str(tmp_path / "work")
     _save_checkpoint(workdir, 3, variables)
-    config = _config(dataset, watch=True, watch_timeout_s=0.3, watch_poll_s=0.05)
+    config = _config(synthetic, watch=True, watch_timeout_s=0.3, watch_poll_s=0.05)
     first = job.run(config, workdir)  # step 3, then no new checkpoint: timeout
     # What training records in the workdir tells evaluation its final step (no record counting).
     run_info.write(workdir, num_steps=7, steps_per_epoch=1.0)
@@ -343,15 +331,15 @@ def test_watch_follows_checkpoints_until_the_final_step(tiny, dataset, tmp_path)
     assert os.path.exists(os.path.join(out, "metrics_7.json"))
 
 
-def test_evaluate_init_from_keeps_finished_videos_on_error(tiny, dataset, tmp_path):
+def test_evaluate_init_from_keeps_finished_videos_on_error(tiny, synthetic, tmp_path):
     _, variables = tiny
     checkpoints.save_variables(str(tmp_path / "vars"), variables)
     data = tmp_path / "valid"
-    shutil.copytree(dataset["valid"], data)
+    shutil.copytree(synthetic.valid, data)
     names = vos_reader.VOSReader(str(data)).video_names()
     bad = data / "JPEGImages" / names[1] / "00005.jpg"
     bad.write_bytes(b"not a jpeg")
-    config = _config(dataset)
+    config = _config(synthetic)
     config.init_from = str(tmp_path / "vars")
     config.data.eval_dir = str(data)
     workdir = tmp_path / "work"  # no checkpoints/: evaluates config.init_from
@@ -360,26 +348,24 @@ def test_evaluate_init_from_keeps_finished_videos_on_error(tiny, dataset, tmp_pa
     with open(workdir / "eval" / "valid" / "done" / f"{names[0]}.json") as f:
         assert json.load(f)["checkpoint"].startswith("init ")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        job.run(_config(dataset), str(tmp_path / "empty"))
+        job.run(_config(synthetic), str(tmp_path / "empty"))
 
 
-def test_evaluate_from_records_matches_raw_folder(tiny, dataset, tmp_path):
-    from rnn_vos_jax.data.conversion import convert
-
+def test_evaluate_from_records_matches_raw_folder(tiny, synthetic, tmp_path):
     _, variables = tiny
-    records = {s: str(tmp_path / s) for s in ("train", "valid")}
-    for split, out in records.items():
-        convert.convert(dataset[split], out, num_shards=2)
     raw_work, rec_work = str(tmp_path / "raw"), str(tmp_path / "rec")
     for workdir in (raw_work, rec_work):
         _save_checkpoint(workdir, 1, variables)
-    raw = job.run(_config(dataset), raw_work)
-    config = _config(dataset, train_meta="")
+    raw = job.run(_config(synthetic), raw_work)
+    config = _config(synthetic, train_meta="")
     config.data.eval_dir = ""
-    config.data.eval_records = records["valid"]
-    config.data.train_records = records["train"]  # seen categories from dataset_info.json
+    config.data.eval_records = synthetic.valid_records
+    config.data.train_records = synthetic.train_records  # seen categories from dataset_info.json
     rec = job.run(config, rec_work)
-    assert rec["split"] == "valid" and rec["num_videos"] == raw["num_videos"] == 3
+    assert (
+        rec["split"] == "valid"
+        and rec["num_videos"] == raw["num_videos"] == synthetic.options["num_valid"]
+    )
     assert set(rec["per_object"]) == set(raw["per_object"])
     for key, scores in raw["per_object"].items():
         assert rec["per_object"][key]["J"] == pytest.approx(scores["J"], abs=1e-3)
@@ -387,12 +373,12 @@ def test_evaluate_from_records_matches_raw_folder(tiny, dataset, tmp_path):
     assert rec["baseline"]["JF_mean"] == pytest.approx(raw["baseline"]["JF_mean"], abs=1e-12)
 
 
-def test_feedback_comes_from_config_eval(tiny, dataset):
+def test_feedback_comes_from_config_eval(tiny, synthetic):
     _, variables = tiny
-    predictor = predict.predictor(_config(dataset, feedback="exclusive"), variables)
+    predictor = predict.predictor(_config(synthetic, feedback="exclusive"), variables)
     assert isinstance(predictor, predictors.StreamingPredictor)
     assert predictor.feedback == "exclusive"
-    assert predict.predictor(_config(dataset), variables).feedback == "independent"
-    config = _config(dataset, feedback="exclusive", batch_objects=2)
+    assert predict.predictor(_config(synthetic), variables).feedback == "independent"
+    config = _config(synthetic, feedback="exclusive", batch_objects=2)
     with pytest.raises(ValueError, match="feedback='exclusive' with config.eval.batch_objects=2"):
         predict.predictor(config, variables)

@@ -19,8 +19,6 @@ from rnn_vos_jax.data import (
     vos_reader,
 )
 from rnn_vos_jax.data import augment as aug
-from rnn_vos_jax.data.conversion import convert
-from rnn_vos_jax.data.synthetic import generate
 
 RED, BLUE = (250, 10, 10), (20, 40, 200)
 
@@ -344,19 +342,16 @@ def test_bad_input_errors(records):
     np.testing.assert_array_equal(annotations.decode(b"", shape=(2, 3)), np.zeros((2, 3)))
 
 
-def test_synthetic_dataset_round_trip(tmp_path):
+def test_synthetic_dataset_round_trip(synthetic):
     """make_synthetic -> convert -> eval_videos equals the raw folder; training batches work."""
-    splits = generate.make_dataset(
-        str(tmp_path / "raw"), 3, 1, seed=1, frame_sizes=((36, 64),), num_frames=(4, 7)
-    )
-    out = str(tmp_path / "rec")
-    convert.convert(splits["train"], out, num_shards=2)
-    reader = vos_reader.VOSReader(splits["train"])
+    out = synthetic.train_records
+    reader = vos_reader.VOSReader(synthetic.train)
     videos = list(eval_records.eval_videos(out))
     assert sorted(v.name for v in videos) == reader.video_names()
     for v in videos:
         info = reader.video(v.name)
-        assert v.frame_names == info.frames and (v.height, v.width) == (36, 64)
+        assert v.frame_names == info.frames and (v.height, v.width) == (info.height, info.width)
+        assert (v.height, v.width) in synthetic.options["frame_sizes"]
         np.testing.assert_array_equal(v.object_ids, sorted(info.objects))
         first = [info.frames.index(info.objects[k].frames[0]) for k in sorted(info.objects)]
         np.testing.assert_array_equal(v.first_frame, first)

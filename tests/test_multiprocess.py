@@ -45,23 +45,10 @@ _STEP_LINE = re.compile(r"\] (step (\d+)/\d+ \| .*?) \| lr ")
 
 
 @pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    from rnn_vos_jax.data.conversion import convert
-    from rnn_vos_jax.data.synthetic import generate
-
-    root = str(tmp_path_factory.mktemp("data"))
-    generate.make_dataset(
-        root,
-        num_train=4,
-        num_valid=1,
-        seed=1,
-        frame_sizes=((32, 64),),
-        num_frames=(4, 6),
-        num_objects=(1, 2),
-    )
-    out = os.path.join(root, "records")
-    convert.convert(os.path.join(root, "train"), out, num_shards=2)
-    return out
+def records(synthetic):
+    shards = [f for f in os.listdir(synthetic.train_records) if f.endswith(".tfrecord")]
+    assert len(shards) == 2  # one per process
+    return synthetic.train_records
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ The family contract (scan == streaming, gradients, bfloat16, checkpoint round tr
 tests/test_contract.py; the RAFT pieces by tests/test_raft_blocks.py.
 """
 
-import json
 import os
 
 import flax.linen as nn
@@ -18,7 +17,7 @@ from PIL import Image
 
 from rnn_vos_jax import models
 from rnn_vos_jax.configs import raft_hs2s as raft_config
-from rnn_vos_jax.data.synthetic import generate
+from rnn_vos_jax.data import vos_reader
 from rnn_vos_jax.evaluation import job, predict
 from rnn_vos_jax.inference import predictors
 from rnn_vos_jax.models import torch_keys
@@ -128,33 +127,19 @@ TINY = {"name": "raft_hs2s", **models.family("raft_hs2s").tiny}
 IMAGE_SIZE = (32, 64)
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    return generate.make_dataset(
-        str(root),
-        num_train=1,
-        num_valid=2,
-        seed=5,
-        frame_sizes=((36, 52),),
-        num_frames=(3, 4),
-        num_objects=(1, 1),
-    )
-
-
-def _config(dataset, model, **eval_overrides):
+def _config(synthetic, model, **eval_overrides):
     return mt.config_with_model(
         model,
         **{
             "data.image_size": IMAGE_SIZE,
-            "data.eval_dir": dataset["valid"],
+            "data.eval_dir": synthetic.valid,
             "eval.save_flow": True,
             **{f"eval.{k}": v for k, v in eval_overrides.items()},
         },
     )
 
 
-def test_save_flow_writes_colour_pngs_per_frame(dataset, tmp_path):
+def test_save_flow_writes_colour_pngs_per_frame(synthetic, tmp_path):
     model = models.build(TINY)
     variables = mt.random_variables(model)
     workdir = str(tmp_path / "work")
@@ -162,25 +147,24 @@ def test_save_flow_writes_colour_pngs_per_frame(dataset, tmp_path):
     ckpt.save(3, dict(variables), force=True)
     ckpt.wait()
     ckpt.close()
-    config = _config(dataset, TINY)
+    config = _config(synthetic, TINY)
     result = job.run(config, workdir)
     assert result["scored"]
     out = os.path.join(workdir, "eval", "valid")
-    with open(os.path.join(dataset["valid"], "meta.json")) as f:
-        meta = json.load(f)
-    for video in meta["videos"]:
-        names = sorted(os.listdir(os.path.join(dataset["valid"], "JPEGImages", video)))
-        stems = [os.path.splitext(n)[0] for n in names]
+    reader = vos_reader.VOSReader(synthetic.valid)
+    for video in reader.video_names():
+        info = reader.video(video)
         written = sorted(os.listdir(os.path.join(out, "Flow", video)))
-        # Every frame after the object's first (frame 0 here) has the flow into it.
-        assert written == [s + ".png" for s in stems[1:]]
+        # Every frame after the first object's first (frame 0: videos start with an object) has
+        # the flow into it.
+        assert written == [s + ".png" for s in info.frames[1:]]
         for name in written:
             with Image.open(os.path.join(out, "Flow", video, name)) as im:
-                assert im.mode == "RGB" and im.size == (52, 36)
+                assert im.mode == "RGB" and im.size == (info.width, info.height)
                 rgb = np.asarray(im)
             assert rgb.std() > 0  # a random model's flow is not constant
     # A finished video whose flows are gone is evaluated again.
-    video = min(meta["videos"])
+    video = reader.video_names()[0]
     for name in os.listdir(os.path.join(out, "Flow", video)):
         os.remove(os.path.join(out, "Flow", video, name))
     os.rmdir(os.path.join(out, "Flow", video))
@@ -197,9 +181,9 @@ def test_save_flow_writes_colour_pngs_per_frame(dataset, tmp_path):
     assert steps[1][1]["flow"][2].shape == (*IMAGE_SIZE, 2)
 
 
-def test_save_flow_without_a_flow_output_is_an_error(dataset, tmp_path):
+def test_save_flow_without_a_flow_output_is_an_error(synthetic):
     hs2s = {"name": "hs2s", **models.family("hs2s").tiny}
-    config = _config(dataset, hs2s)
+    config = _config(synthetic, hs2s)
     with pytest.raises(ValueError, match="save_flow=True.*'hs2s'.*no 'flow' output"):
         predict.predictor(config, None)
     with pytest.raises(ValueError, match="no per-frame outputs"):

@@ -12,18 +12,8 @@ from PIL import Image
 
 from rnn_vos_jax.data import annotations, augment, vos_reader
 from rnn_vos_jax.data.eval_video import EvalVideo
-from rnn_vos_jax.data.synthetic import generate
 from rnn_vos_jax.evaluation import videos
 from rnn_vos_jax.scoring import folders
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("synth"))
-    generate.make_dataset(
-        root, 3, 2, seed=1, frame_sizes=((48, 64),), num_frames=(4, 6), num_objects=(2, 3)
-    )
-    return root
 
 
 def _meta(split_dir):
@@ -76,8 +66,8 @@ def make_davis(split_dir, root, year, sets):
     return root
 
 
-def test_youtube_train(synth):
-    split_dir = os.path.join(synth, "train")
+def test_youtube_train(synthetic):
+    split_dir = synthetic.train
     reader = vos_reader.VOSReader(split_dir)
     meta = _meta(split_dir)
     assert (reader.layout, reader.split, reader.year) == ("youtube_vos", "train", None)
@@ -86,24 +76,24 @@ def test_youtube_train(synth):
         info = reader.video(name)
         frames = sorted(f[:-4] for f in os.listdir(os.path.join(split_dir, "JPEGImages", name)))
         assert info.frames == frames and info.annotated == frames
-        assert (info.height, info.width) == (48, 64)
+        assert (info.height, info.width) in synthetic.options["frame_sizes"]
         assert list(info.objects) == sorted(int(k) for k in meta[name]["objects"])
         for obj_id, obj in info.objects.items():
             assert obj.obj_id == obj_id
             assert obj.category == meta[name]["objects"][str(obj_id)]["category"]
             assert obj.frames == meta[name]["objects"][str(obj_id)]["frames"]
         frame = reader.read_frame(name, frames[1])
-        assert frame.dtype == np.uint8 and frame.shape == (48, 64, 3)
+        assert frame.dtype == np.uint8 and frame.shape == (info.height, info.width, 3)
         expected = np.array(Image.open(reader.frame_path(name, frames[1])).convert("RGB"))
         np.testing.assert_array_equal(frame, expected)
         ids = reader.read_annotation(name, frames[1])
-        assert ids.dtype == np.uint8 and ids.shape == (48, 64)
+        assert ids.dtype == np.uint8 and ids.shape == (info.height, info.width)
         np.testing.assert_array_equal(ids, _ids(reader.annotation_path(name, frames[1])))
         assert reader.annotation_path(name, "00005").endswith(f"Annotations/{name}/00005.png")
 
 
-def test_youtube_valid_style_sparse_annotations(synth, tmp_path):
-    split_dir = make_sparse_valid(os.path.join(synth, "valid"), str(tmp_path / "valid"))
+def test_youtube_valid_style_sparse_annotations(synthetic, tmp_path):
+    split_dir = make_sparse_valid(synthetic.valid, str(tmp_path / "valid"))
     reader = vos_reader.VOSReader(split_dir)
     assert reader.split == "valid"
     meta = _meta(split_dir)
@@ -120,9 +110,9 @@ def test_youtube_valid_style_sparse_annotations(synth, tmp_path):
     assert saw_later_first
 
 
-def test_youtube_without_meta_takes_objects_from_pngs(synth, tmp_path):
+def test_youtube_without_meta_takes_objects_from_pngs(synthetic, tmp_path):
     split_dir = str(tmp_path / "train")
-    shutil.copytree(os.path.join(synth, "train"), split_dir)
+    shutil.copytree(synthetic.train, split_dir)
     meta = _meta(split_dir)
     os.remove(os.path.join(split_dir, "meta.json"))
     reader = vos_reader.VOSReader(split_dir)
@@ -133,14 +123,14 @@ def test_youtube_without_meta_takes_objects_from_pngs(synth, tmp_path):
         }
 
 
-def test_davis_2017(synth, tmp_path):
-    names = sorted(_meta(os.path.join(synth, "train")))
+def test_davis_2017(synthetic, tmp_path):
+    names = sorted(_meta(synthetic.train))
     sets = {"val": names[:2], "train": names[2:]}
-    root = make_davis(os.path.join(synth, "train"), str(tmp_path / "davis"), "2017", sets)
+    root = make_davis(synthetic.train, str(tmp_path / "davis"), "2017", sets)
     reader = vos_reader.VOSReader(root)
     assert (reader.layout, reader.split, reader.year) == ("davis", "val", "2017")
     assert reader.video_names() == names[:2]
-    meta = _meta(os.path.join(synth, "train"))
+    meta = _meta(synthetic.train)
     for name in names[:2]:
         info = reader.video(name)
         assert {k: (o.category, o.frames) for k, o in info.objects.items()} == {
@@ -160,9 +150,9 @@ def test_davis_2017(synth, tmp_path):
     assert set(np.unique(merged.read_annotation(names[0], "00000")).tolist()) == {0, 1}
 
 
-def test_davis_2016_binary_masks(synth, tmp_path):
-    names = sorted(_meta(os.path.join(synth, "train")))
-    root = make_davis(os.path.join(synth, "train"), str(tmp_path / "d16"), "2016", {"val": names})
+def test_davis_2016_binary_masks(synthetic, tmp_path):
+    names = sorted(_meta(synthetic.train))
+    root = make_davis(synthetic.train, str(tmp_path / "d16"), "2016", {"val": names})
     reader = vos_reader.VOSReader(root)
     assert reader.year == "2016" and reader.video_names() == names
     name = names[0]
@@ -175,14 +165,15 @@ def test_davis_2016_binary_masks(synth, tmp_path):
     np.testing.assert_array_equal(annotations.decode(reader.annotation_path(name, "00000")), ids)
 
 
-def test_reader_video_is_an_eval_video(synth):
-    reader = vos_reader.VOSReader(os.path.join(synth, "valid"))
+def test_reader_video_is_an_eval_video(synthetic):
+    reader = vos_reader.VOSReader(synthetic.valid)
     name = reader.video_names()[0]
     info = reader.video(name)
     video = videos.reader_video(reader, name)
     n, k = len(info.frames), len(info.objects)
     assert isinstance(video, EvalVideo) and video.name == name
-    assert video.frames.shape == (n, 48, 64, 3) and video.frames.dtype == np.uint8
+    assert video.frames.shape == (n, info.height, info.width, 3) and video.frames.dtype == np.uint8
+    assert (info.height, info.width) in synthetic.options["frame_sizes"]
     np.testing.assert_array_equal(video.frames[1], reader.read_frame(name, info.frames[1]))
     np.testing.assert_array_equal(
         video.annotations[2], reader.read_annotation(name, info.frames[2])
@@ -195,7 +186,7 @@ def test_reader_video_is_an_eval_video(synth):
     meta = video.without_frames()
     assert meta.frames is None and video.frames is not None
     np.testing.assert_array_equal(meta.annotations, video.annotations)
-    assert (meta.name, meta.height, meta.width) == (name, 48, 64)
+    assert (meta.name, meta.height, meta.width) == (name, info.height, info.width)
 
 
 def test_eval_video_rejects_inconsistent_shapes():
@@ -309,13 +300,13 @@ def test_former_decoders_agree(tmp_path, kind):
         np.testing.assert_array_equal(scores[obj].f, [1.0, 1.0, 1.0])
 
 
-def test_errors_name_the_file(synth, tmp_path):
+def test_errors_name_the_file(synthetic, tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         vos_reader.VOSReader(str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="no JPEGImages"):
         vos_reader.VOSReader(str(tmp_path))
     split_dir = str(tmp_path / "train")
-    shutil.copytree(os.path.join(synth, "train"), split_dir)
+    shutil.copytree(synthetic.train, split_dir)
     reader = vos_reader.VOSReader(split_dir)
     name = reader.video_names()[0]
     with pytest.raises(FileNotFoundError, match="99999.jpg"):

@@ -13,18 +13,12 @@ from PIL import Image
 
 from rnn_vos_jax import submission
 from rnn_vos_jax.data import annotations
-from rnn_vos_jax.data.synthetic import generate
 from rnn_vos_jax.scoring import submission as submission_check
 
 
-@pytest.fixture(scope="module")
-def valid(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    splits = generate.make_dataset(
-        str(root), num_train=1, num_valid=3, seed=2, frame_sizes=((24, 40), (30, 44)),
-        num_frames=(3, 5), num_objects=(1, 3),
-    )  # fmt: skip
-    return splits["valid"]
+@pytest.fixture
+def valid(synthetic):
+    return synthetic.valid
 
 
 def test_good_folder_zips_in_the_server_layout(valid, tmp_path):
@@ -71,7 +65,7 @@ def test_every_problem_listed_and_nothing_written(valid, tmp_path):
         str(preds / b / "00005.png"), np.zeros((ids.shape[0] + 2, ids.shape[1]), np.uint8)
     )
     Image.fromarray(annotations.PALETTE[ids]).save(preds / b / "00000.png")  # RGB colours
-    wrong = ids.copy()
+    wrong = annotations.decode(str(preds / c / "00000.png"))
     wrong[0, 0] = 9  # no object 9 in any video
     annotations.write(str(preds / c / "00000.png"), wrong)
     out = tmp_path / "submission.zip"

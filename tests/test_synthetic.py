@@ -4,6 +4,7 @@ import colorsys
 import json
 import os
 import runpy
+import shutil
 
 import numpy as np
 import pytest
@@ -20,30 +21,21 @@ def _cli_main(argv):
     return runpy.run_path(os.path.join(REPO, "data_prep", "make_synthetic.py"))["main"](argv)
 
 
-SIZES = ((64, 96), (48, 80))
-OPTIONS = {"frame_sizes": SIZES, "num_frames": (6, 10)}
-
-
 def _read(path):
     with open(path, "rb") as f:
         return f.read()
 
 
 def _files(root):
+    """{path: bytes} of the files below `root`, but the shared dataset's records/ (conftest)."""
     out = {}
-    for folder, _, names in os.walk(root):
+    for folder, subfolders, names in os.walk(root):
+        if folder == root and "records" in subfolders:
+            subfolders.remove("records")
         for name in names:
             path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = f.read()
+            out[os.path.relpath(path, root)] = _read(path)
     return out
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("synthetic"))
-    generate.make_dataset(root, num_train=4, num_valid=3, seed=3, **OPTIONS)
-    return root
 
 
 def _meta(root, split):
@@ -51,19 +43,21 @@ def _meta(root, split):
         return json.load(f)["videos"]
 
 
-def test_same_seed_identical_bytes_and_other_seed_differs(dataset, tmp_path):
+def test_same_seed_identical_bytes_and_other_seed_differs(synthetic, tmp_path):
     again = str(tmp_path / "again")
-    generate.make_dataset(again, num_train=4, num_valid=3, seed=3, **OPTIONS)
-    first, second = _files(dataset), _files(again)
+    generate.make_dataset(again, **synthetic.options)
+    first, second = _files(synthetic.root), _files(again)
     assert len(first) > 50
     assert first == second
     other = str(tmp_path / "other")
-    generate.make_dataset(other, num_train=4, num_valid=3, seed=4, **OPTIONS)
+    generate.make_dataset(other, **{**synthetic.options, "seed": synthetic.options["seed"] + 1})
     third = _files(other)
     assert third.keys() != first.keys() or any(third[k] != first[k] for k in first)
 
 
-def test_layout_and_meta_match_pngs(dataset):
+def test_layout_and_meta_match_pngs(synthetic):
+    """On the session's synthetic dataset (conftest.SYNTHETIC), which the other tests rely on."""
+    dataset, options = synthetic.root, synthetic.options
     for split in ("train", "valid"):
         meta = _meta(dataset, split)
         split_dir = os.path.join(dataset, split)
@@ -74,19 +68,19 @@ def test_layout_and_meta_match_pngs(dataset):
             frames = [j[:-4] for j in jpegs]
             assert [p[:-4] for p in pngs] == frames  # ground truth on every frame, both splits
             assert frames == [f"{5 * t:05d}" for t in range(len(frames))]
-            assert 2 <= len(frames) <= 10
+            assert 2 <= len(frames) <= options["num_frames"][1]
             ids_in = {}
             for frame in frames:
                 image = Image.open(os.path.join(split_dir, "JPEGImages", video, frame + ".jpg"))
                 png = Image.open(os.path.join(split_dir, "Annotations", video, frame + ".png"))
                 assert png.mode == "P" and image.size == png.size
-                assert image.size[::-1] in SIZES
+                assert image.size[::-1] in options["frame_sizes"]
                 palette = np.array(png.getpalette()[:768], np.uint8).reshape(-1, 3)
                 np.testing.assert_array_equal(palette, annotations.PALETTE)
                 ids_in[frame] = set(np.unique(np.array(png)).tolist()) - {0}
             objects = {int(k): v for k, v in entry["objects"].items()}
             assert sorted(objects) == list(range(1, len(objects) + 1))
-            assert 1 <= len(objects) <= 4
+            assert 1 <= len(objects) <= options["num_objects"][1]
             for frame in frames:  # a frame is listed for an object iff its id is in the PNG
                 listed = {k for k, v in objects.items() if frame in v["frames"]}
                 assert listed == ids_in[frame], (video, frame)
@@ -95,7 +89,8 @@ def test_layout_and_meta_match_pngs(dataset):
             assert firsts == sorted(firsts), "ids follow first appearance"
 
 
-def test_categories_seen_unseen_and_late_objects(dataset):
+def test_categories_seen_unseen_and_late_objects(synthetic):
+    dataset = synthetic.root
     train = _meta(dataset, "train")
     valid = _meta(dataset, "valid")
     cats = {
@@ -121,7 +116,8 @@ def test_categories_seen_unseen_and_late_objects(dataset):
     assert vanished, "some object must leave the frame or be fully occluded"
 
 
-def test_objects_are_saturated_background_is_not(dataset):
+def test_objects_are_saturated_background_is_not(synthetic):
+    dataset = synthetic.root
     split_dir = os.path.join(dataset, "train")
     for video in _meta(dataset, "train"):
         image = np.array(Image.open(os.path.join(split_dir, "JPEGImages", video, "00000.jpg")))
@@ -134,16 +130,19 @@ def test_objects_are_saturated_background_is_not(dataset):
         assert sat[inner].mean() > sat[~obj].mean() + 0.2
 
 
-def test_rerun_is_noop_and_changed_parameters_need_overwrite(dataset, tmp_path):
-    meta_path = os.path.join(dataset, "train", "meta.json")
+def test_rerun_is_noop_and_changed_parameters_need_overwrite(synthetic, tmp_path):
+    copy = str(tmp_path / "copy")  # the shared dataset as it was made (copy2 keeps the times)
+    shutil.copytree(synthetic.root, copy, ignore=shutil.ignore_patterns("records"))
+    meta_path = os.path.join(copy, "train", "meta.json")
     before = os.stat(meta_path).st_mtime_ns
-    generate.make_dataset(dataset, num_train=4, num_valid=3, seed=3, **OPTIONS)
+    generate.make_dataset(copy, **synthetic.options)
     assert os.stat(meta_path).st_mtime_ns == before
     root = str(tmp_path / "d")
-    generate.make_dataset(root, num_train=1, num_valid=1, seed=0, **OPTIONS)
+    options = {**synthetic.options, "num_valid": 1, "seed": 0}
+    generate.make_dataset(root, **{**options, "num_train": 1})
     with pytest.raises(FileExistsError, match="overwrite"):
-        generate.make_dataset(root, num_train=2, num_valid=1, seed=0, **OPTIONS)
-    generate.make_dataset(root, num_train=2, num_valid=1, seed=0, overwrite=True, **OPTIONS)
+        generate.make_dataset(root, **{**options, "num_train": 2})
+    generate.make_dataset(root, **{**options, "num_train": 2}, overwrite=True)
     assert len(_meta(root, "train")) == 2
 
 
@@ -194,13 +193,11 @@ def test_high_contrast_same_geometry_and_objects_brighter_than_background(tmp_pa
         generate.make_dataset(str(tmp_path / "c"), 1, 1, contrast="extreme")
 
 
-def test_all_frames_layout_matches_valid(tmp_path):
+def test_all_frames_layout_matches_valid(synthetic, tmp_path):
     """--all_frames: valid_all_frames holds every frame, valid every 5th of them (same bytes),
     meta.json and valid's PNGs as without it; train is the same as without the option."""
-    root = str(tmp_path / "all")
-    splits = generate.make_dataset(
-        root, num_train=1, num_valid=3, seed=3, all_frames=True, **OPTIONS
-    )
+    root = synthetic.root  # made with all_frames=True
+    splits = {"valid": synthetic.valid, "valid_all_frames": synthetic.valid_all_frames}
     assert splits["valid_all_frames"] == os.path.join(root, "valid_all_frames")
     assert sorted(os.listdir(splits["valid_all_frames"])) == ["JPEGImages"]
     meta = _meta(root, "valid")
@@ -225,6 +222,6 @@ def test_all_frames_layout_matches_valid(tmp_path):
             late += obj["frames"][0] != "00000"
     assert late, "some object must start after the first frame"
     plain = str(tmp_path / "plain")
-    generate.make_dataset(plain, num_train=1, num_valid=3, seed=3, **OPTIONS)
+    generate.make_dataset(plain, **{**synthetic.options, "all_frames": False})
     assert not os.path.exists(os.path.join(plain, "valid_all_frames"))
-    assert _files(os.path.join(plain, "train")) == _files(os.path.join(root, "train"))
+    assert _files(os.path.join(plain, "train")) == _files(synthetic.train)

@@ -1,6 +1,6 @@
 """Training: sharded step == single-device step, resume == uninterrupted, kill + resume, NaN guard.
 
-Every run uses the tiny HS2S of the demo config on a tiny synthetic dataset. A persistent
+Every run uses the tiny HS2S of the demo config on the session's synthetic records. A persistent
 compilation cache (module fixture) lets the many identical runs compile the step once.
 """
 
@@ -25,23 +25,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    from rnn_vos_jax.data.conversion import convert
-    from rnn_vos_jax.data.synthetic import generate
-
-    root = str(tmp_path_factory.mktemp("data"))
-    generate.make_dataset(
-        root,
-        num_train=3,
-        num_valid=1,
-        seed=1,
-        frame_sizes=((32, 64),),
-        num_frames=(4, 6),
-        num_objects=(1, 2),
-    )
-    out = os.path.join(root, "records")
-    convert.convert(os.path.join(root, "train"), out, num_shards=1)
-    return out
+def records(synthetic):
+    return synthetic.train_records
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,9 +1,11 @@
-"""Test set-up: 8 fake CPU devices (set before JAX is imported anywhere), cheap compilation, one
-synthetic dataset.
+"""Test set-up: 8 fake CPU devices, cheap compilation, one compilation cache, one synthetic dataset.
 
 XLA's CPU optimisation passes cost most of the tests' time (compiling tiny models) and buy
-nothing at tiny sizes: XLA_FLAGS turns them off for every jax.jit of the session (no per-call
-compiler options needed) and of the subprocesses the tests start, which inherit the flags.
+nothing at tiny sizes: XLA_FLAGS turns them off (set before JAX is imported anywhere) for every
+jax.jit of the session and of the subprocesses the tests start, which inherit the environment.
+So does the persistent compilation cache (`compilation_cache`): a step compiled by one test is
+loaded, not compiled again, by the next run of it, in this process or a subprocess (the training
+runs of test_train, test_demo and test_multiprocess, the evaluation processes).
 
 `synthetic` is the session's dataset: what every test that needs "some data" runs on.
 """
@@ -21,6 +23,28 @@ FLAGS = (
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *FLAGS]).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Compilations that take longer than this go to the persistent cache (the model steps; not the
+# many small jnp operations, whose writing would cost more than it saves).
+CACHE_MIN_COMPILE_SECS = 1.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """The session's persistent compilation cache (one per xdist worker): on in this process and
+    in every subprocess started from here on (they inherit the environment); its folder."""
+    import jax
+
+    path = str(tmp_path_factory.getbasetemp() / "jax_cache")
+    settings = {
+        "jax_compilation_cache_dir": path,
+        "jax_persistent_cache_min_compile_time_secs": CACHE_MIN_COMPILE_SECS,
+    }
+    for key, value in settings.items():
+        jax.config.update(key, value)
+        os.environ[key.upper()] = str(value)
+    return path
+
 
 # The session's synthetic dataset (generate.make_dataset's arguments). Its properties that tests
 # rely on (tests/test_synthetic.py checks the generator's on it):

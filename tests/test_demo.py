@@ -22,7 +22,9 @@ DEMO = {
 }
 
 
-def _main(workdir, cache):
+def _main(workdir):
+    # tiny_run's training step: test_train's, so one of the two loads it from the session's
+    # compilation cache (conftest) when both run in one pytest worker.
     cmd = [
         sys.executable,
         "-m",
@@ -34,7 +36,6 @@ def _main(workdir, cache):
     proc = subprocess.run(
         cmd,
         cwd=REPO,
-        env=tiny_run.subprocess_env(cache),
         capture_output=True,
         text=True,
         check=False,
@@ -45,13 +46,12 @@ def _main(workdir, cache):
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    cache = tiny_run.compilation_cache_dir(tmp_path_factory)
     workdir = str(tmp_path_factory.mktemp("demo"))
-    return workdir, cache, _main(workdir, cache)
+    return workdir, _main(workdir)
 
 
 def test_demo_runs_end_to_end(demo_run):
-    workdir, _, stdout = demo_run
+    workdir, stdout = demo_run
     assert "copy-first-mask" in stdout and "JF_mean" in stdout
     for split in ("train", "valid"):
         assert os.path.exists(os.path.join(workdir, "data", "raw", split, "meta.json"))
@@ -77,11 +77,11 @@ def test_demo_runs_end_to_end(demo_run):
 
 
 def test_rerun_skips_finished_stages(demo_run):
-    workdir, cache, _ = demo_run
+    workdir, _ = demo_run
     info = os.path.join(workdir, "data", "records", "train", "dataset_info.json")
     before = os.path.getmtime(info)
     rows = len(metric_writer.read_metrics(workdir))
-    stdout = _main(workdir, cache)
+    stdout = _main(workdir)
     assert os.path.getmtime(info) == before  # data not remade
     assert len(metric_writer.read_metrics(workdir)) == rows  # no training step redone
     assert "copy-first-mask" in stdout

@@ -9,11 +9,9 @@ import socket
 import subprocess
 import sys
 
-import jax
 import model_testing as mt
 import numpy as np
 import pytest
-import tiny_run
 from PIL import Image
 
 from rnn_vos_jax import models
@@ -121,17 +119,12 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one(tiny, synthetic, tmp_path, tmp_path_factory):
+def test_two_processes_equal_one(tiny, synthetic, tmp_path):
     """Two JAX processes each evaluate a disjoint share of the videos and write their PNGs;
     process 0 merges once: the same metrics.json and PNGs as one process."""
     config = _config(tiny, synthetic.valid)
-    cache = tiny_run.compilation_cache_dir(tmp_path_factory)
-    old = tiny_run.use_compilation_cache(cache)  # the subprocesses reuse these compilations
-    try:
-        one = job.evaluate_checkpoint(config, str(tmp_path / "one"))
-    finally:
-        for key, value in old.items():
-            jax.config.update(key, value)
+    # The subprocesses load these compilations from the session's cache (conftest).
+    one = job.evaluate_checkpoint(config, str(tmp_path / "one"))
     with open(tmp_path / "config.pkl", "wb") as f:
         pickle.dump(config, f)
     port, script = _free_port(), os.path.join(os.path.dirname(__file__), "eval_process.py")
@@ -139,7 +132,6 @@ def test_two_processes_equal_one(tiny, synthetic, tmp_path, tmp_path_factory):
     procs = [
         subprocess.Popen(
             [sys.executable, script, str(tmp_path / "config.pkl"), workdir, str(port), str(i), "2"],
-            env=tiny_run.subprocess_env(cache),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

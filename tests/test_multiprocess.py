@@ -52,10 +52,10 @@ def records(synthetic):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    # Later runs of each topology hit the compilation cache (process 0 writes it).
-    cache = tiny_run.compilation_cache_dir(tmp_path_factory)
-    return dict(tiny_run.subprocess_env(cache), KILL_AFTER="20")
+def env():
+    # Later runs of each topology load the compilations from the session's cache (conftest;
+    # process 0 writes it).
+    return dict(os.environ, KILL_AFTER="20")
 
 
 def _args(workdir, records, **changes):

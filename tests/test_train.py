@@ -1,7 +1,7 @@
 """Training: sharded step == single-device step, resume == uninterrupted, kill + resume, NaN guard.
 
-Every run uses the tiny HS2S of the demo config on the session's synthetic records. A persistent
-compilation cache (module fixture) lets the many identical runs compile the step once.
+Every run uses the tiny HS2S of the demo config on the session's synthetic records. The session's
+persistent compilation cache (conftest) lets the many identical runs compile the step once.
 """
 
 import json
@@ -27,15 +27,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def records(synthetic):
     return synthetic.train_records
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    path = tiny_run.compilation_cache_dir(tmp_path_factory)
-    old = tiny_run.use_compilation_cache(path)
-    yield path
-    for k, v in old.items():
-        jax.config.update(k, v)
 
 
 _config = tiny_run.tiny_config
@@ -140,10 +131,9 @@ def test_resumed_run_equals_uninterrupted_run(records, uninterrupted, tmp_path):
     assert int(loop.run(_config(records), workdir).step) == tiny_run.STEPS
 
 
-def test_killed_run_resumes(records, uninterrupted, tmp_path, compilation_cache):
+def test_killed_run_resumes(records, uninterrupted, tmp_path):
     workdir = str(tmp_path)
     args = tiny_run.command_line(**{"train.num_steps": 1000000, "data.train_records": records})
-    env = tiny_run.subprocess_env(compilation_cache)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -155,7 +145,6 @@ def test_killed_run_resumes(records, uninterrupted, tmp_path, compilation_cache)
             *args,
         ],
         cwd=REPO,
-        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -1,12 +1,9 @@
-"""Shared by test_train.py and test_demo.py: the tiny training run and a shared compile cache.
+"""Shared by test_train.py, test_demo.py and test_multiprocess.py: the tiny training run.
 
-Both files train the demo's tiny HS2S with exactly these settings, so the step compiled by one
-(in-process or in a subprocess) is a persistent-cache hit for the other.
+test_train and test_demo train the demo's tiny HS2S with exactly these settings, so the step
+compiled by one (in-process or in a subprocess) is a hit in the session's persistent compilation
+cache (conftest.py) for the other.
 """
-
-import os
-
-import jax
 
 from rnn_vos_jax.configs import hs2s
 
@@ -50,27 +47,3 @@ def tiny_config(records: str = "", **changes):
 
 def command_line(**changes) -> list[str]:
     return [f"--config.{k}={v}" for k, v in {**OVERRIDES, **changes}.items()]
-
-
-def compilation_cache_dir(tmp_path_factory) -> str:
-    """One persistent compilation cache per test session (shared across test files)."""
-    path = os.path.join(str(tmp_path_factory.getbasetemp()), "jax_cache")
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
-def use_compilation_cache(path: str):
-    """Turns the persistent cache on in this process; returns the settings to restore."""
-    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    old = {k: getattr(jax.config, k) for k in keys}
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    return old
-
-
-def subprocess_env(cache: str) -> dict:
-    return dict(
-        os.environ,
-        JAX_COMPILATION_CACHE_DIR=cache,
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-    )

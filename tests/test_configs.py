@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+import tiny_run
 from absl import flags
 from ml_collections import config_flags
 
@@ -180,6 +181,15 @@ def test_command_line_overrides_and_misspelled_key():
     config = hs2s.get_config()
     with pytest.raises(AttributeError, match="num_epoch"):
         config.train.num_epoch = 3
+
+
+def test_tiny_run_command_line_gives_its_config():
+    """tests/tiny_run.py's flags (tuples written as '(32, 64)') parse to the config its
+    tiny_config builds: the subprocess runs train what the in-process runs train."""
+    changes = {"demo.frame_size": (32, 64), "data.train_records": "/records"}
+    argv = ["main", "--config=configs/hs2s.py:demo", *tiny_run.command_line(**changes)]
+    assert "--config.data.image_size=(32, 64)" in argv
+    assert _parse(argv).to_dict() == tiny_run.tiny_config(**changes).to_dict()
 
 
 @pytest.mark.parametrize("name", ["hs2s", "s2s_pp"])

@@ -14,9 +14,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = {
     "demo.num_train": 3,
     "demo.num_valid": 2,
-    "demo.frame_size": "(32,64)",
-    "demo.num_frames": "(4,6)",
-    "demo.num_objects": "(1,2)",
+    "demo.frame_size": (32, 64),
+    "demo.num_frames": (4, 6),
+    "demo.num_objects": (1, 2),
     "demo.num_shards": 1,
     "train.num_steps": 2,
 }

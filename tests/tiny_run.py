@@ -8,9 +8,10 @@ cache (conftest.py) for the other.
 from rnn_vos_jax.configs import hs2s
 
 STEPS = 6
-# Command-line form (--config.KEY=VALUE) of `tiny_config`.
+# Dotted config keys and their values: `tiny_config` applies them, `command_line` writes them as
+# --config.KEY=VALUE flags.
 OVERRIDES = {
-    "data.image_size": "(32,64)",
+    "data.image_size": (32, 64),
     "model.width_divisor": 16,  # demo_base's width: the tests' tiny model
     "data.batch_size": 2,
     "data.min_clip_len": 1,
@@ -34,16 +35,10 @@ def tiny_config(records: str = "", **changes):
     """configs/hs2s.py:demo with OVERRIDES (and `changes`, dotted keys) applied."""
     c = hs2s.get_config("demo")
     c.data.train_records = records
-    for key, value in {**OVERRIDES, **changes}.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        if isinstance(value, str) and value.startswith("("):
-            value = tuple(int(v) for v in value.strip("()").split(","))
-        node[leaf] = value
+    c.update_from_flattened_dict({**OVERRIDES, **changes})
     return c
 
 
 def command_line(**changes) -> list[str]:
+    """OVERRIDES (and `changes`) as --config.KEY=VALUE flags (a tuple as '(32, 64)')."""
     return [f"--config.{k}={v}" for k, v in {**OVERRIDES, **changes}.items()]

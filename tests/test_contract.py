@@ -7,14 +7,17 @@ the checks; full-size shapes through jax.eval_shape only.
 
 import dataclasses
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import model_testing as mt
 import numpy as np
 import pytest
+from PIL import Image
 
 from rnn_vos_jax import models
+from rnn_vos_jax.configs import common
 from rnn_vos_jax.models import backbones, cells, fusion, torch_keys
 from rnn_vos_jax.models.recurrent import scan_over_time
 from rnn_vos_jax.weights import torch_checkpoints
@@ -95,7 +98,7 @@ def test_family_record_and_output_shapes(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_scan_equals_prediction_and_carry_is_flat(name):
+def test_scan_equals_prediction_and_carry_is_flat(name, tmp_path):
     """__call__ feeding its own predictions == the family's predictor methods, step by step."""
     fam, model, variables, frames, masks = _tiny(name)
     want = _eval_outputs(name)["logits"]
@@ -110,11 +113,33 @@ def test_scan_equals_prediction_and_carry_is_flat(name):
     carry = init(variables, frames[:, 0], masks[:, 0])
     spec = jax.tree.map(lambda x: (x.shape, x.dtype), carry)
     assert all(x.shape[0] == B for x in jax.tree.leaves(carry))
+    fed = fam.fed_back_mask  # what generic inference replaces (config.eval.feedback)
+    if fed is not None:
+        np.testing.assert_array_equal(carry[fed], masks[:, 0])  # the given mask before step 1
     for t in range(1, frames.shape[1]):
+        before = carry
         carry, logits = step(variables, carry, frames[:, t])
         assert jax.tree.map(lambda x: (x.shape, x.dtype), carry) == spec  # flat in video length
         mt.assert_close(logits, want[:, t - 1])
+        if fed is not None:  # the model's own probability, and the next step reads it
+            mt.assert_close(carry[fed], jax.nn.sigmoid(logits))
+            emptied = dict(before, **{fed: jnp.zeros_like(before[fed])})
+            assert not np.allclose(step(variables, emptied, frames[:, t])[1], logits)
     assert float(np.std(np.asarray(want))) > 0
+    # Per-frame outputs: step_outputs gives each one [B, H, W, C]; its switch is a config.eval
+    # key (default off) and its writer makes an image of the frame's size.
+    cfg = common.eval_config()
+    for out_name, output in fam.frame_outputs.items():
+        _, _, extras = jax.eval_shape(
+            lambda v, c, f: model.apply(v, c, f, method="step_outputs"), variables, carry,
+            frames[:, 1],
+        )  # fmt: skip
+        value = extras[out_name]
+        assert value.shape[:3] == (B, H, W) and value.dtype == jnp.float32, out_name
+        assert cfg[output.switch] is False, output.switch
+        path = os.path.join(tmp_path, output.folder, "v", "00000.png")
+        output.write(path, np.zeros(value.shape[1:], np.float32), (H + 3, W + 5))
+        assert Image.open(path).size == (W + 5, H + 3)
 
 
 # Per family only: the blocks' own gradient checks are below (a variant's gradient compile

@@ -17,8 +17,7 @@ from PIL import Image
 
 from rnn_vos_jax import api, segment
 from rnn_vos_jax.data import annotations
-from rnn_vos_jax.inference import first_masks, object_merge, video_io
-from rnn_vos_jax.runtime import progress
+from rnn_vos_jax.inference import first_masks, object_merge, progress, video_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(ROOT, "configs/hs2s.py:demo_base")

@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 
 from rnn_vos_jax import models
-from rnn_vos_jax.inference import first_masks, object_merge, png_writer, video_io
+from rnn_vos_jax.inference import first_masks, object_merge, png_writer, progress, video_io
 from rnn_vos_jax.inference import segmenter as segmenter_lib
-from rnn_vos_jax.runtime import atomic, config_files, progress
+from rnn_vos_jax.runtime import atomic, config_files
 
 ANNOTATIONS_DIR = "Annotations"
 RECORD = "segment.json"

@@ -181,4 +181,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from rnn_vos_jax.runtime import compile_cache
+
+    compile_cache.enable()  # $RNN_VOS_JAX_COMPILATION_CACHE or the user's cache; 'off' for cold
     main()

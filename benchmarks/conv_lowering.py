@@ -132,4 +132,7 @@ if __name__ == "__main__":
     from rnn_vos_jax.runtime import host_memory
 
     host_memory.reexec_with_huge_pages()  # benchmarks/RESULTS.md: CPU figures use it
+    from rnn_vos_jax.runtime import compile_cache
+
+    compile_cache.enable()  # $RNN_VOS_JAX_COMPILATION_CACHE or the user's cache; 'off' for cold
     main()

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_vos_jax import models
-from rnn_vos_jax.runtime import throughput
+from rnn_vos_jax.runtime import compile_cache, throughput
 from rnn_vos_jax.runtime.config_files import load_config
 from rnn_vos_jax.training import schedules, sharding, train_state
 
@@ -128,14 +128,15 @@ def bench(
     n_params = sum(x.size for x in jax.tree.leaves(variables["params"]))
 
     host = host_batch(batch, frames, h, w)
-    compile_s = step_s = step_cost = None
+    compile_s = step_s = step_cost = loaded = loaded_infer = None
     if train:
         gbatch = sharding.global_batch(host, mesh)
         step = train_state.jit_train_step(model, tx, config.train.loss, schedule, mesh, True)
         t0 = time.perf_counter()
-        step_cost = throughput.step_cost(step, state, gbatch, jnp.float32(0.0), num_devices=1)
-        state, metrics = step(state, gbatch, jnp.float32(0.0))
-        jax.block_until_ready(metrics)
+        with compile_cache.CacheCounter() as loaded:
+            step_cost = throughput.step_cost(step, state, gbatch, jnp.float32(0.0), num_devices=1)
+            state, metrics = step(state, gbatch, jnp.float32(0.0))
+            jax.block_until_ready(metrics)
         compile_s = time.perf_counter() - t0
 
         def one_step():
@@ -151,8 +152,9 @@ def bench(
             variables = {"params": state.params, "batch_stats": state.batch_stats}
         fn, fn_args, frames_per_call = _inference(model, variables, host, objects)
         t0 = time.perf_counter()
-        infer_cost = throughput.step_cost(fn, *fn_args, num_devices=1)
-        jax.block_until_ready(fn(*fn_args))
+        with compile_cache.CacheCounter() as loaded_infer:
+            infer_cost = throughput.step_cost(fn, *fn_args, num_devices=1)
+            jax.block_until_ready(fn(*fn_args))
         infer_compile_s = time.perf_counter() - t0
         infer_s = _median_time(lambda: fn(*fn_args), repeats) / frames_per_call
     return {
@@ -163,11 +165,18 @@ def bench(
         "step_s": step_s,
         "clips_per_s": batch / step_s if step_s else None,
         "infer_compile_s": infer_compile_s,
+        # The compile times are loads from the persistent cache when these hit (a warm run).
+        "step_cache_hits": loaded.hits if loaded else 0,
+        "infer_cache_hits": loaded_infer.hits if loaded_infer else 0,
         "infer_frame_s": infer_s,
         "frames_per_s_per_object": objects / infer_s if infer_s else None,
         "step_rates": step_cost.rates(1 / step_s) if step_s else {},
         "infer_rates": infer_cost.rates(1 / (infer_s * frames_per_call)) if infer_s else {},
     }
+
+
+def _cached(hits: int) -> str:
+    return " (loaded from the compilation cache)" if hits else ""
 
 
 def _rates(rates: dict) -> str:
@@ -219,12 +228,14 @@ def main(argv=None):
         if r["step_s"] is not None:
             train = (
                 f"train step {r['step_s']:7.2f} s ({r['clips_per_s']:.3f} clips/s; "
-                f"compile {r['step_compile_s']:.0f} s{_rates(r['step_rates'])})"
+                f"compile {r['step_compile_s']:.0f} s{_cached(r['step_cache_hits'])}"
+                f"{_rates(r['step_rates'])})"
             )
         print(
             f"{name:7s} {r['params_M']:7.1f}M params, {r['dtype']} | {train} | inference "
             f"{r['frames_per_s_per_object']:6.2f} frames/s/object ({r['infer_frame_s'] * 1e3:.0f} "
             f"ms/frame for {args.objects}; compile {r['infer_compile_s']:.0f} s"
+            f"{_cached(r['infer_cache_hits'])}"
             f"{_rates(r['infer_rates'])})",
             flush=True,
         )
@@ -234,4 +245,7 @@ if __name__ == "__main__":
     from rnn_vos_jax.runtime import host_memory
 
     host_memory.reexec_with_huge_pages()  # benchmarks/RESULTS.md: CPU figures use it
+    from rnn_vos_jax.runtime import compile_cache
+
+    compile_cache.enable()  # $RNN_VOS_JAX_COMPILATION_CACHE or the user's cache; 'off' for cold
     main()

@@ -1,14 +1,17 @@
 r"""Entry point: train or evaluate a config in a workdir.
 
   python -m rnn_vos_jax.main --config=configs/hs2s.py[:ARG] --workdir=DIR [--mode=train|eval] \
-      [--config.KEY=VALUE ...]
+      [--compilation_cache=DIR|off] [--config.KEY=VALUE ...]
 
 With a demo config (config.demo.enabled) --mode=train runs the whole demo: synthetic data ->
 conversion -> training -> evaluation -> J&F table.
 
+Compiled steps are kept in JAX's persistent compilation cache (runtime/compile_cache.py), so a
+rerun (resuming, evaluating, another config of the same model) loads them instead of compiling.
+
 Exit status: 0 when done; 1 on an error; 143 / 130 when SIGTERM / SIGINT stopped training after
-it saved a checkpoint at the current step (rnn_vos_jax/runtime/preemption.py; rerun to resume). Several
-processes: rnn_vos_jax/runtime/multihost.py.
+it saved a checkpoint at the current step (runtime/preemption.py; rerun to resume). Several
+processes: runtime/multihost.py.
 """
 
 from absl import app, flags, logging
@@ -17,6 +20,12 @@ from ml_collections import config_flags
 FLAGS = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "What to run.")
 CONFIG = config_flags.DEFINE_config_file("config", None, "Config file [:arg].", lock_config=True)
+CACHE = flags.DEFINE_string(
+    "compilation_cache",
+    None,
+    "Folder of JAX's persistent compilation cache, or 'off' (default: "
+    "$RNN_VOS_JAX_COMPILATION_CACHE, else ~/.cache/rnn_vos_jax/jax_compilation_cache).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -35,18 +44,20 @@ def main(argv):
     _hide_accelerators_from_tensorflow()
     # Orbax logs each checkpoint write in detail at INFO; keep the progress lines readable.
     logging.get_absl_logger().addFilter(lambda r: r.levelno >= 30 or "orbax" not in r.pathname)
-    from rnn_vos_jax.runtime import multihost
+    from rnn_vos_jax.runtime import compile_cache, multihost
 
     multihost.initialize()
+    cache = compile_cache.enable(CACHE.value)
     import jax
 
     logging.info(
-        "JAX process %d/%d, %d local / %d global devices: %s",
+        "JAX process %d/%d, %d local / %d global devices: %s; compilation cache %s",
         jax.process_index(),
         jax.process_count(),
         jax.local_device_count(),
         jax.device_count(),
         jax.devices(),
+        cache or "off",
     )
     config, workdir = CONFIG.value, FLAGS.value
     with multihost.exit_on_failure():

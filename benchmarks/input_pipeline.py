@@ -1,15 +1,19 @@
 """Throughput of the training input pipeline (clips/s and frames/s), not a test.
 
     python benchmarks/input_pipeline.py [--cores=2 --batches=40 --warmup=5 --num_videos=16
-        --batch_size=4 --repeats=2 --records=DIR --workdir=DIR]
+        --batch_size=4 --repeats=2 --augment=recipe|fast --records=DIR --workdir=DIR]
 
-Makes a synthetic dataset with 854x480 and 1280x720 videos (rnn_vos_jax/data/synthetic), converts it
-to TFRecords (rnn_vos_jax/data/conversion) in a temporary folder (or uses --records), pins the process to
---cores CPU cores, builds the training pipeline at 256x448 (configs/common.py data settings with
-the pixel/degree affine, bilinear frames and no antialiasing) with clip lengths
-L ~ U{5..10} (the curriculum's end state, clips of L + 1 frames) and times --batches batches after
---warmup. frames/s counts real (valid) frames. CPU time per frame is printed too: the machine
-may be shared, and cores / cpu_ms_per_frame * 1000 estimates the rate on idle cores.
+Makes a synthetic dataset with 854x480 and 1280x720 videos (rnn_vos_jax/data/synthetic), converts
+it to TFRecords (rnn_vos_jax/data/conversion) in a temporary folder (or uses --records), pins the
+process to --cores CPU cores, builds the training pipeline at 256x448 with clip lengths
+L ~ U{5..10} (the curriculum's end state, clips of L + 1 frames) and times --batches batches
+after --warmup. `--augment=recipe` (default) is configs/common.py's data section as the recipes
+train with it (the authors' augmentation: nearest affine after an antialiased resize);
+`--augment=fast` the pixel/degree affine with one bilinear warp from the DCT-downscaled decode
+(the setting of the 2026-11-21 figures). frames/s counts real (valid) frames. The CPU time per
+clip and per frame is printed too, and from it the rate one idle host core gives (clips/s per
+core = 1 / CPU seconds per clip): the machine may be shared, and docs/performance.md turns the
+per-core rate into the host cores an accelerator needs.
 """
 
 import argparse
@@ -49,6 +53,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--num_videos", type=int, default=16)
     parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--augment", choices=("recipe", "fast"), default="recipe")
     parser.add_argument("--records", default="", help="existing TFRecord dir (skips creation)")
     parser.add_argument("--workdir", default="", help="where to make the dataset (default: temp)")
     args = parser.parse_args(argv)
@@ -62,14 +67,17 @@ def main(argv=None):
         records = args.records or _make_records(args.workdir or tmp, args.num_videos)
         data = common.data_config(batch_size=args.batch_size, curriculum="none")
         data.train_records = records
-        # What RESULTS.md records: the pixel/degree affine with one bilinear warp from the
-        # DCT-downscaled decode, not the authors' nearest affine after an antialiased resize.
-        data.affine_units = "pixels_degrees"
-        data.frame_resample = "bilinear"
-        data.antialias = False
+        if args.augment == "fast":
+            # One bilinear warp from the DCT-downscaled decode, not the authors' nearest affine
+            # after an antialiased resize.
+            data.affine_units = "pixels_degrees"
+            data.frame_resample = "bilinear"
+            data.antialias = False
         print(
             f"cores {sorted(os.sched_getaffinity(0))}, image_size {tuple(data.image_size)}, "
-            f"batch {data.batch_size}, T {data.max_clip_len + 1}, records {records}"
+            f"batch {data.batch_size}, T {data.max_clip_len + 1}, augment {args.augment} "
+            f"(affine {data.affine_units}, {data.frame_resample}, antialias {data.antialias}), "
+            f"records {records}"
         )
         for repeat in range(args.repeats):
             it = pipeline.train_iterator(data, seed=repeat)
@@ -84,8 +92,8 @@ def main(argv=None):
             clips = args.batches * data.batch_size
             print(
                 f"run {repeat}: {clips / wall:.1f} clips/s, {frames / wall:.1f} frames/s, "
-                f"{1000 * cpu / frames:.2f} cpu ms/frame "
-                f"(~{args.cores * frames / cpu:.0f} frames/s on idle cores), "
+                f"{1000 * cpu / frames:.2f} cpu ms/frame, {cpu / clips:.3f} cpu s/clip "
+                f"({clips / cpu:.2f} clips/s = {frames / cpu:.0f} frames/s per idle core), "
                 f"load average {os.getloadavg()[0]:.1f}"
             )
 

@@ -170,6 +170,12 @@ def eval_config() -> ml_collections.ConfigDict:
     # written and scored (every 5th); '' = run on eval_dir's frames (the authors' protocol).
     c.all_frames_dir = ""
     c.batch_objects = 0  # objects per inference batch; 0 = all objects of a video at once
+    # Streaming families: step the objects of several videos together in this many object slots
+    # (inference/slots.py: continuous batching; a video starts when its objects fit, and each
+    # slot has its own frame and carry), so a one-object video no longer runs a batch of one.
+    # Needs batch_objects 0 and at least as many slots as objects in a video; 0 = one video at a
+    # time (the authors' way). Results equal within float rounding of the batch size.
+    c.object_slots = 0
     # What a streaming model's memories see of each object's previous mask (inference/object_merge.py FEEDBACKS):
     # its own probability ('independent', the authors' inference) or that probability only where
     # the object wins the pixel among the video's objects ('exclusive'; needs batch_objects 0).

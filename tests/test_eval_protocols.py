@@ -121,10 +121,13 @@ def _free_port():
 
 def test_two_processes_equal_one(tiny, synthetic, tmp_path):
     """Two JAX processes each evaluate a disjoint share of the videos and write their PNGs;
-    process 0 merges once: the same metrics.json and PNGs as one process."""
+    process 0 merges once: the same metrics.json and PNGs as one process. The two processes
+    step their videos in 3 object slots (config.eval.object_slots), the one process a video at
+    a time: slots change nothing written either."""
     config = _config(tiny, synthetic.valid)
     # The subprocesses load these compilations from the session's cache (conftest).
     one = job.evaluate_checkpoint(config, str(tmp_path / "one"))
+    config.eval.object_slots = 3
     with open(tmp_path / "config.pkl", "wb") as f:
         pickle.dump(config, f)
     port, script = _free_port(), os.path.join(os.path.dirname(__file__), "eval_process.py")

@@ -54,7 +54,6 @@ import time
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
 from rnn_vos_jax.evaluation import markers, predict, shares, timing, videos
@@ -127,40 +126,43 @@ def evaluate_checkpoint(
         out_dir,
     )
     names, skipped = [], 0
-    with png_writer.PngWriter() as writer:
+
+    def todo():
+        nonlocal skipped
         for item in videos.prefetch(source.videos(lambda n: marker.load(n) is not None)):
-            if isinstance(item, str):
-                names.append(item)
+            if isinstance(item, str):  # done in an earlier run
                 skipped += 1
+            names.append(item if isinstance(item, str) else item.name)
+            if not isinstance(item, str):
+                for folder in marker.output_dirs.values():  # marks the outputs as asked for
+                    os.makedirs(os.path.join(folder, item.name), exist_ok=True)
+                yield item
+
+    written = {}  # video name -> merged id maps of its output frames so far
+    with png_writer.PngWriter() as writer:
+        for event in predict.frames(predictor, todo(), config.eval):
+            video = event.video
+            if isinstance(event, predict.Finished):
+                view = video.output_view()
+                pred_ids = written.pop(video.name, [])
+                speed, seen = event.speed, len(video.frame_names)
+                writer.submit(markers.score_and_mark, marker, view, pred_ids, speed, seen)
                 continue
-            video, clock = item, timing.VideoClock()
-            names.append(video.name)
             # All-frames protocol: the model runs on every frame (the recurrent state advances
             # on each); only the output frames are merged, written and scored.
-            output = np.zeros(len(video.frame_names), bool)
-            output[video.output_indices()] = True
-            pred_ids = []
-            for folder in marker.output_dirs.values():  # marks the outputs as asked for (load)
-                os.makedirs(os.path.join(folder, video.name), exist_ok=True)
-            for n, (probs, extras) in enumerate(
-                predict.probabilities(predictor, video, config.eval.batch_objects)
-            ):
-                if not output[n]:
-                    continue
-                ids = object_merge.merge_probabilities(probs, video.object_ids.tolist())
-                pred_ids.append(ids)
-                frame = video.frame_names[n]
-                if save_pngs:
-                    writer.write(os.path.join(marker.png_dir, video.name, frame + ".png"), ids)
-                for name, out in outputs.items():
-                    if extras[name]:  # the lowest object id the model stepped on
-                        value = extras[name][min(extras[name])]
-                        path = os.path.join(marker.output_dirs[name], video.name, frame + ".png")
-                        writer.submit(out.write, path, value, probs.shape[1:])
-            seen = len(output)
-            speed = clock.record(seen, video.first_frame)
-            view = video.output_view()  # without frames: they can go now
-            writer.submit(markers.score_and_mark, marker, view, pred_ids, speed, seen)
+            n, probs, extras = event.index, event.probs, event.extras
+            if video.output is not None and not video.output[n]:
+                continue
+            ids = object_merge.merge_probabilities(probs, video.object_ids.tolist())
+            written.setdefault(video.name, []).append(ids)
+            frame = video.frame_names[n]
+            if save_pngs:
+                writer.write(os.path.join(marker.png_dir, video.name, frame + ".png"), ids)
+            for name, out in outputs.items():
+                if extras[name]:  # the lowest object id the model stepped on
+                    value = extras[name][min(extras[name])]
+                    path = os.path.join(marker.output_dirs[name], video.name, frame + ".png")
+                    writer.submit(out.write, path, value, probs.shape[1:])
     if skipped:
         logging.info("resumed: %d of %d videos were already done", skipped, len(names))
     names = share.merge(names)

@@ -5,17 +5,28 @@ Frames/s per object = predicted (object, frame) pairs / seconds of prediction, w
 predicted on the frames after its first (given) one and the seconds are the wall time of the
 video's prediction loop (model calls, resizing, merging objects, queueing PNGs) minus the time
 JAX spent tracing and compiling during it (throughput.compile_clock), so the first video of each
-object-batch shape is not slowed by its compilation.
+object-batch shape is not slowed by its compilation. With object slots (config.eval.object_slots)
+videos run side by side, so each step's seconds are shared among the videos in it by their
+numbers of objects (`SlotClock`); the run's rate is then the slots' total rate.
 """
 
 from __future__ import annotations
 
+import collections
 import time
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Mapping
 
 from absl import logging
 
 from rnn_vos_jax.runtime import metric_writer, throughput
+
+
+def _entry(frames_seen: int, first_frames: Iterable[int], seconds: float, compiling: float):
+    return {
+        "object_frames": int(sum(frames_seen - 1 - int(f) for f in first_frames)),
+        "seconds": max(seconds, 0.0),
+        "compile_seconds": compiling,
+    }
 
 
 class VideoClock:
@@ -29,11 +40,36 @@ class VideoClock:
         """{'object_frames', 'seconds' (without compiling), 'compile_seconds'} of a video whose
         model ran on `frames_seen` frames, with objects given on `first_frames`."""
         compiling = throughput.compile_clock.seconds() - self.compiled_before
-        return {
-            "object_frames": int(sum(frames_seen - 1 - int(f) for f in first_frames)),
-            "seconds": max(time.time() - self.start - compiling, 0.0),
-            "compile_seconds": compiling,
-        }
+        return _entry(frames_seen, first_frames, time.time() - self.start - compiling, compiling)
+
+
+class SlotClock:
+    """Times slot-batched prediction: each lap (from the end of the last one: the step, resizing,
+    merging, queueing PNGs) is shared among the videos in it by their numbers of objects."""
+
+    def __init__(self):
+        self.spent = collections.defaultdict(lambda: [0.0, 0.0])  # key -> [seconds, compiling]
+        self._mark()
+
+    def _mark(self):
+        self.start = time.time()
+        self.compiled_before = throughput.compile_clock.seconds()
+
+    def lap(self, objects: Mapping[Hashable, int]) -> None:
+        """Ends a lap that stepped `objects` (video key -> its number of objects)."""
+        compiling = throughput.compile_clock.seconds() - self.compiled_before
+        seconds = time.time() - self.start - compiling
+        total = sum(objects.values())
+        for key, n in objects.items():
+            share = n / total if total else 1 / len(objects)
+            self.spent[key][0] += seconds * share
+            self.spent[key][1] += compiling * share
+        self._mark()
+
+    def record(self, key: Hashable, frames_seen: int, first_frames: Iterable[int]) -> dict:
+        """The speed entry of a finished video (as VideoClock.record), from its laps."""
+        seconds, compiling = self.spent.pop(key, (0.0, 0.0))
+        return _entry(frames_seen, first_frames, seconds, compiling)
 
 
 def rate(speed: dict) -> float:

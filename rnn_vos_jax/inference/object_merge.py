@@ -46,22 +46,29 @@ def merge_probabilities(probs: np.ndarray, object_ids: Sequence[int]) -> np.ndar
 
 
 @jax.jit
-def exclusive_masks(masks: jax.Array, live: jax.Array) -> jax.Array:
-    """Each live object's mask, kept only where it is the largest among the live objects.
+def exclusive_masks(masks: jax.Array, live: jax.Array, group: jax.Array | None = None) -> jax.Array:
+    """Each live object's mask, kept only where it is the largest among the live objects of
+    its group (its video, when objects of several videos share a batch: inference/slots.py).
 
     Ties go to the earlier object, as in `merge_probabilities`; there is no background
     competitor (a pixel's low probability stays as it is).
 
     Args:
-      masks: float[K, H, W, 1] per-object probabilities (the carry's fed-back mask, Family.fed_back_mask).
+      masks: float[K, H, W, 1] per-object probabilities (the carry's fed-back mask,
+        Family.fed_back_mask).
       live: bool[K], the objects that compete (started, not padding); the others' masks are
         returned unchanged and take no pixel from anyone.
+      group: int[K], which objects compete with each other (default: all of them); within a
+        group, a lower index is an earlier object.
 
     Returns:
-      float[K, H, W, 1]: live objects' masks with 0 where another live object's is larger.
+      float[K, H, W, 1]: live objects' masks with 0 where another live object of their group
+      has a larger one.
     """
     k = masks.shape[0]
-    live = live.reshape((k, 1, 1, 1))
-    winner = jnp.argmax(jnp.where(live, masks, -jnp.inf), axis=0)  # first maximum
-    own = winner[None] == jnp.arange(k).reshape((k, 1, 1, 1))
-    return jnp.where(live & ~own, jnp.zeros_like(masks), masks)
+    group = jnp.zeros((k,), jnp.int32) if group is None else group
+    rivals = live[None, :] & (group[:, None] == group[None, :])  # [object, rival]
+    scores = jnp.where(rivals.reshape((k, k, 1, 1, 1)), masks[None], -jnp.inf)
+    winner = jnp.argmax(scores, axis=1)  # each object's group's first maximum: [K, H, W, 1]
+    own = winner == jnp.arange(k).reshape((k, 1, 1, 1))
+    return jnp.where(live.reshape((k, 1, 1, 1)) & ~own, jnp.zeros_like(masks), masks)

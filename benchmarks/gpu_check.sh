@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The accelerator figures of benchmarks/RESULTS.md in one go (a GPU or TPU; ~5 min on one H200):
+# The accelerator figures of benchmarks/RESULTS.md in one go (a GPU or TPU; ~8 min on one H200):
 #   benchmarks/gpu_check.sh              # output on stdout, and in $OUT/gpu_check.txt if OUT is set
 #   GPU_CHECK_SMOKE=1 benchmarks/gpu_check.sh   # the same commands on tiny demo models (CPU check)
 # Each benchmark runs under its own time limit, so one that hangs or runs out of memory cannot
@@ -40,4 +40,12 @@ run 170 --configs=hs2s$DEMO --dtype=bfloat16 --batch=4 --frames=3 --objects=4
 run 110 --configs=hs2s$DEMO --dtype=float32 --batch=1 --frames=3 --objects=1
 # The other families in bfloat16, batched.
 run 110 --configs=s2s_pp$DEMO,s2s$DEMO --dtype=bfloat16 --batch=4 --frames=3 --objects=4
+# Evaluation: object-frames/s against the number of object slots (config.eval.object_slots).
+echo "+ python benchmarks/slots.py (limit $((150 * LIMIT)) s)"
+timeout $((150 * LIMIT)) python benchmarks/slots.py --config=hs2s$DEMO --image_size="$SIZE" \
+  --dtype=bfloat16 --slots=0,1,4,16,32 --videos=32 --frames=12 || echo "! slots: exit status $?"
+# Cold and warm start-up of segment (the compilation cache); train needs TensorFlow's records.
+echo "+ python benchmarks/startup.py --what=segment (limit $((150 * LIMIT)) s)"
+timeout $((150 * LIMIT)) python benchmarks/startup.py --configs=hs2s$DEMO --what=segment ||
+  echo "! startup: exit status $?"
 echo "gpu_check: done in $(($(date +%s) - start)) s"

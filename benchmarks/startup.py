@@ -65,8 +65,8 @@ def _timed(cmd: list[str], env: dict, done) -> float:
     return seconds
 
 
-def _records(workdir: str) -> str:
-    from rnn_vos_jax.data.conversion import convert
+def _records(workdir: str, train: bool) -> str:
+    """The synthetic valid split; with `train`, the train split's records too (TensorFlow)."""
     from rnn_vos_jax.data.synthetic import generate
 
     raw = os.path.join(workdir, "raw")
@@ -74,7 +74,9 @@ def _records(workdir: str) -> str:
         raw, 4, 1, seed=0, frame_sizes=[FRAME_SIZE], num_frames=(6, 6), num_objects=(1, 1)
     )
     out = os.path.join(workdir, "records")
-    if not os.path.exists(os.path.join(out, "dataset_info.json")):
+    if train and not os.path.exists(os.path.join(out, "dataset_info.json")):
+        from rnn_vos_jax.data.conversion import convert
+
         convert.convert(splits["train"], out, num_shards=1, workers=1)
     return splits["valid"]
 
@@ -138,7 +140,7 @@ def main(argv=None):
     print(f"command: python benchmarks/startup.py {' '.join(argv or sys.argv[1:])}")
     print(f"{os.cpu_count()} host CPUs; workdir {workdir}", flush=True)
     try:
-        valid = _records(workdir)
+        valid = _records(workdir, "train" in args.what.split(","))
         for spec in args.configs.split(","):
             for what in args.what.split(","):
                 cache = os.path.join(workdir, "cache", f"{spec}_{what}".replace(":", "_"))

@@ -6,7 +6,15 @@
     # bool first_mask[H,W]  -> probs float32[T,H,W]
     # int  first_mask[H,W]  -> probs float32[T,K,H,W], objects = seg.object_ids(first_mask)
 
-    # A whole video file or frame folder, streamed, to palette PNGs and an overlay video:
+    # Frame by frame, with a state you can hold (streaming families):
+    tracker = seg.start(frame0, first_mask)   # bool or int ids [H,W], or {id: bool[H,W]}
+    probs = tracker.step(frame)               # float32[K,H,W], K = len(tracker.object_ids)
+    probs = tracker.step(frame, add={3: mask}, correct={1: mask})   # new object, correction
+    tracker.remove(3); tracker.save("state/"); tracker = seg.load_tracker("state/")
+    ids = api.merge_probabilities(probs, tracker.object_ids)        # uint8[H,W] object ids
+
+    # A video file, frame folder or live source, streamed, to palette PNGs and an overlay
+    # (resumes a stopped run into the same folder; later masks of an object are corrections):
     result = api.segment_video("configs/hs2s.py", "converted/hs2s", "IN.mp4", "FIRST.png", "out")
     result.pngs, result.overlay  # out/Annotations/00000.png ..., out/overlay.mp4
 
@@ -21,10 +29,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from rnn_vos_jax.inference import own_video, segmenter
+from rnn_vos_jax.inference import object_merge, own_video, segmenter, tracker
 from rnn_vos_jax.runtime import config_files
 
 Segmenter = segmenter.Segmenter  # the API's object: a model with its weights (its docstring)
+Tracker = tracker.Tracker  # one video's tracking state: Segmenter.start / tracker / load_tracker
+merge_probabilities = object_merge.merge_probabilities  # [K,H,W] -> ids [H,W], as evaluation
 load_config = config_files.load_config
 
 
@@ -43,11 +53,14 @@ def segment_video(
       config: config (ConfigDict) or file spec such as 'configs/hs2s.py'; None if `checkpoint`
         is a Segmenter.
       checkpoint: orbax directory or authors' .pth path, or a Segmenter (keeps its compilation).
-      video: a video file OpenCV reads (mp4, ...) or a folder of JPEG/PNG frames.
-      masks: a PNG of the first frame's objects, or a folder of PNGs named like the frames.
+      video: a video file OpenCV reads (mp4, ...), a folder of JPEG/PNG frames, '-'
+        (YUV4MPEG2 on stdin), an rtsp:// or http:// URL, or a camera number.
+      masks: a PNG of the first frame's objects, or a folder of PNGs named like the frames
+        (a later PNG of a tracked object is a correction).
       output: folder for Annotations/FRAME.png, overlay.mp4|gif and segment.json.
       overlay: 'mp4', 'gif' or 'none'.
-      **kwargs: overwrite=False, fps=None, show_progress=True.
+      **kwargs: overwrite=False, fps=None, show_progress=True, state_every=None,
+        max_frames=None.
 
     Returns:
       The written paths (annotations, pngs, overlay, record), object ids and their first frames.

@@ -18,6 +18,8 @@ from PIL import Image
 
 from rnn_vos_jax import models
 from rnn_vos_jax.configs import common
+from rnn_vos_jax.inference import predictors
+from rnn_vos_jax.inference import tracker as tracker_lib
 from rnn_vos_jax.models import backbones, cells, fusion, torch_keys
 from rnn_vos_jax.models.recurrent import scan_over_time
 from rnn_vos_jax.weights import torch_checkpoints
@@ -140,6 +142,29 @@ def test_scan_equals_prediction_and_carry_is_flat(name, tmp_path):
         path = os.path.join(tmp_path, output.folder, "v", "00000.png")
         output.write(path, np.zeros(value.shape[1:], np.float32), (H + 3, W + 5))
         assert Image.open(path).size == (W + 5, H + 3)
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in FAMILIES if models.family(n).prediction == "streaming"]
+)
+def test_tracker_state_saved_and_resumed_equals_uninterrupted(name, tmp_path):
+    """A video's tracking state saved after frame 1 and loaded gives, bit for bit, the
+    probabilities of the tracker that never stopped (inference/tracker.py)."""
+    _, model, variables, frames, masks = _tiny(name)
+    predictor = predictors.StreamingPredictor(model, variables, (H, W))
+    video = np.asarray(frames[0])  # one video, its two objects: the clip's two first masks
+    first = {o: np.asarray(masks[i, 0, ..., 0]) > 0.5 for i, o in enumerate((3, 8))}
+    tracker = tracker_lib.Tracker(predictor, reserve=list(first))
+    want = [tracker.step(video[0], add=first)] + [tracker.step(f) for f in video[1:]]
+    assert float(np.std(want[-1])) > 0
+    state = tracker_lib.Tracker(predictor, reserve=list(first))
+    state.step(video[0], add=first)
+    state.step(video[1])
+    state.save(str(tmp_path / "state"))
+    loaded = tracker_lib.Tracker.load(str(tmp_path / "state"), predictor)
+    assert loaded.object_ids == [3, 8] and loaded.frame_index == 2
+    for t in range(2, video.shape[0]):
+        np.testing.assert_array_equal(loaded.step(video[t]), want[t])
 
 
 # Per family only: the blocks' own gradient checks are below (a variant's gradient compile

@@ -4,7 +4,8 @@ Two predictors share one interface (`predict(frames, first_masks)` yielding per-
 probabilities, `set_variables`), chosen by the model family's `prediction` (`predictor_for`):
 
   StreamingPredictor  one jitted `step` per frame with an explicit carry (`init_carry` at each
-                      object's first frame); memory does not grow with the video length.
+                      object's first frame), held by a `tracker.Tracker` per video; memory
+                      does not grow with the video length.
   ClipPredictor       one jitted `predict_clip` over the whole clip from each object's first
                       frame (offline models, e.g. bidirectional ones); it holds every frame of
                       the video at the model size, so memory grows with its length, unless
@@ -37,70 +38,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_vos_jax import models
-from rnn_vos_jax.inference.object_merge import (
-    check_feedback,
-    exclusive_masks,
+from rnn_vos_jax.inference.object_merge import check_feedback
+from rnn_vos_jax.inference.predictor_inputs import check_frame, first_mask, resize_frame
+from rnn_vos_jax.inference.tracker import (
+    Tracker,
+    _bucket,
+    _compiled,
+    _compiled_outputs,
+    _probabilities,
 )
-from rnn_vos_jax.inference.predictor_inputs import (
-    check_frame,
-    first_mask,
-    resize_frame,
-)
-
-
-def _bucket(k: int) -> int:
-    # Pad the object batch to a power of two so videos with 3 or 4 objects share one compilation.
-    return 1 << max(0, (k - 1).bit_length())
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled(model):
-    """Jitted (init, step) for a model; cached so predictors of equal models share compilations."""
-
-    def init(variables, frame, masks, start, carry):
-        k = masks.shape[0]
-        frames = jnp.broadcast_to(frame[None], (k, *frame.shape))
-        fresh = model.apply(variables, frames, masks[..., None], method="init_carry")
-        # Only objects starting on this frame take the fresh carry.
-        return jax.tree.map(
-            lambda new, old: jnp.where(start.reshape((k,) + (1,) * (new.ndim - 1)), new, old),
-            fresh,
-            carry,
-        )
-
-    def step(variables, carry, frame):
-        k = jax.tree.leaves(carry)[0].shape[0]
-        frames = jnp.broadcast_to(frame[None], (k, *frame.shape))
-        return model.apply(variables, carry, frames, method="step")
-
-    def empty_carry(variables, frame, k):
-        frames = jax.ShapeDtypeStruct((k, *frame.shape), frame.dtype)
-        masks = jax.ShapeDtypeStruct((k, *frame.shape[:2], 1), jnp.float32)
-        shapes = jax.eval_shape(
-            lambda v, f, m: model.apply(v, f, m, method="init_carry"), variables, frames, masks
-        )
-        return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-
-    return jax.jit(init), jax.jit(step), empty_carry
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled_outputs(model):
-    """Jitted step_outputs: (variables, carry, frame) -> (carry, logits, {name: [K,H,W,C]})."""
-
-    def step(variables, carry, frame):
-        k = jax.tree.leaves(carry)[0].shape[0]
-        frames = jnp.broadcast_to(frame[None], (k, *frame.shape))
-        return model.apply(variables, carry, frames, method="step_outputs")
-
-    return jax.jit(step)
-
-
-@functools.partial(jax.jit, static_argnums=(1,))
-def _probabilities(logits, size):
-    probs = jax.nn.sigmoid(logits[..., 0].astype(jnp.float32))
-    # Clipped: the resampling kernel's float rounding can step a hair outside [0, 1].
-    return jnp.clip(jax.image.resize(probs, (probs.shape[0], *size), "bilinear"), 0.0, 1.0)
 
 
 class Predictor:
@@ -150,7 +96,8 @@ class StreamingPredictor(Predictor):
 
     The model: ``init_carry(frame0 [N,H,W,3], mask0 [N,H,W,1]) -> carry`` and
     ``step(carry, frame [N,H,W,3]) -> (carry, logits f32[N,H,W,1])``. Only the carry lives
-    across frames, so memory does not grow with the video length.
+    across frames, so memory does not grow with the video length. Each video runs through a
+    `tracker.Tracker` (the state the API hands out to step, correct, save and load).
 
     Args:
       outputs: extra per-frame outputs to hand out (`predict_with_outputs`), names from the
@@ -210,44 +157,21 @@ class StreamingPredictor(Predictor):
             yield out
 
     def _run(self, frames, first_masks, object_ids):
-        starts = np.array([int(first_masks[o][0]) for o in object_ids])
-        k, kp = len(object_ids), _bucket(len(object_ids))
-        carry = None
+        # One Tracker per video, sized for all its objects from the start (`reserve`): the
+        # same batches whatever frame each object starts on.
+        starts = {o: int(first_masks[o][0]) for o in object_ids}
+        rank = {o: i for i, o in enumerate(object_ids)}
+        tracker = Tracker(self, reserve=object_ids)
         for t, frame in enumerate(frames):
-            frame = check_frame(t, frame)
-            size = frame.shape[:2]
-            small = jnp.asarray(resize_frame(frame, self.image_size))
-            out = np.zeros((k, *size), np.float32)
-            extras = {name: {} for name in self.outputs}
-            running = np.flatnonzero(starts < t)
-            if len(running):
-                if self.outputs:
-                    carry, logits, more = self._step_outputs(self.variables, carry, small)
-                    for name in self.outputs:
-                        values = np.asarray(more[name])
-                        extras[name] = {object_ids[i]: values[i] for i in running}
-                else:
-                    carry, logits = self._step(self.variables, carry, small)
-                out[running] = np.asarray(_probabilities(logits, size))[running]
-            starting = np.flatnonzero(starts == t)
-            if len(starting):
-                masks = np.zeros((kp, *self.image_size), np.float32)
-                start = np.zeros((kp,), bool)
-                for i in starting:
-                    o = object_ids[i]
-                    out[i], masks[i] = first_mask(o, t, first_masks[o][1], size, self.image_size)
-                    start[i] = True
-                if carry is None:
-                    carry = self._empty_carry(self.variables, small, kp)
-                carry = self._init(self.variables, small, jnp.asarray(masks), start, carry)
-            if self.feedback == "exclusive" and carry is not None:
-                live = np.zeros((kp,), bool)
-                live[: len(starts)] = starts <= t
-                key = self.fed_back_mask
-                carry = dict(carry, **{key: exclusive_masks(carry[key], live)})
+            add = {o: first_masks[o][1] for o in object_ids if starts[o] == t}
+            probs, extras = tracker.step_with_outputs(frame, add=add)
+            out = np.zeros((len(object_ids), *probs.shape[1:]), np.float32)
+            out[[rank[o] for o in tracker.object_ids]] = probs
             yield out, extras
-        if carry is None and len(starts):
-            raise ValueError(f"no object starts within the video (first frames {starts.tolist()})")
+        if not tracker.slots and object_ids:
+            raise ValueError(
+                f"no object starts within the video (first frames {list(starts.values())})"
+            )
 
 
 @functools.lru_cache(maxsize=16)

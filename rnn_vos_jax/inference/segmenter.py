@@ -1,6 +1,8 @@
 """A model with its weights that segments one video at a time (`Segmenter`, the Python API's
 object: `api.Segmenter`), loaded from an orbax checkpoint or an authors' .pth and checked against
-the configured model. `own_video` (the segment command) builds on it.
+the configured model; for streaming families it also hands out a video's tracking state
+(`start`, `tracker`, `load_tracker`: tracker.Tracker). `own_video` (the segment command) builds
+on it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from rnn_vos_jax import models
 from rnn_vos_jax.inference import predictors
+from rnn_vos_jax.inference import tracker as tracker_lib
 from rnn_vos_jax.runtime import checkpoints, config_files
 from rnn_vos_jax.weights import torch_checkpoints
 
@@ -37,6 +40,7 @@ class Segmenter:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.predictor = predictors.predictor_for(model, self.variables, self.image_size, **options)
         self.source = None  # the checkpoint path, when built by from_checkpoint
+        self.config = None  # the full config, when built by from_checkpoint
 
     @classmethod
     def from_checkpoint(cls, path: str, config: Any) -> Segmenter:
@@ -68,7 +72,7 @@ class Segmenter:
         segmenter = cls(
             model, variables, config.data.image_size, **predictors.predictor_options(config)
         )
-        segmenter.source = path
+        segmenter.source, segmenter.config = path, config
         return segmenter
 
     @staticmethod
@@ -79,6 +83,56 @@ class Segmenter:
         if first_mask.dtype == bool:
             return [1]
         return [int(i) for i in np.unique(first_mask) if i != 0]
+
+    def tracker(self, reserve=()) -> tracker_lib.Tracker:
+        """An empty tracking state for one video (objects join with `step(frame, add=...)`).
+
+        Args:
+          reserve: ids of objects known in advance (they share one batch from the start).
+
+        Raises:
+          ValueError: naming the family when it is offline (whole-clip, e.g. Bi-HS2S).
+        """
+        tracker_lib.check_streaming(self.model)
+        return tracker_lib.Tracker(self.predictor, reserve, source=self.source, config=self.config)
+
+    def start(self, frame: np.ndarray, masks) -> tracker_lib.Tracker:
+        """A tracking state started on `frame` with its objects.
+
+        Args:
+          frame: uint8[H, W, 3] RGB, the video's first frame.
+          masks: bool[H, W] (object 1), integer[H, W] object ids (0 = background), or
+            {object id: bool[H, W]}.
+
+        Returns:
+          The Tracker after this frame (`probabilities`: the given masks as 0/1, objects in
+          ascending id order); `step` it with the next frames.
+
+        Raises:
+          ValueError: an offline family (named), or masks without an object / of another size.
+        """
+        if not isinstance(masks, dict):
+            mask = np.asarray(masks)
+            ids = self.object_ids(mask) if mask.dtype == bool or mask.any() else []
+            masks = {i: (mask if mask.dtype == bool else mask == i) for i in ids}
+        if not masks:
+            raise ValueError("masks hold no object: mark at least one object pixel on the frame")
+        state = self.tracker(reserve=list(masks))
+        state.step(frame, add=masks)
+        return state
+
+    def load_tracker(self, folder: str) -> tracker_lib.Tracker:
+        """A tracking state saved by `Tracker.save`, to step on with this model.
+
+        Raises:
+          FileNotFoundError: no state in `folder`.
+          ValueError: an offline family, or a state saved by another model or checkpoint (what
+            differs is named).
+        """
+        tracker_lib.check_streaming(self.model)
+        return tracker_lib.Tracker.load(
+            folder, self.predictor, source=self.source, config=self.config
+        )
 
     def segment(self, frames: np.ndarray, first_mask: np.ndarray) -> np.ndarray:
         """Per-frame foreground probabilities of the objects marked on frame 0.

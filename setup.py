@@ -30,6 +30,8 @@ setuptools.setup(
         "scipy>=1.11,<2",
         "pillow>=10,<13",
         "opencv-python-headless>=4.8,<6",
+        # H.264 overlays: its wheels ship FFmpeg with libx264 (OpenCV's write only 'mp4v').
+        "av>=14,<19",
         "ml-collections>=0.1.1,<2",
         "absl-py>=2,<3",
         "tensorboardX>=2.6,<3",

@@ -1,10 +1,12 @@
-"""Each object's first mask for `segment`: one PNG of the first frame, or a folder of PNGs named
-like the frames (objects may start later). Palette, greyscale-id and DAVIS-coloured RGB PNGs are
-read by `annotations.decode`; 255 is void.
+"""The objects' masks for `segment` (`read_masks` -> `MaskPlan`): one PNG of the first frame, or a
+folder of PNGs named like the frames, where objects start (first PNG holding them) and are
+corrected (later PNGs holding them). Palette, greyscale-id and DAVIS-coloured RGB PNGs are read by
+`annotations.decode`; 255 is void.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -70,35 +72,78 @@ def _mask_files(path: str, source) -> list[tuple[int, str]]:
     return sorted(files)
 
 
-def read_first_masks(path: str, source) -> tuple[dict[int, tuple[int, np.ndarray]], dict[int, str]]:
-    """Each object's first mask, from one PNG or a folder of PNGs named like the frames.
+@dataclasses.dataclass(frozen=True)
+class MaskPlan:
+    """The objects' masks by frame: where each starts, and where it is corrected.
+
+    A PNG holding an object for the first time starts it there (as in the YouTube-VOS
+    protocol); a later PNG holding it again is a correction at that frame (tracker.Tracker.step's
+    `correct`). Only the ids each PNG holds are kept: a PNG is read again at its frame, so
+    memory does not grow with the number of mask files.
+
+    Attributes:
+      size: (H, W) of the frames (and of every mask).
+      files: frame index -> the PNG of that frame, in frame order.
+      objects: frame index -> the object ids its PNG holds (ascending; no 0, no void).
+      first: object id -> the frame index it starts on (ids ascending).
+    """
+
+    size: tuple[int, int]
+    files: dict[int, str]
+    objects: dict[int, list[int]]
+    first: dict[int, int]
+
+    @property
+    def object_ids(self) -> list[int]:
+        return list(self.first)
+
+    @property
+    def corrections(self) -> list[tuple[int, int]]:
+        """(frame index, object id) of each correction, in frame order."""
+        return [(t, o) for t, ids in self.objects.items() for o in ids if self.first[o] < t]
+
+    def at(self, t: int) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+        """(objects starting on frame t, objects corrected on it): id -> bool[H, W] masks."""
+        if t not in self.files:
+            return {}, {}
+        ids = _read_mask(self.files[t], self.size, "the frames")
+        add = {o: ids == o for o in self.objects[t] if self.first[o] == t}
+        correct = {o: ids == o for o in self.objects[t] if self.first[o] < t}
+        return add, correct
+
+    def first_masks(self) -> dict[int, tuple[int, np.ndarray]]:
+        """object id -> (its first frame index, bool[H, W] mask): what predictors take."""
+        return {o: (t, self.at(t)[0][o]) for o, t in self.first.items()}
+
+
+def read_masks(path: str, source) -> MaskPlan:
+    """The objects' masks, from one PNG (the first frame's) or a folder of PNGs named like the
+    frames; each PNG is read and checked here, before any work starts.
 
     Args:
       path: a PNG (the first frame's objects) or a folder of FRAME.png masks.
-      source: the frames (`video_io.open_frames`), for their names and size (H, W).
+      source: the frames (video_io / streams source), for their names and size (H, W).
 
     Returns:
-      (object id -> (frame index, bool[H, W] mask), object id -> the PNG it came from), ids
-      ascending.
+      The MaskPlan.
 
     Raises:
       FileNotFoundError / ValueError: naming the file for a missing path, a PNG whose name is
         not a frame, an unreadable PNG, RGB colours outside the DAVIS palette, a size that
         differs from the frames (both sizes given), or masks without any object.
     """
-    first, files = {}, {}
+    files, objects, first = {}, {}, {}
     for index, file in _mask_files(path, source):
         ids = _read_mask(file, source.size, source.path)
-        for obj in np.unique(ids):
-            obj = int(obj)
-            if obj in (0, VOID) or obj in first:
-                continue
-            first[obj], files[obj] = (index, ids == obj), file
+        held = [int(o) for o in np.unique(ids) if o not in (0, VOID)]
+        files[index], objects[index] = file, held
+        for obj in held:
+            first.setdefault(obj, index)
     if not first:
         where = f"mask {path}" if os.path.isfile(path) else f"no PNG in mask folder {path}"
         raise ValueError(
             f"{where} has no object: every pixel is background (0) or void (255); mark each "
             "object with its id (1, 2, ...) or a palette colour"
         )
-    order = sorted(first)
-    return {o: first[o] for o in order}, {o: files[o] for o in order}
+    first = {o: first[o] for o in sorted(first)}
+    return MaskPlan(tuple(source.size), files, objects, first)

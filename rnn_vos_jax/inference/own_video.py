@@ -1,34 +1,45 @@
-"""Your own video, segmented: a video file or frame folder + masks -> palette PNGs, an overlay
-and a record (`segment_video`); `python -m rnn_vos_jax.segment` and `api.segment_video` call it.
+"""Your own video, segmented: a video file, frame folder or live stream + masks -> palette PNGs,
+an overlay and a record (`segment_video`); `python -m rnn_vos_jax.segment` and
+`api.segment_video` call it.
 
 Writes DIR/Annotations/FRAME.png (DAVIS-palette PNGs of object ids at the original frame size),
-DIR/overlay.mp4 (or overlay.gif: the masks blended in their palette colours, with contours) and,
-last, DIR/segment.json (what was run, each object's first frame; its presence marks a finished
-run). The checkpoint is an orbax checkpoint (directory) or an authors' .pth.
-Inputs (see video_io for the frame sources):
-  --video   a video file OpenCV reads (frame i is named %05d), or a folder of JPEG/PNG frames
-            (named by their file names, ordered with numbers compared as numbers).
+DIR/overlay.mp4 (H.264; or overlay.gif: the masks blended in their palette colours, with
+contours; overlay_video) and, last, DIR/segment.json (what was run, each object's first frame,
+the corrections used, where the run resumed; its presence marks a finished run). The
+checkpoint is an orbax checkpoint (directory) or an authors' .pth.
+Inputs:
+  --video   a video file OpenCV reads (frame i is named %05d), a folder of JPEG/PNG frames
+            (named by their file names, ordered with numbers compared as numbers) (video_io), or
+            a live source: '-' (YUV4MPEG2 on stdin), an rtsp:// or http:// URL, a camera
+            number (streams; frames named 00000, 00001, ... in arrival order).
   --masks   one PNG: the objects on the first frame; or a folder of PNGs named like the frames
-            (FRAME.png; for a video file 00012.png or 12.png), where objects first appear: each
-            object starts at the first PNG holding it (as in the YouTube-VOS protocol) and later
-            PNGs of that object are not used. Masks are decoded by `annotations.decode`: palette
+            (FRAME.png; for a video file or stream 00012.png or 12.png). Each object starts at
+            the first PNG holding it (as in the YouTube-VOS protocol); a later PNG holding it
+            again is a correction (below). Masks are decoded by `annotations.decode`: palette
             or greyscale PNGs of object ids (0 background; a greyscale 0/255 mask is object 1);
             RGB PNGs map black to 0 and DAVIS palette colours to their index ((128, 0, 0) = 1,
             (0, 128, 0) = 2, ...; an all-grey RGB image is read as greyscale ids) and any other
             colour is refused naming the file. Id 255 is void (DAVIS) and ignored.
 
-The video streams through the model one frame at a time (`predictors.predictor_for`: for
-streaming families memory stays flat in the video length; offline, whole-clip families hold the
-video). Frames are resized to config.data.image_size for the model; per-object probabilities are
-resized back to the original size and merged as evaluation merges them
-(`object_merge.merge_probabilities`: argmax against a 0.5 background score).
+The video streams through the model one frame at a time. Streaming families run through a
+tracker.Tracker (stream_run): memory stays flat in the video length, the state is saved as it
+goes, and a rerun resumes. Offline, whole-clip families (Bi-HS2S) hold the video and take
+neither live sources nor corrections (refused naming the family). Frames are resized to
+config.data.image_size for the model; per-object probabilities are resized back to the original
+size and merged as evaluation merges them (`object_merge.merge_probabilities`: argmax against a
+0.5 background score).
 
-Earlier results in DIR: a finished run with the same inputs (video, masks, checkpoint and model,
-compared by path, size and modification time) is reused as it is. Anything else already there
-(a different or an unfinished run) is refused unless --overwrite, which deletes those results
-first. An unfinished run is not resumed part-way: the recurrent state at a frame depends on every
-earlier frame, so the frames already written would have to be recomputed anyway; the PNGs it
-wrote stay untouched until --overwrite.
+Corrections: on a frame whose PNG holds an already tracked object, the PNG written is the given
+mask for that object, and from there on the object continues with it as its fed-back mask; its
+recurrent memory is kept (tracker.py says why, and what families without a fed-back mask do).
+Frames before it come out exactly as without it.
+
+Earlier results in DIR: a finished run with the same inputs (video, masks, checkpoint, model,
+--max_frames; files compared by path, size and modification time) is reused as it is (never for
+a live source: its frames are new each time). An unfinished run of a streaming family with the
+same inputs and overlay is resumed from its saved state (stream_run), so the same command run
+again after Ctrl-C, SIGTERM or a crash goes on where it stopped. Anything else already there is
+refused unless --overwrite, which deletes those results first.
 """
 
 from __future__ import annotations
@@ -38,14 +49,22 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from typing import Any
 
-import numpy as np
-
 from rnn_vos_jax import models
-from rnn_vos_jax.inference import first_masks, object_merge, png_writer, progress, video_io
+from rnn_vos_jax.inference import (
+    first_masks,
+    object_merge,
+    overlay_video,
+    png_writer,
+    progress,
+    stream_run,
+    streams,
+    tracker,
+)
 from rnn_vos_jax.inference import segmenter as segmenter_lib
 from rnn_vos_jax.runtime import atomic, config_files
 
@@ -68,6 +87,8 @@ class SegmentResult:
       first_frames: object id -> name of the frame where it starts.
       num_frames: frames in the video.
       reused: True when an earlier finished run with the same inputs was returned as it was.
+      record_data: segment.json's content (`resumed`, `corrections`, `frames_per_second`,
+        `latency_ms`, ...).
     """
 
     output: str
@@ -79,6 +100,26 @@ class SegmentResult:
     first_frames: dict[int, str]
     num_frames: int
     reused: bool = False
+    record_data: dict = dataclasses.field(default_factory=dict)
+
+    def summary(self) -> str:
+        """What the command prints: frames, speed, resumes, objects, corrections, paths."""
+        record = self.record_data
+        speed = f"{record.get('frames_per_second')} frames/s"
+        if record.get("latency_ms") is not None:
+            speed += f", latency {record['latency_ms']} ms per frame"
+        speed += "".join(
+            f", resumed at frame {r['frame_index']}" for r in record.get("resumed", [])
+        )
+        objects = ", ".join(f"{o} from frame {f}" for o, f in self.first_frames.items())
+        lines = [f"{self.num_frames} frames ({speed}), objects {objects}"]
+        if record.get("corrections"):
+            fixes = ", ".join(f"{c['object']} at {c['frame']}" for c in record["corrections"])
+            lines.append(f"corrections: {fixes}")
+        lines.append(f"masks:   {self.annotations}")
+        if self.overlay:
+            lines.append(f"overlay: {self.overlay}")
+        return "\n".join(lines)
 
 
 # -- earlier results -----------------------------------------------------------------------------
@@ -102,15 +143,18 @@ def _stat(path: str | None):
     return digest.hexdigest()
 
 
-def _inputs(video: str, masks: str, checkpoint: str | None, model, image_size) -> dict:
-    """What a finished run must match to be reused (None checkpoint: never matches)."""
+def _inputs(video, masks, checkpoint, model, image_size, max_frames) -> dict:
+    """What a finished run must match to be reused, or a stopped one to be resumed (None
+    checkpoint: never matches). A live source is named as given ('-', a URL, a camera)."""
     ckpt = None if checkpoint is None else os.path.abspath(checkpoint)
+    path = os.path.abspath(video) if os.path.exists(video) else video
     return {
-        "video": [os.path.abspath(video), _stat(video)],
+        "video": [path, _stat(video)],
         "masks": [os.path.abspath(masks), _stat(masks)],
         "checkpoint": None if ckpt is None else [ckpt, _stat(ckpt)],
         "model": hashlib.sha1(repr(model).encode()).hexdigest(),
         "image_size": [int(s) for s in image_size],
+        "max_frames": max_frames,
     }
 
 
@@ -122,10 +166,18 @@ def _earlier_results(output: str) -> list[str]:
         pngs = [n for n in os.listdir(ann) if n.endswith(".png")]
         if pngs:
             found.append(f"{len(pngs)} PNGs in {ann}")
-    for name in (RECORD, *OVERLAY_FILES.values()):
+    for name in (RECORD, stream_run.STATE_DIR, *_overlay_files()):
         if os.path.exists(os.path.join(output, name)):
             found.append(name)
     return found
+
+
+def _overlay_files() -> list[str]:
+    """Overlay files a run may leave: finished, partial, a stopped live run's set aside."""
+    names = [*OVERLAY_FILES.values()]
+    names += [os.path.basename(overlay_video.partial_path(n)) for n in OVERLAY_FILES.values()]
+    names += [os.path.basename(stream_run.previous_path(n)) for n in OVERLAY_FILES.values()]
+    return names
 
 
 def _remove_earlier_results(output: str) -> None:
@@ -135,9 +187,10 @@ def _remove_earlier_results(output: str) -> None:
         for name in os.listdir(ann):
             if name.endswith((".png", ".png.tmp")):
                 os.remove(os.path.join(ann, name))
-    for name in (RECORD, *OVERLAY_FILES.values()):
+    for name in (RECORD, *_overlay_files()):
         if os.path.exists(os.path.join(output, name)):
             os.remove(os.path.join(output, name))
+    shutil.rmtree(os.path.join(output, stream_run.STATE_DIR), ignore_errors=True)
 
 
 def _reusable(output: str, inputs: dict, overlay: str) -> SegmentResult | None:
@@ -151,13 +204,14 @@ def _reusable(output: str, inputs: dict, overlay: str) -> SegmentResult | None:
         return None
     if record.get("overlay") != overlay or not record.get("complete"):
         return None
-    result = _result(output, record["frames"], overlay, record["objects"], reused=True)
+    result = _result(output, record, overlay, reused=True)
     files = [*result.pngs, *([result.overlay] if result.overlay else [])]
     return result if all(os.path.exists(f) for f in files) else None
 
 
-def _result(output, frame_names, overlay, objects, reused=False) -> SegmentResult:
+def _result(output, record, overlay, reused=False) -> SegmentResult:
     ann = os.path.join(output, ANNOTATIONS_DIR)
+    frame_names, objects = record["frames"], record["objects"]
     return SegmentResult(
         output=output,
         annotations=ann,
@@ -168,6 +222,7 @@ def _result(output, frame_names, overlay, objects, reused=False) -> SegmentResul
         first_frames={int(o): v["first_frame"] for o, v in objects.items()},
         num_frames=len(frame_names),
         reused=reused,
+        record_data=record,
     )
 
 
@@ -185,6 +240,8 @@ def segment_video(
     overwrite: bool = False,
     fps: float | None = None,
     show_progress: bool = True,
+    state_every: int | None = None,
+    max_frames: int | None = None,
 ) -> SegmentResult:
     """Segments the objects of `masks` through `video`; writes PNGs, an overlay and a record.
 
@@ -194,13 +251,16 @@ def segment_video(
       checkpoint: orbax checkpoint directory or authors' .pth path, or a ready `Segmenter`
         (reuses its compiled model; a run with one is never reused, as its weights' origin is
         unknown unless it came from `Segmenter.from_checkpoint`).
-      video: a video file or a folder of JPEG/PNG frames.
+      video: a video file, a folder of JPEG/PNG frames, '-' (YUV4MPEG2 on stdin), a URL or a
+        camera number (the module docstring).
       masks: a PNG (first frame) or a folder of PNGs named like the frames.
       output: output folder (created).
       overlay: 'mp4', 'gif' or 'none'.
-      overwrite: replace earlier results in `output` instead of refusing.
+      overwrite: replace earlier results in `output` instead of refusing (or resuming).
       fps: overlay frame rate (default: the video's, 24 for frame folders).
-      show_progress: draw a progress bar (frames/s, ETA) on stderr.
+      show_progress: draw a progress bar (frames/s, latency, ETA) on stderr.
+      state_every: save the tracking state every this many frames (None: about every 10 s).
+      max_frames: stop after this many frames.
 
     Returns:
       A SegmentResult with the written paths.
@@ -208,104 +268,178 @@ def segment_video(
     Raises:
       FileNotFoundError / ValueError: bad inputs, naming the file (see the module docstring).
       FileExistsError: `output` holds other results and `overwrite` is False.
+      preemption.Preempted (SystemExit 130 / 143): stopped by SIGINT / SIGTERM, state saved.
     """
-    if overlay not in video_io.OVERLAY_KINDS:
-        raise ValueError(f"overlay must be one of {video_io.OVERLAY_KINDS}, got {overlay!r}")
+    if overlay not in overlay_video.CHOICES:
+        raise ValueError(f"overlay must be one of {overlay_video.CHOICES}, got {overlay!r}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+    if state_every is not None and state_every < 1:
+        raise ValueError(f"state_every must be at least 1, got {state_every}")
     # Inputs first: a bad mask is reported before any weights are loaded or compiled.
-    source = video_io.open_frames(video)
-    first, mask_files = first_masks.read_first_masks(masks, source)
+    source = streams.open_source(video)
+    plan = first_masks.read_masks(masks, source)
     if isinstance(checkpoint, segmenter_lib.Segmenter):
         segmenter, model = checkpoint, checkpoint.model
-        inputs = _inputs(video, masks, segmenter.source, model, segmenter.image_size)
+        image_size, origin = segmenter.image_size, segmenter.source
     else:
         if config is None:
             raise ValueError(f"a config is needed to build the model of checkpoint {checkpoint}")
         if isinstance(config, str):
             config = config_files.load_config(config)
         segmenter, model = None, models.build(config.model)
-        inputs = _inputs(video, masks, checkpoint, model, config.data.image_size)
+        image_size, origin = config.data.image_size, checkpoint
+    inputs = _inputs(video, masks, origin, model, image_size, max_frames)
+    family = models.family_of(model)
+    streaming = family.prediction == "streaming"
+    if not streaming and (source.live or plan.corrections):
+        what = "a live source" if source.live else "corrections (later masks of an object)"
+        raise ValueError(
+            f"model family {family.name!r} predicts whole clips (offline): it cannot take "
+            f"{what}; use a streaming family ({', '.join(tracker.streaming_families())})"
+        )
 
-    earlier = _reusable(output, inputs, overlay)
+    earlier = None if source.live else _reusable(output, inputs, overlay)
     if earlier is not None and not overwrite:
         print(f"segment: {output} already holds this run's results; reusing them", file=sys.stderr)
         return earlier
+    diffs = stream_run.differences(output, inputs, overlay) if streaming else None
+    resume = not overwrite and diffs == []
     found = _earlier_results(output)
-    if found and not overwrite:
+    if found and not overwrite and not resume:
         # Only finished runs write the record (last), so without one the run stopped early.
-        what = "a finished run with other inputs" if RECORD in found else "an unfinished run"
+        if RECORD in found and source.live:
+            what = "a finished run (a live source is never reused: its frames are new each time)"
+        elif RECORD in found:
+            what = "a finished run with other inputs"
+        elif diffs:
+            what = f"an unfinished run with another {', '.join(diffs)} (it cannot resume)"
+        else:
+            what = "an unfinished run without a state to resume from"
         raise FileExistsError(
             f"{output} holds results of {what} ({', '.join(found)}): pass --overwrite "
-            "(overwrite=True) to replace them, or choose another --output. A stopped run is not "
-            "resumed part-way: the recurrent state at a frame depends on every earlier frame, so "
-            "those frames would be recomputed anyway."
+            "(overwrite=True) to replace them, or choose another --output (the same command run "
+            "again resumes a stopped run)"
         )
     if segmenter is None:  # before removing anything: bad weights must not cost old results
         segmenter = segmenter_lib.Segmenter.from_checkpoint(checkpoint, config)
-    if found:
+    if found and not resume:
         _remove_earlier_results(output)
 
     ann_dir = os.path.join(output, ANNOTATIONS_DIR)
-    os.makedirs(ann_dir, exist_ok=True)
-    object_ids = list(first)
-    pending = collections.deque()  # frames handed to the model, waiting for their prediction
-
-    def frames():
-        for frame in source.frames():
-            pending.append(frame)
-            yield frame
-
-    writer_out = None
-    if overlay != "none":
-        path = os.path.join(output, OVERLAY_FILES[overlay])
-        writer_out = video_io.OverlayWriter(path, overlay, fps or source.fps)
-    names, start = [], time.time()
-    bar = progress.Bar(source.num_frames, "frames", "segment", enabled=show_progress)
-    try:
-        # PNGs and overlay frames are written on one background thread, in frame order.
-        with png_writer.PngWriter(max_pending=16) as writer:
-            for t, probs in enumerate(segmenter.predictor.predict(frames(), first)):
-                frame = pending.popleft()
-                ids = object_merge.merge_probabilities(probs, object_ids)
-                names.append(source.name(t))
-                writer.write(os.path.join(ann_dir, names[-1] + ".png"), ids)
-                if writer_out is not None:
-                    writer.submit(_write_overlay_frame, writer_out, frame, ids)
-                bar.update()
-    except BaseException:
-        if writer_out is not None:
-            writer_out.abort()  # after the writer thread finished: no frame is in flight
-        raise
-    finally:
-        bar.close()
-    seconds = time.time() - start
-    late = {o: os.path.basename(mask_files[o]) for o, (i, _) in first.items() if i >= len(names)}
-    if late:
-        if writer_out is not None:
-            writer_out.abort()
+    run = stream_run.run if streaming else _run_whole_clip
+    report = run(
+        segmenter,
+        source,
+        plan,
+        output,
+        ann_dir,
+        overlay,
+        fps,
+        inputs=inputs,
+        resume=resume,
+        state_every=state_every,
+        max_frames=max_frames,
+        show_progress=show_progress,
+    )
+    names = report.names
+    ended = max_frames is None or len(names) < max_frames  # the source ran out
+    late = [o for o, t in plan.first.items() if t >= len(names)]
+    if late and ended:
+        if report.overlay:
+            os.remove(report.overlay)
         raise ValueError(
-            f"{source.path} has only {len(names)} frames: objects {sorted(late)} start after its "
-            f"end ({sorted(set(late.values()))}); the PNGs of all {len(names)} frames are written"
+            f"{source.path} has only {len(names)} frames: objects {late} start after its end "
+            f"({sorted({os.path.basename(plan.files[plan.first[o]]) for o in late})}); the PNGs "
+            f"of all {len(names)} frames are written"
         )
-    if writer_out is not None:
-        writer_out.close()
     objects = {
-        str(o): {"first_frame": names[i], "mask_file": os.path.abspath(mask_files[o])}
-        for o, (i, _) in first.items()
+        str(o): {"first_frame": names[t], "mask_file": os.path.abspath(plan.files[t])}
+        for o, t in plan.first.items()
+        if t < len(names)
     }
+    corrections = [
+        {"frame": names[t], "object": o, "mask_file": os.path.abspath(plan.files[t])}
+        for t, o in plan.corrections
+        if t < len(names)
+    ]
     record = {
         "complete": True,
         "inputs": inputs,
         "overlay": overlay,
         "frames": names,
         "objects": objects,
+        "corrections": corrections,
+        "resumed": report.resumed,  # [{'frame', 'frame_index'}] of each rerun that went on
         "num_frames": len(names),
         "size": list(source.size),
-        "seconds": round(seconds, 3),
-        "frames_per_second": round(len(names) / max(seconds, 1e-9), 3),
+        "seconds": round(report.seconds, 3),  # this process's, after the last resume
+        "frames_per_second": round(report.processed / max(report.seconds, 1e-9), 3),
+        "latency_ms": None if report.latency_ms is None else round(report.latency_ms, 1),
     }
+    if report.missing_overlay:
+        record["overlay_missing_frames"] = report.missing_overlay
     atomic.write_json(os.path.join(output, RECORD), record)  # last: marks the run finished
-    return _result(output, names, overlay, objects)
+    shutil.rmtree(os.path.join(output, stream_run.STATE_DIR), ignore_errors=True)
+    return _result(output, json.loads(json.dumps(record)), overlay)
 
 
-def _write_overlay_frame(writer: video_io.OverlayWriter, frame: np.ndarray, ids: np.ndarray):
-    writer.write(video_io.overlay(frame, ids))
+def _run_whole_clip(
+    segmenter,
+    source,
+    plan,
+    output,
+    annotations_dir,
+    overlay,
+    fps,
+    *,
+    max_frames,
+    show_progress,
+    **unused,
+) -> stream_run.RunReport:
+    """An offline family's run (ClipPredictor: the whole clip, then the frames' outputs): PNGs
+    and overlay written as stream_run writes them, no state (nothing to resume from)."""
+    del unused
+    os.makedirs(annotations_dir, exist_ok=True)
+    pending = collections.deque()  # frames handed to the model, waiting for their prediction
+
+    def frames():
+        for t, frame in enumerate(source.frames()):
+            if max_frames is not None and t >= max_frames:
+                return
+            pending.append(frame)
+            yield frame
+
+    out = None
+    if overlay != "none":
+        path = os.path.join(output, OVERLAY_FILES[overlay])
+        out = overlay_video.OverlayWriter(path, overlay, fps or source.fps)
+    names, start = [], time.monotonic()
+    bar = progress.Bar(source.num_frames, "frames", "segment", enabled=show_progress)
+    object_ids = plan.object_ids
+    try:
+        with png_writer.PngWriter(max_pending=16) as writer:
+            for t, probs in enumerate(segmenter.predictor.predict(frames(), plan.first_masks())):
+                frame = pending.popleft()
+                ids = object_merge.merge_probabilities(probs, object_ids)
+                names.append(source.name(t))
+                writer.write(os.path.join(annotations_dir, names[-1] + ".png"), ids)
+                if out is not None:
+                    writer.submit(stream_run.write_overlay_frame, out, frame, ids)
+                bar.update()
+    except BaseException:
+        if out is not None:
+            out.abort()  # after the writer thread finished: no frame is in flight
+        raise
+    finally:
+        bar.close()
+    seconds = time.monotonic() - start
+    return stream_run.RunReport(
+        names=names,
+        overlay=out.close() if out is not None else None,
+        resumed=[],
+        seconds=seconds,
+        processed=len(names),
+        latency_ms=None,
+        missing_overlay=[],
+    )

@@ -1,11 +1,9 @@
-"""Your own videos in and out: frames read lazily from a video file or a frame folder, overlays out.
+"""Your own videos in: frames read lazily from a video file or a frame folder (live sources:
+streams; overlays out: overlay_video).
 
     source = video_io.open_frames("IN.mp4")          # or a folder of JPEG/PNG frames
     source.size, source.num_frames, source.frame_names
     for frame in source.frames(): ...                # uint8[H, W, 3] RGB, one at a time
-
-    with video_io.OverlayWriter("DIR/overlay.mp4", "mp4", fps=24) as out:
-        out.write(video_io.overlay(frame, ids))      # ids uint8[H, W] object ids
 
 Frames are decoded one at a time, so memory does not grow with the video length.
 
@@ -15,12 +13,7 @@ compared as numbers (frame2 before frame10) and named by their file name without
 frame's header is read when the folder is opened, so unreadable files and frames of another size
 are reported before any work starts.
 
-Overlays blend each object's DAVIS palette colour into the frame (alpha 0.5) and draw its contour
-in that colour. mp4 is written with OpenCV's 'mp4v' codec, which needs even sizes: an odd height
-or width is padded by repeating the last row or column. GIFs are written frame by frame (one
-256-colour table per frame, no dithering; frame times below 20 ms, which viewers ignore, are
-raised to 20 ms). Both are written under a temporary name and renamed when complete. No
-TensorFlow here.
+No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -31,14 +24,10 @@ from collections.abc import Iterator
 
 import cv2
 import numpy as np
-from PIL import GifImagePlugin, Image
-
-from rnn_vos_jax.data.annotations import PALETTE
+from PIL import Image
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
-OVERLAY_KINDS = ("mp4", "gif", "none")
 DEFAULT_FPS = 24.0
-ALPHA = 0.5  # weight of the palette colour inside a mask
 
 
 def _natural_key(name: str) -> list:
@@ -57,11 +46,14 @@ class VideoFile:
       fps: its frame rate (DEFAULT_FPS when the file does not say).
       num_frames: the frame count the container reports (may be approximate; None if unknown).
       frame_names: None: the exact count is known only after reading (see `name`).
+      live: False: it can be read again from its start (streams has the live sources).
 
     Raises:
       FileNotFoundError: no such file.
       ValueError: naming the file when it is empty, cannot be opened, or has no frames.
     """
+
+    live = False
 
     def __init__(self, path: str):
         self.path = path
@@ -132,12 +124,15 @@ class FrameFolder:
       size: (H, W) shared by all frames.
       fps: DEFAULT_FPS (a folder has no frame rate).
       num_frames: len(files).
+      live: False.
 
     Raises:
       FileNotFoundError: no such folder.
       ValueError: naming the file when the folder has no frames, two frames share a name, a frame
         is not a readable image, or frames differ in size.
     """
+
+    live = False
 
     def __init__(self, path: str):
         self.path = path
@@ -204,127 +199,3 @@ def open_frames(path: str) -> VideoFile | FrameFolder:
     if os.path.isdir(path):
         return FrameFolder(path)
     return VideoFile(path)
-
-
-def overlay(frame: np.ndarray, ids: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
-    """Draws object masks over a frame in their DAVIS palette colours.
-
-    Args:
-      frame: uint8[H, W, 3] RGB.
-      ids: uint8[H, W] object ids (0 = background).
-      alpha: weight of the palette colour inside a mask.
-
-    Returns:
-      uint8[H, W, 3]: (1 - alpha) * frame + alpha * colour inside each mask, the mask's contour
-      (inner boundary, holes included) in its full colour, the frame unchanged elsewhere.
-    """
-    if frame.shape[:2] != ids.shape:
-        raise ValueError(f"overlay: frame {frame.shape[:2]} and ids {ids.shape} differ in size")
-    out = frame.astype(np.float32)
-    inside = ids > 0
-    out[inside] = (1.0 - alpha) * out[inside] + alpha * PALETTE[ids[inside]]
-    out = np.clip(np.round(out), 0, 255).astype(np.uint8)
-    thickness = max(1, round(min(ids.shape) / 240))  # 2 pixels at 480p
-    for obj in np.unique(ids[inside]):
-        contours, _ = cv2.findContours(
-            (ids == obj).astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE
-        )
-        colour = tuple(int(c) for c in PALETTE[obj])
-        cv2.drawContours(out, contours, -1, colour, thickness)
-    return out
-
-
-class OverlayWriter:
-    """Writes RGB frames to `path` as an mp4 ('mp4v') or an animated GIF, atomically.
-
-    Frames go to a temporary file next to `path` that `close` renames to `path`; `abort` (or an
-    exception inside a `with` block) removes it, so `path` only ever holds a complete overlay.
-
-    Args:
-      path: output file.
-      kind: 'mp4' or 'gif'.
-      fps: frames per second.
-    """
-
-    def __init__(self, path: str, kind: str, fps: float):
-        if kind not in ("mp4", "gif"):
-            raise ValueError(f"overlay kind must be mp4 or gif, got {kind!r}")
-        self.path, self.kind, self.fps = path, kind, float(fps)
-        stem, ext = os.path.splitext(path)
-        self._tmp = f"{stem}.partial{ext}"  # keeps the extension: OpenCV picks the container by it
-        self._writer = self._file = None
-        self._size = None
-        self.num_frames = 0
-
-    def write(self, frame: np.ndarray) -> None:
-        """Appends one uint8[H, W, 3] RGB frame (all frames of one size)."""
-        size = frame.shape[:2]
-        if self._size is None:
-            self._size = size
-            self._start(size)
-        elif size != self._size:
-            raise ValueError(f"overlay frame {self.num_frames} is {size}, the first {self._size}")
-        if self.kind == "mp4":
-            h, w = size
-            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-            self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        else:
-            im = Image.fromarray(frame).quantize(256, dither=Image.Dither.NONE)
-            if self.num_frames == 0:
-                info = {"loop": 0, "duration": self._duration_ms()}
-                header, _ = GifImagePlugin.getheader(im.copy(), None, info)
-                self._file.write(b"".join(header))
-            chunks = GifImagePlugin.getdata(
-                im, duration=self._duration_ms(), include_color_table=True
-            )
-            self._file.write(b"".join(chunks))
-        self.num_frames += 1
-
-    def _duration_ms(self) -> int:
-        return max(20, round(1000.0 / self.fps))
-
-    def _start(self, size) -> None:
-        if self.kind == "mp4":
-            h, w = size[0] + size[0] % 2, size[1] + size[1] % 2
-            self._writer = cv2.VideoWriter(
-                self._tmp, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h)
-            )
-            if not self._writer.isOpened():
-                raise OSError(f"cannot write {self._tmp}: OpenCV's mp4v encoder did not open")
-        else:
-            self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed in close/abort
-
-    def close(self) -> str | None:
-        """Finishes the file and renames it to `path`; returns `path` (None if no frame came)."""
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-        if self._file is not None:
-            self._file.write(b";")  # GIF trailer
-            self._file.close()
-            self._file = None
-        if not self.num_frames:
-            return None
-        os.replace(self._tmp, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        """Drops the partial file."""
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if os.path.exists(self._tmp):
-            os.remove(self._tmp)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-        return False

@@ -1,6 +1,7 @@
-"""`segment` on streams and long runs: stopped by SIGTERM and resumed, YUV4MPEG2 on stdin (whole
-and cut short), a network source OpenCV reads (HTTP on 127.0.0.1), corrections in the masks
-folder, and the overlay's codec (H.264, decoded back with PyAV).
+"""`segment` on streams and long runs: stopped by SIGTERM and resumed (a file, and a live stream
+that goes on with its next frames), YUV4MPEG2 on stdin (whole and cut short), a network source
+OpenCV reads (HTTP on 127.0.0.1), corrections in the masks folder, an offline family (whole
+clips; nothing to resume or correct), and the overlay's codec (H.264, decoded back with PyAV).
 
 The model is test_segment's tiny HS2S (it feeds its previous mask back, so a correction goes
 through Family.fed_back_mask); its checkpoint is saved once for the module.
@@ -24,8 +25,9 @@ import model_testing
 import numpy as np
 import pytest
 import test_segment as own  # its video, masks and model config (a module: no tests collected)
+from PIL import Image
 
-from rnn_vos_jax import api, segment
+from rnn_vos_jax import api, models, segment
 from rnn_vos_jax.data import annotations
 from rnn_vos_jax.inference import overlay_video, y4m
 
@@ -273,3 +275,68 @@ def test_a_later_mask_of_a_tracked_object_is_a_correction(checkpoint_dir, seg, t
             api.merge_probabilities(probs, tracker.object_ids), written[t]
         )
     assert not np.array_equal(written[4], annotations.decode(str(plain / "Annotations/00004.png")))
+
+
+def test_a_live_run_stopped_goes_on_with_the_next_frames(seg, tmp_path, monkeypatch):
+    """SIGTERM while stdin waits for frame 3: the state and the overlay so far are kept; the
+    rerun numbers the next stream's frames from 3 on and carries the overlay over."""
+    frames = own._frames()
+    data = _y4m(frames)
+    header, body = data.split(b"\n", 1)
+    frame_bytes = len(body) // own.T
+    first = own._write_mask(tmp_path / "first.png", own._ids())
+    received = list(y4m.Reader(io.BytesIO(data)).frames())
+    folder = own._write_folder(tmp_path / "frames", received, _names(own.T))
+    whole = tmp_path / "whole"
+    api.segment_video(None, seg, folder, first, str(whole), "gif", show_progress=False)
+
+    read, write = os.pipe()
+    with os.fdopen(write, "wb", buffering=0) as pipe:  # open: the stream waits for frame 3
+        pipe.write(header + b"\n" + body[: 3 * frame_bytes])
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(os.fdopen(read, "rb")))
+        out = tmp_path / "out"
+        ann = out / "Annotations"
+
+        def stop_at_frame_3():
+            while not ann.is_dir() or len(os.listdir(ann)) < 3:
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=stop_at_frame_3, daemon=True).start()
+        with pytest.raises(SystemExit) as stopped:
+            api.segment_video(None, seg, "-", first, str(out), "gif", show_progress=False)
+    assert stopped.value.code == 143
+    assert sorted(os.listdir(out)) == ["Annotations", "overlay.partial.gif", "state"]
+
+    _stdin_pipe(monkeypatch, header + b"\n" + body[3 * frame_bytes :]).join()
+    result = api.segment_video(None, seg, "-", first, str(out), "gif", show_progress=False)
+    assert _pngs(out) == _pngs(whole)
+    assert result.record_data["resumed"] == [{"frame": "00003", "frame_index": 3}]
+    with Image.open(out / "overlay.gif") as gif:
+        assert gif.n_frames == own.T
+    assert sorted(os.listdir(out)) == ["Annotations", "overlay.gif", "segment.json"]
+
+
+def test_an_offline_family_segments_whole_clips_and_refuses_what_needs_a_state(tmp_path):
+    frames, ids = own._frames()[:3], own._ids()
+    fam = models.family("bi_hs2s")
+    model = models.build({"name": "bi_hs2s", **fam.tiny})
+    clip, masks = model_testing.clip(1, 2, *own.MODEL_SIZE)
+    offline = api.Segmenter(
+        model, model_testing.random_variables(model, clip, masks), own.MODEL_SIZE
+    )
+    folder = own._write_folder(tmp_path / "frames", frames, _names(3))
+    first = own._write_mask(tmp_path / "first.png", ids)
+    result = api.segment_video(None, offline, folder, first, str(tmp_path / "out"), "gif")
+    want = own._reference(offline, list(frames), {o: (0, ids == o) for o in (1, 2)})
+    for png, ids_t in zip(result.pngs, want, strict=True):
+        np.testing.assert_array_equal(annotations.decode(png), ids_t)
+    with Image.open(result.overlay) as gif:
+        assert gif.n_frames == 3
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    own._write_mask(masks / "00000.png", ids)
+    own._write_mask(masks / "00002.png", ids)  # both objects again: corrections
+    with pytest.raises(ValueError, match="family 'bi_hs2s' predicts whole clips .* corrections"):
+        api.segment_video(None, offline, folder, str(masks), str(tmp_path / "fixed"))

@@ -117,16 +117,6 @@ class CaptureStream(_Live):
             self._capture.release()
 
 
-def is_live(spec: str) -> bool:
-    """Whether `--video=spec` names a live source (standard input, a URL, a named pipe, or a
-    camera number that is not a file)."""
-    if spec == STDIN or URL.match(spec):
-        return True
-    if os.path.exists(spec):
-        return stat.S_ISFIFO(os.stat(spec).st_mode)
-    return spec.isdigit()
-
-
 def open_source(spec: str):
     """The frame source `spec` names: '-', a URL, a named pipe, a camera number, or a video file
     or frame folder (video_io.open_frames; those are not live)."""

@@ -23,7 +23,6 @@ it were handed out.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -133,7 +132,6 @@ class Reader:
         chroma = 0 if sub is None else self._chroma[0] * self._chroma[1]
         alpha = height * width if self.colour_space == "444alpha" else 0
         self.frame_bytes = height * width + 2 * chroma + alpha
-        self.last_arrival = None  # time.monotonic() when the last frame was read whole
 
     def frames(self) -> Iterator[np.ndarray]:
         """Yields uint8[H, W, 3] RGB frames until the stream ends."""
@@ -153,7 +151,6 @@ class Reader:
                     f"{self.name}: the stream ended inside frame {index} ({index:05d}): "
                     f"{len(data)} of its {self.frame_bytes} bytes arrived"
                 )
-            self.last_arrival = time.monotonic()
             yield self.to_rgb(data)
             index += 1
 

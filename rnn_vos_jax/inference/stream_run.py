@@ -265,15 +265,17 @@ def run(
             writer.close()
             if signum:  # still catching signals: a second one does not cut the save short
                 save()
-                _stopped(out, source, state_dir, signum, t)
+                _stopped(_stop_writers(writer, out, source.live), source, state_dir, signum, t)
     except preemption.Preempted:
         raise
     except BaseException:
-        _stop_writers(writer, out, source.live)
+        kept = _stop_writers(writer, out, source.live)
         # At the last whole frame (its PNGs are on disk now); the original error is the one
         # to report if this fails too.
         with contextlib.suppress(Exception):
             save()
+        if stops.signum:  # Ctrl-C also stops a pipe's writer, whose broken stream may come first
+            _stopped(kept, source, state_dir, stops.signum, t)
         raise
     finally:
         bar.close()
@@ -289,13 +291,9 @@ def run(
     )
 
 
-def _stopped(out, source, state_dir: str, signum: int, t: int) -> None:
-    """Finishes a run stopped by a signal after frame t - 1: raises preemption.Preempted."""
-    kept = None
-    if out is not None:
-        # A file is read again on resume and its overlay frames drawn again; a live source's
-        # frames are gone, so its overlay so far is kept (finished) for the resume.
-        kept = out.finish_partial() if source.live else out.abort()
+def _stopped(kept: str | None, source, state_dir: str, signum: int, t: int) -> None:
+    """Says how to go on after a signal stopped the run after frame t - 1 (`kept`: the overlay
+    so far, or None); raises preemption.Preempted."""
     overlay = f" and the overlay so far in {kept}" if kept else ""
     name = _name(source, t)
     print(
@@ -318,19 +316,20 @@ def write_overlay_frame(out: overlay_video.OverlayWriter, frame: np.ndarray, ids
     out.write(overlay_video.overlay(frame, ids))
 
 
-def _stop_writers(writer: png_writer.PngWriter, out, live: bool) -> None:
-    """After an error: the queued PNGs written, a live source's overlay kept as it is (its
-    frames cannot be read again), a file's dropped."""
-    with contextlib.suppress(Exception):  # the original error is the one to report
+def _stop_writers(writer: png_writer.PngWriter, out, live: bool) -> str | None:
+    """A run that does not finish: the queued PNGs written; a file's overlay dropped (a rerun
+    reads the file again and draws its frames again), a live source's kept as it is (its frames
+    cannot be read again; returns its path)."""
+    with contextlib.suppress(Exception):  # an earlier error is the one to report
         writer.close()
-    if out is not None:
-        if live:
-            try:
-                out.finish_partial()
-            except Exception:  # noqa: BLE001
-                out.abort()
-        else:
-            out.abort()
+    if out is None:
+        return None
+    if live:
+        # Unfinishable (the error was the overlay's): the resumed overlay lacks these frames.
+        with contextlib.suppress(Exception):
+            return out.finish_partial()
+    out.abort()
+    return None
 
 
 def previous_path(path: str) -> str:

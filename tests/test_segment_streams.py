@@ -7,6 +7,7 @@ The model is test_segment's tiny HS2S (it feeds its previous mask back, so a cor
 through Family.fed_back_mask); its checkpoint is saved once for the module.
 """
 
+import contextlib
 import functools
 import http.server
 import io
@@ -277,6 +278,26 @@ def test_a_later_mask_of_a_tracked_object_is_a_correction(checkpoint_dir, seg, t
     assert not np.array_equal(written[4], annotations.decode(str(plain / "Annotations/00004.png")))
 
 
+@contextlib.contextmanager
+def _signal_after(annotations_dir, count, signum):
+    """Sends `signum` to this process once `count` PNGs are in `annotations_dir`. A signal that
+    comes after the run restored the handlers hits a no-op one, not pytest."""
+    old = signal.signal(signum, lambda *_: None)
+
+    def send():
+        while not annotations_dir.is_dir() or len(os.listdir(annotations_dir)) < count:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signum)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join(timeout=10)
+        signal.signal(signum, old)
+
+
 def test_a_live_run_stopped_goes_on_with_the_next_frames(seg, tmp_path, monkeypatch):
     """SIGTERM while stdin waits for frame 3: the state and the overlay so far are kept; the
     rerun numbers the next stream's frames from 3 on and carries the overlay over."""
@@ -295,15 +316,8 @@ def test_a_live_run_stopped_goes_on_with_the_next_frames(seg, tmp_path, monkeypa
         pipe.write(header + b"\n" + body[: 3 * frame_bytes])
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(os.fdopen(read, "rb")))
         out = tmp_path / "out"
-        ann = out / "Annotations"
-
-        def stop_at_frame_3():
-            while not ann.is_dir() or len(os.listdir(ann)) < 3:
-                time.sleep(0.01)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-        threading.Thread(target=stop_at_frame_3, daemon=True).start()
-        with pytest.raises(SystemExit) as stopped:
+        stop = _signal_after(out / "Annotations", 3, signal.SIGTERM)
+        with stop, pytest.raises(SystemExit) as stopped:
             api.segment_video(None, seg, "-", first, str(out), "gif", show_progress=False)
     assert stopped.value.code == 143
     assert sorted(os.listdir(out)) == ["Annotations", "overlay.partial.gif", "state"]
@@ -340,3 +354,21 @@ def test_an_offline_family_segments_whole_clips_and_refuses_what_needs_a_state(t
     own._write_mask(masks / "00002.png", ids)  # both objects again: corrections
     with pytest.raises(ValueError, match="family 'bi_hs2s' predicts whole clips .* corrections"):
         api.segment_video(None, offline, folder, str(masks), str(tmp_path / "fixed"))
+
+
+def test_ctrl_c_then_rerun_without_an_overlay(seg, tmp_path):
+    """Without an overlay to draw again, the rerun reads the frame folder on from frame k."""
+    frames = np.concatenate([own._frames()] * 4)
+    folder = own._write_folder(tmp_path / "frames", frames, _names(len(frames)))
+    first = own._write_mask(tmp_path / "first.png", own._ids())
+    run = {"overlay": "none", "show_progress": False, "state_every": 1}
+    whole = api.segment_video(None, seg, folder, first, str(tmp_path / "whole"), **run)
+    out = tmp_path / "out"
+    stop = _signal_after(out / "Annotations", 3, signal.SIGINT)  # Ctrl-C
+    with stop, pytest.raises(SystemExit) as stopped:
+        api.segment_video(None, seg, folder, first, str(out), **run)
+    assert stopped.value.code == 130
+    k = len(os.listdir(out / "Annotations"))
+    result = api.segment_video(None, seg, folder, first, str(out), **run)
+    assert result.record_data["resumed"] == [{"frame": f"{k:05d}", "frame_index": k}]
+    assert _pngs(out) == _pngs(whole.output)

@@ -11,10 +11,11 @@ the end. A save is queued behind the PNGs of the frames before it on the writer 
 state at frame k always has the PNGs of frames 0..k-1 on disk.
 
 Resuming (`run(..., resume=True)`): the tracker continues from the saved frame k. A video file or
-frame folder is read again from its start and frames 0..k-1 are not segmented again: their
-overlay frames are drawn again from the frames and their PNGs, so PNGs and overlay come out as
-those of a run that never stopped (the same state gives the same steps, bit for bit; a GIF is
-the same file, an mp4 the same frames up to the H.264 encoder's rounding: overlay_video). A live
+frame folder is read again from frame k without an overlay, else from its start: frames 0..k-1
+are not segmented again, but their overlay frames are drawn again from the frames and their PNGs
+(the stopped run's overlay was dropped: an mp4 cut short is unreadable). So PNGs and overlay come
+out as those of a run that never stopped (the same state gives the same steps, bit for bit; a
+GIF is the same file, an mp4 the same frames up to the H.264 encoder's rounding). A live
 source cannot be rewound: its frames after the restart are numbered from k on, and the overlay's
 first k frames are read back from the stopped run's overlay.partial.mp4 and encoded again (once
 more lossy), or are missing when that file was cut short (the run was killed with SIGKILL).
@@ -212,7 +213,9 @@ def run(
         total = max(0, max_frames - k) if total is None else max(0, min(total, max_frames - k))
     bar = progress.Bar(total, "frames", "segment", enabled=show_progress)
     latency, stops = _Latency(), preemption.StopRequests()
-    t = k if source.live else 0  # the index the source's next frame gets
+    # The index the source's next frame gets: a file is read again from its start when its
+    # first k overlay frames must be drawn again, else from frame k.
+    t = 0 if out is not None and not source.live else k
     signum, began = None, time.monotonic()
     saved_at, saved_t = began, k
     writer = png_writer.PngWriter(max_pending=16)
@@ -226,7 +229,7 @@ def run(
 
     try:
         with stops, contextlib.ExitStack() as stack:
-            frames = _Prefetch(source.frames())
+            frames = _Prefetch(source.frames() if source.live else source.frames(start=t))
             stack.callback(frames.close)
             while max_frames is None or t < max_frames:
                 item = frames.get(lambda: stops.signum is not None)

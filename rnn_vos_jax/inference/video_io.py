@@ -94,11 +94,15 @@ class VideoFile:
         """The frame index a mask file stem names ('00012' or '12'), or None."""
         return int(stem) if stem.isdigit() else None
 
-    def frames(self) -> Iterator[np.ndarray]:
-        """Yields uint8[H, W, 3] RGB frames in order, decoding one at a time."""
+    def frames(self, start: int = 0) -> Iterator[np.ndarray]:
+        """Yields uint8[H, W, 3] RGB frames in order from frame `start`, decoding one at a time
+        (the frames before `start` are demuxed, not decoded into images: a resumed run)."""
         capture = self._open()
         try:
             index = 0
+            # grab() steps exactly one frame; seeking (CAP_PROP_POS_FRAMES) can land off by some.
+            while index < start and capture.grab():
+                index += 1
             while True:
                 ok, frame = capture.read()
                 if not ok or frame is None:
@@ -181,9 +185,9 @@ class FrameFolder:
     def index_of(self, stem: str) -> int | None:
         return self._index.get(stem)
 
-    def frames(self) -> Iterator[np.ndarray]:
-        """Yields uint8[H, W, 3] RGB frames in order, decoding one at a time."""
-        for file in self.files:
+    def frames(self, start: int = 0) -> Iterator[np.ndarray]:
+        """Yields uint8[H, W, 3] RGB frames in order from frame `start`, decoding one at a time."""
+        for file in self.files[start:]:
             try:
                 with Image.open(file) as image:
                     frame = np.asarray(image.convert("RGB"))

@@ -18,10 +18,19 @@ unchanged.
 
 The choice never changes parameters or their layout, only the arithmetic order.
 
+Platforms: the rule is for the platform the model is compiled for, which a plain `jax.jit` takes
+from `jax.default_backend()`. An export (`jax.export`) traced on one machine for others names
+its platforms with `for_platforms` (inference/exported.py does): a convolution whose CPU lowering
+differs from XLA's then becomes `jax.lax.platform_dependent` (the CPU lowering for 'cpu', XLA's
+convolution for every other platform), resolved when the module is compiled for one platform,
+so a module lowered on a CPU machine for 'tpu' or 'cuda' holds XLA's convolutions only. The
+platforms are part of jax.jit's cache key (`jax.make_user_context`): a function traced for one
+set of platforms is traced again for another.
+
 Selection, read when a model is traced: the environment variable RNN_VOS_JAX_CONV =
-  'auto' (default): on the CPU backend 'patches' for convolutions whose window depth
+  'auto' (default): on the CPU platform 'patches' for convolutions whose window depth
       kh * kw * Cin is at least PATCHES_MIN_DEPTH; inside a loop (`traced_in_loop`)
-      'nhwc_grads' for the others; XLA's otherwise. On other backends
+      'nhwc_grads' for the others; XLA's otherwise. On other platforms
       always XLA's convolution with JAX's gradients;
   'xla': always XLA's convolution with JAX's gradients;  'patches': windows and a matmul for
       every kh*kw > 1 conv;  'nhwc_grads': XLA's convolution with NHWC gradients for every one.
@@ -33,6 +42,7 @@ import contextlib
 import contextvars
 import functools
 import os
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +56,24 @@ PATCHES_MIN_DEPTH = 8192
 # Whether the convolutions being traced run inside a while loop (a scan that is not fully
 # unrolled): set by models/recurrent.py while it traces a scan body.
 _IN_LOOP = contextvars.ContextVar("rnn_vos_jax_conv_in_loop", default=False)
+# The platforms the convolutions being traced are compiled for (`for_platforms`); None: the
+# default backend. A jax.jit cache key, unlike a contextvar.
+_PLATFORMS = jax.make_user_context(default_value=None)
+
+
+def for_platforms(platforms: Sequence[str]):
+    """Context: convolutions traced inside are lowered for each of `platforms` (jax.export's
+    names: 'cpu', 'cuda', 'rocm', 'tpu'), each with its own rule (module docstring)."""
+    platforms = tuple(sorted({str(p).lower() for p in platforms}))
+    if not platforms:
+        raise ValueError("for_platforms: name at least one platform")
+    return _PLATFORMS(platforms)
+
+
+def target_platforms() -> tuple[str, ...]:
+    """The platforms the convolutions traced now are for: `for_platforms`' or the default
+    backend."""
+    return _PLATFORMS.value or (jax.default_backend(),)
 
 
 @contextlib.contextmanager
@@ -58,14 +86,15 @@ def traced_in_loop(in_loop: bool):
         _IN_LOOP.reset(token)
 
 
-def lowering(kernel_shape: tuple[int, ...]) -> str:
-    """'xla', 'patches' or 'nhwc_grads' for a kernel [kh, kw, Cin, Cout] (module docstring)."""
+def lowering(kernel_shape: tuple[int, ...], platform: str | None = None) -> str:
+    """'xla', 'patches' or 'nhwc_grads' for a kernel [kh, kw, Cin, Cout] (module docstring) on
+    `platform` (None: the default backend)."""
     choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
     if choice not in ("auto",) + LOWERINGS:
         raise ValueError(f"{ENV}={choice!r}: expected one of {('auto',) + LOWERINGS}")
     kh, kw, cin = kernel_shape[:3]
     if choice == "auto":
-        if jax.default_backend() != "cpu":
+        if (platform or jax.default_backend()) != "cpu":
             return "xla"
         if kh * kw > 1 and kh * kw * cin >= PATCHES_MIN_DEPTH:
             return "patches"
@@ -95,12 +124,25 @@ def conv2d(
       kernel: [kh, kw, Cin, Cout] (HWIO), same dtype as x.
       strides: (sh, sw). padding: (ph, pw), on both sides. dilation: of the kernel.
       precision: lax precision of the products.
-      method: 'xla' | 'patches' | 'nhwc_grads'; None: `lowering(kernel.shape)`.
+      method: 'xla' | 'patches' | 'nhwc_grads'; None: `lowering(kernel.shape, p)` on each
+        platform p of `target_platforms()`.
 
     Returns:
       [N, H', W', Cout], H' = (H + 2 ph - dilation (kh - 1) - 1) // sh + 1 (likewise W').
     """
-    method = method or lowering(kernel.shape)
+    if method is None:
+        methods = {p: lowering(kernel.shape, p) for p in target_platforms()}
+        if len(set(methods.values())) > 1:
+            # Only the CPU's rule departs from XLA's convolution: each platform gets its own.
+            conv = functools.partial(conv2d, strides=strides, padding=padding, dilation=dilation)
+            conv = functools.partial(conv, precision=precision)
+            return jax.lax.platform_dependent(
+                x,
+                kernel,
+                cpu=functools.partial(conv, method=methods["cpu"]),
+                default=functools.partial(conv, method="xla"),
+            )
+        method = methods.popitem()[1]
     geometry = (tuple(strides), tuple(padding), int(dilation), precision)
     if method == "xla":
         return _xla_conv(x, kernel, *geometry)

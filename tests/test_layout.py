@@ -12,7 +12,16 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "rnn_vos_jax")
 # What a user runs (python -m rnn_vos_jax.X) or imports (api). A new command joins this list.
-FRONT_DOORS = {"__init__", "api", "convert_torch", "main", "score", "segment", "submission"}
+FRONT_DOORS = {
+    "__init__",
+    "api",
+    "convert_torch",
+    "export",
+    "main",
+    "score",
+    "segment",
+    "submission",
+}
 ROOMS = ("training", "evaluation", "inference", "data", "models", "weights", "scoring", "runtime")
 THIN = 120  # lines: flags or arguments, then one call into a room
 HEAVY = ("jax", "jaxlib", "flax", "optax", "orbax", "tensorflow", "torch")

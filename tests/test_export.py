@@ -93,7 +93,7 @@ def test_exported_step_in_a_process_without_the_package_equals_the_segmenter(tmp
     argv = ["export", f"--config={CONFIG}", f"--checkpoint={checkpoint}", f"--output={out}"]
     argv += [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
     signature = export.main([*argv, "--objects=4", f"--image_size={SIZE[0]},{SIZE[1]}"])
-    assert signature["feedback"] == "exclusive"  # the HS2S recipe's: the objects compete
+    assert signature["feedback"] == "exclusive"  # the HS2S demo's: the objects compete
 
     frames, ids = _video()
     (tmp_path / "frames").mkdir()

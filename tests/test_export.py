@@ -84,16 +84,22 @@ def _run_without_the_package(code, cwd):
     )
 
 
-def test_exported_step_in_a_process_without_the_package_equals_the_segmenter(tmp_path):
+# The HS2S demo's feedback, where the 3 objects compete for pixels in one call (a 4th slot
+# unused), and the default, where they run in slots of 2: a call of 2 and a call of 1.
+@pytest.mark.parametrize("feedback, objects", [("exclusive", 4), ("independent", 2)])
+def test_exported_step_in_a_process_without_the_package_equals_the_segmenter(
+    feedback, objects, tmp_path
+):
+    overrides = {**OVERRIDES, "eval.feedback": feedback}
     config = config_files.load_config(CONFIG)
-    config.update_from_flattened_dict(OVERRIDES)
+    config.update_from_flattened_dict(overrides)
     config.data.image_size = SIZE
     checkpoint = model_testing.save_random_checkpoint(str(tmp_path / "ckpt"), config.model)
     out = tmp_path / "exported"
     argv = ["export", f"--config={CONFIG}", f"--checkpoint={checkpoint}", f"--output={out}"]
-    argv += [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-    signature = export.main([*argv, "--objects=4", f"--image_size={SIZE[0]},{SIZE[1]}"])
-    assert signature["feedback"] == "exclusive"  # the HS2S demo's: the objects compete
+    argv += [f"--config.{k}={v}" for k, v in overrides.items()]
+    signature = export.main([*argv, f"--objects={objects}", f"--image_size={SIZE[0]},{SIZE[1]}"])
+    assert (signature["feedback"], signature["objects"]) == (feedback, objects)
 
     frames, ids = _video()
     (tmp_path / "frames").mkdir()

@@ -2,8 +2,8 @@
 modules, its variables as a plain .npz and a `signature.json` (the export command,
 rnn_vos_jax/export.py; docs/run_exported.py runs them with only jax and numpy installed).
 
-What is exported is what StreamingPredictor runs (predictors._compiled), for K object slots at
-the model's input size (H, W), variables as arguments:
+What is exported is what StreamingPredictor and its Tracker run (tracker._compiled), for K
+object slots at the model's input size (H, W), variables as arguments:
 
   start(variables, frame uint8[H, W, 3], masks float32[K, H, W], live bool[K]) -> carry
   step(variables, carry, frame uint8[H, W, 3]) -> (carry, probabilities float32[K, H, W])
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_vos_jax import models
-from rnn_vos_jax.inference import predictors
+from rnn_vos_jax.inference import predictors, tracker
 from rnn_vos_jax.inference.object_merge import check_feedback, exclusive_masks
 from rnn_vos_jax.models import conv_lowering
 from rnn_vos_jax.runtime import atomic
@@ -136,7 +136,7 @@ def streaming(
         raise ValueError(f"objects={objects}: need at least one object slot")
     flat_vars, unflatten_vars = flatten({k: v for k, v in variables.items() if v})
     flat_vars = {n: np.asarray(v) for n, v in flat_vars.items()}
-    init, step, empty_carry = predictors._compiled(model)
+    init, step, empty_carry = tracker._compiled(model)
     h, w = (int(s) for s in image_size)
     example = (
         {n: jax.ShapeDtypeStruct(v.shape, v.dtype) for n, v in flat_vars.items()},
@@ -144,7 +144,7 @@ def streaming(
         jax.ShapeDtypeStruct((objects, h, w), jnp.float32),
         jax.ShapeDtypeStruct((objects,), jnp.bool_),
     )
-    shapes = jax.eval_shape(lambda v, f: empty_carry(unflatten_vars(v), f, objects), *example[:2])
+    shapes = tracker.carry_shapes(model, unflatten_vars(example[0]), (h, w), objects)
     carry_shapes, unflatten_carry = flatten(shapes)
     if exclusive:
         carry_shapes[LIVE] = jax.ShapeDtypeStruct((objects,), jnp.bool_)

@@ -26,7 +26,7 @@ of every family that way).
 from __future__ import annotations
 
 import dataclasses
-import io
+import functools
 import json
 import os
 import re
@@ -270,7 +270,7 @@ def write(stream: Streaming, output: str, platforms: Sequence[str], meta: Mappin
             tuple(x.shape) for x in jax.tree.leaves(tuple(a))
         ], name
         assert len(flat_in) == len(exp.in_avals) and len(flat_out) == len(exp.out_avals), name
-        _write_bytes(os.path.join(output, FILES[name]), exp.serialize())
+        _write_file(os.path.join(output, FILES[name]), functools.partial(_put, exp.serialize()))
         functions[name] = {
             "file": FILES[name],
             "call": f"{name}({', '.join(args)}) -> {', '.join(outs)}",
@@ -279,8 +279,8 @@ def write(stream: Streaming, output: str, platforms: Sequence[str], meta: Mappin
             "module_args": flat_in,
             "module_outputs": flat_out,
         }
-    buffer = _npz_bytes(stream.variables)
-    _write_bytes(os.path.join(output, FILES["variables"]), buffer)
+    # Straight to the file: a full-size model's variables are gigabytes.
+    _write_file(os.path.join(output, FILES["variables"]), lambda f: np.savez(f, **stream.variables))
     signature = {
         "format": FORMAT,
         **meta,
@@ -320,16 +320,15 @@ def _json_text(signature: Mapping[str, Any]) -> str:
     return text + "\n"
 
 
-def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
+def _put(data: bytes, f) -> None:
+    f.write(data)
 
 
-def _write_bytes(path: str, data: bytes) -> None:
+def _write_file(path: str, write: Callable[[Any], Any]) -> None:
+    """`write(binary file)` into `path`, replaced whole (a reader never sees half a file)."""
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
-        f.write(data)
+        write(f)
     os.replace(tmp, path)
 
 

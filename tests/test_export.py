@@ -2,9 +2,10 @@
 that runs it without this package (docs/run_exported.py), and the convolution lowering each
 exported platform gets (models/conv_lowering.py).
 
-The script's test is the one that compiles: the tiny HS2S of the demo config at 32x64, once in
-api.Segmenter and once, exported, in a process that cannot import rnn_vos_jax. The rest only
-traces and lowers (for cpu, cuda and tpu, on this CPU machine)."""
+The script's test is the one that compiles: the tiny HS2S of the demo config at 32x64 under
+both feedback rules, once in api.Segmenter and once, exported, in a process that cannot import
+rnn_vos_jax. The rest only traces and lowers (for cpu, cuda and tpu, on this CPU machine), but
+for one deep convolution run both ways."""
 
 import json
 import os

@@ -225,7 +225,10 @@ def test_each_exported_platform_gets_its_own_convolution_lowering():
     assert _ops(plain) == (0, 1)
 
 
-def test_bad_platforms_and_flags_are_refused(tmp_path):
+def test_bad_platforms_flags_and_feedback_are_refused(tmp_path):
+    model = models.build({"name": "s2s", **models.family("s2s").tiny})
+    with pytest.raises(ValueError, match="'s2s' feeds back no mask"):
+        exported.streaming(model, {}, SIZE, 2, "exclusive")
     with pytest.raises(ValueError, match="'gpu'"):
         exported.check_platforms(["cpu", "gpu"])
     assert exported.check_platforms(["TPU", "cpu", "tpu"]) == ("tpu", "cpu")

@@ -127,11 +127,17 @@ def streaming(
     """The exportable start and step of `model` for `objects` slots at `image_size` (H, W).
 
     Raises:
-      ValueError: a family that predicts whole clips (offline), a bad slot count or feedback.
+      ValueError: a family that predicts whole clips (offline), a bad slot count or feedback
+        ('exclusive' for a family that feeds back no mask).
     """
     fam = streaming_family(model)
     check_feedback(feedback)
-    exclusive = feedback == "exclusive" and fam.fed_back_mask is not None
+    exclusive = feedback == "exclusive"
+    if exclusive and fam.fed_back_mask is None:  # as StreamingPredictor refuses it
+        raise ValueError(
+            f"feedback='exclusive': model family {fam.name!r} feeds back no mask "
+            "(Family.fed_back_mask); use 'independent'"
+        )
     if objects < 1:
         raise ValueError(f"objects={objects}: need at least one object slot")
     flat_vars, unflatten_vars = flatten({k: v for k, v in variables.items() if v})

@@ -7,13 +7,15 @@ compilation cache (RNN_VOS_JAX_COMPILATION_CACHE=DIR/cache): cold (empty cache),
 
 - train: `python -m rnn_vos_jax.main` on synthetic records (made once in --workdir), one
   training step, batch 1, clips of 2 frames (the full model at its 256x448 on CPU needs no more
-  to show its compile); timed from the process start to the first step's log line (the step
-  compiled, or loaded, and run once). Each run gets a fresh workdir, so nothing resumes.
+  to show its compile); timed from the process start to the line that reports the compiled step
+  (its FLOPs: the step traced and compiled, or loaded from the cache) and to the first step's
+  log line (that step run once: on 2 CPU cores the full model's first step takes minutes by
+  itself). Each run gets a fresh workdir, so nothing resumes.
 - segment: `python -m rnn_vos_jax.segment` on a 6-frame synthetic video at 480x854 with random
   weights (speed does not depend on them); timed from the process start to the first predicted
   frame's PNG (frame 1: the model started on frame 0 and stepped once).
 
-Printed per run: seconds to that point, and the cache's size after it. Run it on an otherwise idle
+Printed per run: seconds to those points, and the cache's size after it. Run it on an otherwise idle
 machine; both commands also restart themselves once for huge pages (runtime/host_memory.py),
 which both cold and warm runs pay.
 """
@@ -40,17 +42,21 @@ def _config_arg(spec: str) -> str:
     return f"configs/{name}.py" + (f":{arg}" if arg else "")
 
 
-def _timed(cmd: list[str], env: dict, done) -> float:
-    """Seconds from starting `cmd` to `done(line)` on one of its stderr lines, or to `done(None)`
-    polled every 0.2 s; the process is stopped then (what follows is not start-up)."""
+def _timed(cmd: list[str], env: dict, done, ready=None) -> tuple[float | None, float]:
+    """Seconds from starting `cmd` to `ready(line)` on one of its stderr lines (None without
+    `ready`), and to `done(line)`, or to `done(None)` polled every 0.2 s; the process is
+    stopped then (what follows is not start-up)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     seen = threading.Event()
     tail: list[str] = []
+    ready_at = []
 
     def read():
         for line in proc.stderr:
             tail[:] = [*tail[-30:], line]
+            if ready and not ready_at and ready(line):
+                ready_at.append(time.perf_counter() - start)
             if done(line):
                 seen.set()
 
@@ -62,7 +68,7 @@ def _timed(cmd: list[str], env: dict, done) -> float:
     seconds = time.perf_counter() - start
     proc.kill()
     proc.wait()
-    return seconds
+    return (ready_at[0] if ready_at else None), seconds
 
 
 def _records(workdir: str, train: bool) -> str:
@@ -149,15 +155,18 @@ def main(argv=None):
                 for run in ("cold", "warm"):
                     out = os.path.join(workdir, "runs", f"{spec}_{what}_{run}".replace(":", "_"))
                     shutil.rmtree(out, ignore_errors=True)
+                    ready = None
                     if what == "train":
                         cmd, done = _train_cmd(spec, os.path.join(workdir, "records"), out)
                         point = "first training step"
+                        ready = lambda line: "train step (" in line
                     else:
                         cmd, done = _segment_cmd(spec, valid, _checkpoint(workdir, spec), out)
                         point = "first segmented frame"
-                    seconds = _timed(cmd, env, done)
+                    compiled, seconds = _timed(cmd, env, done, ready)
+                    head = f"{compiled:7.1f} s to the compiled step, " if compiled else ""
                     print(
-                        f"{spec:12s} {what:8s} {run}: {seconds:7.1f} s to the {point} "
+                        f"{spec:12s} {what:8s} {run}: {head}{seconds:7.1f} s to the {point} "
                         f"(cache {_size(cache)})",
                         flush=True,
                     )

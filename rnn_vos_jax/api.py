@@ -13,6 +13,10 @@
     tracker.remove(3); tracker.save("state/"); tracker = seg.load_tracker("state/")
     ids = api.merge_probabilities(probs, tracker.object_ids)        # uint8[H,W] object ids
 
+    # Many videos, their objects stepped together in 8 slots (continuous batching):
+    for f in seg.segment_many([(name, frames, {1: (0, mask)}), ...], object_slots=8):
+        f.key, f.index, f.probs                # a frame of one video: float32[K,H,W]
+
     # A video file, frame folder or live source, streamed, to palette PNGs and an overlay
     # (resumes a stopped run into the same folder; later masks of an object are corrections):
     result = api.segment_video("configs/hs2s.py", "converted/hs2s", "IN.mp4", "FIRST.png", "out")

@@ -69,6 +69,26 @@ def test_id_mask_equals_objects_segmented_one_by_one(seg):
         np.testing.assert_allclose(probs[:, k], alone, atol=1e-5, rtol=0)
 
 
+def test_segment_many_equals_segment_video_by_video(seg):
+    """Three videos (2, 1 and 2 objects, different lengths) in 3 object slots: each video's
+    probabilities are segment's, frame by frame, to float rounding of the batch size."""
+    frames, ids = _video(t=5)
+    videos = [("a", frames, ids), ("b", frames[:3, ::-1], ids[::-1] == 5), ("c", frames[1:], ids)]
+    got = {}
+    inputs = []
+    for key, f, m in videos:
+        objects = api.Segmenter.object_ids(m)
+        first = {o: (0, m if m.dtype == bool else m == o) for o in objects}
+        inputs.append((key, f, first))
+    for frame in seg.segment_many(inputs, object_slots=3):
+        got.setdefault(frame.key, []).append(frame.probs)
+        assert frame.index == len(got[frame.key]) - 1
+    for key, f, m in videos:
+        want = seg.segment(f, m)
+        have = np.stack(got[key])
+        np.testing.assert_allclose(have[:, 0] if m.dtype == bool else have, want, atol=1e-5)
+
+
 def test_input_errors_are_named(seg):
     frames, ids = _video(2)
     with pytest.raises(ValueError, match="first_mask is empty"):

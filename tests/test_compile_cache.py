@@ -35,7 +35,9 @@ print("RESULT", json.dumps({"folder": folder, "hits": counts.hits,
 def _run(code: str, *args: str, **env: str) -> dict:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
     # Every program is stored, however quick its compile: the test's are tiny.
-    environ.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PLATFORMS="cpu", **env)
+    environ.update({"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PLATFORMS": "cpu"})
+    environ.update(env)
+    environ = {k: v for k, v in environ.items() if v is not None}  # None: unset
     out = subprocess.run(
         [sys.executable, "-c", code, *args],
         capture_output=True,
@@ -78,6 +80,16 @@ print("RESULT", json.dumps(compile_cache.enable()))
     assert _run(keep, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "theirs")) == str(
         tmp_path / "theirs"
     )
+    # Every program is stored however quick its compile, unless the user set JAX's floor.
+    floor = """
+import json, sys
+from rnn_vos_jax.runtime import compile_cache
+import jax
+compile_cache.enable(sys.argv[1])
+print("RESULT", json.dumps(jax.config.jax_persistent_cache_min_compile_time_secs))
+"""
+    assert _run(floor, given, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=None) == 0.0
+    assert _run(floor, given, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="2.5") == 2.5
 
 
 def test_second_process_loads_the_steps_and_corrupt_entries_are_replaced(tmp_path):

@@ -8,14 +8,14 @@ on it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
 from rnn_vos_jax import models
-from rnn_vos_jax.inference import predictors
+from rnn_vos_jax.inference import predictors, slots
 from rnn_vos_jax.inference import tracker as tracker_lib
 from rnn_vos_jax.runtime import checkpoints, config_files
 from rnn_vos_jax.weights import torch_checkpoints
@@ -171,3 +171,29 @@ class Segmenter:
         first = {i: (0, mask if mask.dtype == bool else mask == i) for i in ids}
         probs = np.stack(list(self.predictor.predict(frames, first)))
         return probs[:, 0] if mask.dtype == bool else probs
+
+    def segment_many(
+        self, videos: Iterable[tuple[Hashable, Any, Mapping]], object_slots: int
+    ) -> Iterator[slots.SlotFrame]:
+        """Several videos at once: the objects of several videos stepped together in
+        `object_slots` slots, a video starting when its objects fit (inference/slots.py:
+        continuous batching; what config.eval.object_slots does in evaluation). Streaming
+        families only.
+
+        Args:
+          videos: (key, frames uint8[T, H, W, 3] or T frames uint8[H, W, 3], {object id:
+            (its first frame, bool[H, W] mask there)}) per video, read as its turn comes.
+          object_slots: S, at least the largest number of objects in a video.
+
+        Yields:
+          slots.SlotFrame for each frame of each video as it is done (`key`, frame `index`,
+          `last`, `probs` float32[K, H, W] in ascending id order, as `segment` gives them to
+          within float rounding of the batch size); frames of one video come in order.
+
+        Raises:
+          ValueError: an offline family (named), or a video with more objects than slots.
+        """
+        tracker_lib.check_streaming(self.model)
+        runner = slots.SlotRunner(self.predictor, object_slots)
+        for step in runner.run(slots.SlotVideo(*video) for video in videos):
+            yield from step

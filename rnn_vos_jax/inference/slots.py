@@ -24,16 +24,14 @@ then); the carry has `num_slots` rows whatever the number of videos.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rnn_vos_jax.inference.object_merge import exclusive_masks
 from rnn_vos_jax.inference.predictor_inputs import check_frame, first_mask, resize_frame
-from rnn_vos_jax.inference.tracker import _probabilities, carry_shapes
+from rnn_vos_jax.inference.tracker import _probabilities, compiled_slots
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,29 +67,6 @@ class SlotFrame:
     last: bool
     probs: np.ndarray
     extras: dict
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled(model):
-    """Jitted (init, step, step_outputs) over per-slot frames uint8[S, H, W, 3]."""
-
-    def init(variables, frames, masks, start, carry):
-        fresh = model.apply(variables, frames, masks[..., None], method="init_carry")
-        # Only slots whose object starts on this frame take the fresh carry.
-        s = masks.shape[0]
-        return jax.tree.map(
-            lambda new, old: jnp.where(start.reshape((s,) + (1,) * (new.ndim - 1)), new, old),
-            fresh,
-            carry,
-        )
-
-    def step(variables, carry, frames):
-        return model.apply(variables, carry, frames, method="step")
-
-    def step_outputs(variables, carry, frames):
-        return model.apply(variables, carry, frames, method="step_outputs")
-
-    return jax.jit(init), jax.jit(step), jax.jit(step_outputs)
 
 
 class _Video:
@@ -144,7 +119,7 @@ class SlotRunner:
             raise ValueError(f"num_slots={num_slots}: needs at least one object slot")
         self.predictor = predictor
         self.num_slots = int(num_slots)
-        self._init, self._step, self._step_outputs = _compiled(predictor.model)
+        self._init, self._step, self._step_outputs = compiled_slots(predictor.model)
         self._carry = None
 
     def run(self, videos: Iterable[SlotVideo]) -> Iterator[list[SlotFrame]]:
@@ -209,8 +184,7 @@ class SlotRunner:
             frames[v.slots] = v.small[v.t]
         frames = jnp.asarray(frames)
         if self._carry is None:
-            shapes = carry_shapes(p.model, p.variables, p.image_size, s)
-            self._carry = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+            self._carry = p._empty_carry(p.variables, frames[0], s)
         running = [v.starts < v.t for v in active]
         values = {}
         if any(r.any() for r in running):
@@ -226,7 +200,7 @@ class SlotRunner:
         for i, (v, run) in enumerate(zip(active, running)):
             probs = np.zeros((len(v.object_ids), *v.size), np.float32)
             if run.any():
-                probs[run] = np.asarray(_probabilities(logits[v.slots], v.size))[run]
+                probs[run] = np.asarray(_probabilities(logits, v.size, v.slots))[run]
             for j in np.flatnonzero(v.starts == v.t):
                 probs[j], masks[v.slots[j]] = v.masks[j]
                 start[v.slots[j]] = True

@@ -47,29 +47,60 @@ def _bucket(k: int) -> int:
     return 1 << max(0, (k - 1).bit_length())
 
 
-@functools.lru_cache(maxsize=16)
-def _compiled(model):
-    """Jitted (init, step) for a model; cached so predictors of equal models share compilations."""
+def _slot_calls(model):
+    """The model's calls over K object slots, each with its own frame uint8[K, H, W, 3]:
+    (init(variables, frames, masks f32[K,H,W], start bool[K], carry) -> carry, with only the
+    starting slots' carry fresh; step(variables, carry, frames) -> (carry, logits f32[K,H,W,1]);
+    step_outputs(...) -> (carry, logits, {name: [K, H, W, C]}))."""
 
-    def init(variables, frame, masks, start, carry):
-        k = masks.shape[0]
-        frames = jnp.broadcast_to(frame[None], (k, *frame.shape))
+    def init(variables, frames, masks, start, carry):
         fresh = model.apply(variables, frames, masks[..., None], method="init_carry")
-        # Only objects starting on this frame take the fresh carry.
+        k = masks.shape[0]
         return jax.tree.map(
             lambda new, old: jnp.where(start.reshape((k,) + (1,) * (new.ndim - 1)), new, old),
             fresh,
             carry,
         )
 
-    def step(variables, carry, frame):
-        k = jax.tree.leaves(carry)[0].shape[0]
-        frames = jnp.broadcast_to(frame[None], (k, *frame.shape))
+    def step(variables, carry, frames):
         return model.apply(variables, carry, frames, method="step")
 
+    def step_outputs(variables, carry, frames):
+        return model.apply(variables, carry, frames, method="step_outputs")
+
+    return init, step, step_outputs
+
+
+@functools.lru_cache(maxsize=16)
+def compiled_slots(model):
+    """Jitted `_slot_calls` (init, step, step_outputs): every slot steps its own video's frame
+    (inference/slots.py)."""
+    return tuple(jax.jit(f) for f in _slot_calls(model))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(model):
+    """Jitted (init, step, empty_carry) over one frame uint8[H, W, 3] for all K slots; cached so
+    predictors of equal models share compilations."""
+    slot_init, slot_step, _ = _slot_calls(model)
+
+    def init(variables, frame, masks, start, carry):
+        k = masks.shape[0]
+        frames = jnp.broadcast_to(frame[None], (k, *frame.shape))
+        return slot_init(variables, frames, masks, start, carry)
+
+    def step(variables, carry, frame):
+        k = jax.tree.leaves(carry)[0].shape[0]
+        return slot_step(variables, carry, jnp.broadcast_to(frame[None], (k, *frame.shape)))
+
+    shapes = {}  # (H, W, k) -> the carry's structure
+
     def empty_carry(variables, frame, k):
-        shapes = carry_shapes(model, variables, frame.shape[:2], k)
-        return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+        # eval_shape traces the model: once per input size and slot count, not once per video.
+        key = (*frame.shape[:2], k)
+        if key not in shapes:
+            shapes[key] = carry_shapes(model, variables, frame.shape[:2], k)
+        return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes[key])
 
     return jax.jit(init), jax.jit(step), empty_carry
 
@@ -86,17 +117,21 @@ def carry_shapes(model, variables, image_size: Sequence[int], k: int):
 @functools.lru_cache(maxsize=16)
 def _compiled_outputs(model):
     """Jitted step_outputs: (variables, carry, frame) -> (carry, logits, {name: [K,H,W,C]})."""
+    *_, slot_step_outputs = _slot_calls(model)
 
     def step(variables, carry, frame):
         k = jax.tree.leaves(carry)[0].shape[0]
         frames = jnp.broadcast_to(frame[None], (k, *frame.shape))
-        return model.apply(variables, carry, frames, method="step_outputs")
+        return slot_step_outputs(variables, carry, frames)
 
     return jax.jit(step)
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
-def _probabilities(logits, size):
+def _probabilities(logits, size, rows=None):
+    """float32[n, *size] from logits [K, h, w, 1]: rows int[n] of them (None: all K)."""
+    if rows is not None:  # in the same program: one dispatch per video of a slotted step
+        logits = logits[rows]
     probs = jax.nn.sigmoid(logits[..., 0].astype(jnp.float32))
     # Clipped: the resampling kernel's float rounding can step a hair outside [0, 1].
     return jnp.clip(jax.image.resize(probs, (probs.shape[0], *size), "bilinear"), 0.0, 1.0)

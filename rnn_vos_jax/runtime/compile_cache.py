@@ -15,8 +15,9 @@ them on all). A corrupt or foreign entry never breaks a run: JAX reads an entry 
 a miss (with a warning) and compiles; entries of another JAX version or another program are never
 looked up, as the key differs. JAX would then keep the corrupt file and compile again on every
 run (it never overwrites an entry), so `enable` also removes an entry that fails to read, and the
-step compiled instead takes its place. Steps shorter to compile than
-`jax_persistent_cache_min_compile_time_secs` (1 s) are not stored.
+step compiled instead takes its place. Every program is stored, however short its compile
+(JAX's default keeps only those over 1 s); JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS, when set,
+is kept.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Self
 
 ENV = "RNN_VOS_JAX_COMPILATION_CACHE"
 OFF = "off"
+MIN_COMPILE_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"  # the user's choice is kept
 # The key is JAX's own: every jitted step logs whether it was a hit at DEBUG.
 _HIT_EVENT = "/jax/compilation_cache/cache_hits"
 _REQUEST_EVENT = "/jax/compilation_cache/compile_requests_use_cache"
@@ -59,6 +61,10 @@ def enable(path: str | None = None) -> str | None:
     os.makedirs(folder, exist_ok=True)
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", folder)
+    if MIN_COMPILE_ENV not in os.environ:
+        # JAX stores only programs that compiled for over a second; the many small ones add
+        # seconds to every warm start (2-3 s of the demo's, benchmarks/RESULTS.md).
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     _remove_entries_that_fail_to_read()
     return folder
 

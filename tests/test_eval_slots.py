@@ -7,23 +7,14 @@ import os
 import model_testing as mt
 import numpy as np
 import pytest
+import test_eval_protocols as protocols
 
 from rnn_vos_jax import models
 from rnn_vos_jax.evaluation import job, predict
 from rnn_vos_jax.inference import predictors, slots
-from rnn_vos_jax.runtime import checkpoints
 
-TINY_MODEL = {"name": "hs2s", **models.family("hs2s").tiny}
-IMAGE_SIZE = (32, 64)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    model = models.build(TINY_MODEL)
-    variables = mt.random_variables(model)
-    path = str(tmp_path_factory.mktemp("tiny") / "variables")
-    checkpoints.save_variables(path, variables)
-    return model, variables, path
+TINY_MODEL, IMAGE_SIZE = protocols.TINY_MODEL, protocols.IMAGE_SIZE
+tiny = protocols.tiny  # the same fixture: the tiny HS2S, its variables and their folder
 
 
 def _videos(seed=0):

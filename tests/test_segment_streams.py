@@ -107,11 +107,10 @@ def test_sigterm_at_a_random_frame_then_rerun_gives_the_uninterrupted_results(
     folder = own._write_folder(tmp_path / "frames", frames, _names(len(frames)))
     first = own._write_mask(tmp_path / "first.png", own._ids())
     whole = tmp_path / "whole"
-    # A GIF overlay: its encoder is exact (the H.264 one can round differently from run to run).
-    api.segment_video(None, seg, folder, first, str(whole), "gif", show_progress=False)
+    api.segment_video(None, seg, folder, first, str(whole), "mp4", show_progress=False)
 
     out = tmp_path / "out"
-    argv = _argv(checkpoint_dir, folder, first, out, "--overlay=gif", "--state_every=1")
+    argv = _argv(checkpoint_dir, folder, first, out, "--overlay=mp4", "--state_every=1")
     stop_after = random.Random().randint(1, 8)  # PNGs on disk before the signal is sent
     process = subprocess.Popen(
         [sys.executable, "-m", "rnn_vos_jax.segment", *argv[1:]],
@@ -128,18 +127,19 @@ def test_sigterm_at_a_random_frame_then_rerun_gives_the_uninterrupted_results(
     stopped_at = len([n for n in os.listdir(ann) if n.endswith(".png")])
     assert stop_after <= stopped_at < len(frames), (stop_after, stopped_at)
     assert f"Run the same command again to go on from frame {stopped_at}" in err
-    assert sorted(os.listdir(out)) == ["Annotations", "state"]  # no overlay.partial.gif
+    assert sorted(os.listdir(out)) == ["Annotations", "state"]  # no overlay.partial.mp4
 
     with pytest.raises(FileExistsError, match="unfinished run with another overlay"):
-        api.segment_video(None, seg, folder, first, str(out), "mp4")  # not the same command
+        api.segment_video(None, seg, folder, first, str(out), "gif")  # not the same command
     result = segment.main(argv)  # the same command again
     assert _pngs(out) == _pngs(whole)
     assert result.record_data["resumed"] == [
         {"frame": f"{stopped_at:05d}", "frame_index": stopped_at}
     ]
-    assert sorted(os.listdir(out)) == ["Annotations", "overlay.gif", "segment.json"]
-    # Frames before the stop were drawn again from the video and their PNGs: the same overlay.
-    with open(out / "overlay.gif", "rb") as a, open(whole / "overlay.gif", "rb") as b:
+    assert sorted(os.listdir(out)) == ["Annotations", "overlay.mp4", "segment.json"]
+    # Frames before the stop were drawn again from the video and their PNGs: the same H.264
+    # file, byte for byte.
+    with open(out / "overlay.mp4", "rb") as a, open(whole / "overlay.mp4", "rb") as b:
         assert a.read() == b.read()
 
 

@@ -13,9 +13,8 @@ mp4: H.264 (High profile, yuv420p, CRF 18) in an MP4 container with its index at
 the codec every browser and notebook plays (OpenCV's wheels write only MPEG-4 part 2, 'mp4v',
 which they do not). yuv420p needs even sizes: an odd height or width is padded by repeating the
 last row or column. The RGB -> YUV conversion is BT.601, limited range, and the file says so,
-so players convert it back with the same matrix. The encoder's output is not always bit for bit the
-same from run to run (the libx264 of PyAV's wheels was seen to encode the same frames differently
-in the first run of a busy process): what it shows is the same up to its compression error.
+so players convert it back with the same matrix. The same frames give the same file, byte for
+byte (ENCODER_OPTIONS says what that takes).
 
 GIF: frame by frame (one 256-colour table per frame, no dithering; frame times below 20 ms,
 which viewers ignore, are raised to 20 ms).
@@ -42,7 +41,11 @@ KINDS = ("mp4", "gif")
 CHOICES = (*KINDS, "none")  # what `segment --overlay` takes
 ALPHA = 0.5  # weight of the palette colour inside a mask
 CODEC = "libx264"
-ENCODER_OPTIONS = {"crf": "18", "preset": "medium", "profile": "high"}
+# mbtree off: libx264's macroblock-tree rate control reads uninitialised stack memory (valgrind,
+# libx264 165 of PyAV's wheels), so the same frames encoded to different bytes from run to run,
+# and a resumed segment run's overlay differed from an uninterrupted one's. Without it the
+# encoder is deterministic; files are a few per cent larger at the same CRF.
+ENCODER_OPTIONS = {"crf": "18", "preset": "medium", "profile": "high", "x264-params": "mbtree=0"}
 BT601 = 6  # AVCOL_SPC/PRI/TRC_SMPTE170M: BT.601 (525 lines), what swscale converts RGB with
 LIMITED_RANGE = 1  # AVCOL_RANGE_MPEG
 

@@ -15,8 +15,8 @@ frame folder is read again from frame k without an overlay, else from its start:
 are not segmented again, but their overlay frames are drawn again from the frames and their PNGs
 (the stopped run's overlay was dropped: an mp4 cut short is unreadable). So PNGs and overlay come
 out as those of a run that never stopped (the same state gives the same steps, bit for bit; a
-GIF is the same file, an mp4 the same frames up to the H.264 encoder's rounding). A live
-source cannot be rewound: its frames after the restart are numbered from k on, and the overlay's
+GIF or mp4 is the same file). A live source cannot be rewound: its frames after the restart are
+numbered from k on, and the overlay's
 first k frames are read back from the stopped run's overlay.partial.mp4 and encoded again (once
 more lossy), or are missing when that file was cut short (the run was killed with SIGKILL).
 

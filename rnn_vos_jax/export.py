@@ -30,20 +30,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """The command line (argv[0] is the program name); exits with a one-line error on bad input.
     Returns the signature written."""
     from absl import flags
-    from ml_collections import config_flags
+
+    from rnn_vos_jax.runtime import config_files
 
     argv = list(sys.argv if argv is None else argv)
-    fv = flags.FlagValues()  # its own flags: main can run in-process (tests, notebooks)
-    config_flags.DEFINE_config_file(
-        "config",
-        None,
-        "Config file [:arg], e.g. configs/hs2s.py; --config.KEY=VALUE overrides.",
-        flag_values=fv,
-        sys_argv=argv,
-    )
-    flags.DEFINE_string(
-        "checkpoint", None, "orbax checkpoint directory or authors' .pth", flag_values=fv
-    )
+    fv = config_files.model_flags(argv)
     flags.DEFINE_string("output", None, "output folder", flag_values=fv)
     flags.DEFINE_list(
         "platforms", list(exported.PLATFORMS), "jax.export platforms to lower for", flag_values=fv

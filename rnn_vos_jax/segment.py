@@ -43,20 +43,11 @@ USAGE = (
 def main(argv: Sequence[str] | None = None) -> own_video.SegmentResult:
     """The command line (argv[0] is the program name); exits with a one-line error on bad input."""
     from absl import flags
-    from ml_collections import config_flags
+
+    from rnn_vos_jax.runtime import config_files
 
     argv = list(sys.argv if argv is None else argv)
-    fv = flags.FlagValues()  # its own flags: main can run in-process (tests, notebooks)
-    config_flags.DEFINE_config_file(
-        "config",
-        None,
-        "Config file [:arg], e.g. configs/hs2s.py; --config.KEY=VALUE overrides.",
-        flag_values=fv,
-        sys_argv=argv,  # where the --config.KEY overrides are looked up
-    )
-    flags.DEFINE_string(
-        "checkpoint", None, "orbax checkpoint directory or authors' .pth", flag_values=fv
-    )
+    fv = config_files.model_flags(argv)
     video = "video file, frame folder, '-' (YUV4MPEG2 on stdin), rtsp/http URL or camera number"
     flags.DEFINE_string("video", None, video, flag_values=fv)
     masks = "first-frame PNG, or folder of FRAME.png masks (later ones: corrections)"

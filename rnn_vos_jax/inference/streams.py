@@ -100,19 +100,10 @@ class CaptureStream(_Live):
 
     def frames(self) -> Iterator[np.ndarray]:
         """Yields the frames as they arrive (once: a live source cannot be rewound)."""
-        frame, index = self._first, 0
-        self._first = None
+        first, self._first = self._first, None
         try:
-            while frame is not None:
-                if frame.shape[:2] != self.size:
-                    raise ValueError(
-                        f"{self.path}: frame {index} ({index:05d}) is {frame.shape[0]}x"
-                        f"{frame.shape[1]}, the first frame {self.size[0]}x{self.size[1]}"
-                    )
-                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                index += 1
-                ok, frame = self._capture.read()
-                frame = frame if ok else None
+            if first is not None:
+                yield from video_io.rgb_frames(self._capture, first, 0, self.size, self.path)
         finally:
             self._capture.release()
 

@@ -37,6 +37,30 @@ def _natural_key(name: str) -> list:
     ]
 
 
+def rgb_frames(capture, first, index: int, size, source: str) -> Iterator[np.ndarray]:
+    """uint8[H, W, 3] RGB frames of an OpenCV capture: `first` (a BGR frame already read, or
+    None), then each `capture.read()` until it fails; `index` numbers the first one.
+
+    Raises:
+      ValueError: naming `source` and the frame when one is not `size` (H, W).
+    """
+    frame = first if first is not None else _read(capture)
+    while frame is not None:
+        if frame.shape[:2] != tuple(size):
+            raise ValueError(
+                f"{source}: frame {index} ({index:05d}) is {frame.shape[0]}x{frame.shape[1]}, "
+                f"the first frame {size[0]}x{size[1]}"
+            )
+        yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        index += 1
+        frame = _read(capture)
+
+
+def _read(capture) -> np.ndarray | None:
+    ok, frame = capture.read()
+    return frame if ok else None
+
+
 class VideoFile:
     """Frames of a video file OpenCV can read (mp4, avi, mov, ...), named `%05d`.
 
@@ -103,17 +127,7 @@ class VideoFile:
             # grab() steps exactly one frame; seeking (CAP_PROP_POS_FRAMES) can land off by some.
             while index < start and capture.grab():
                 index += 1
-            while True:
-                ok, frame = capture.read()
-                if not ok or frame is None:
-                    return
-                if frame.shape[:2] != self.size:
-                    raise ValueError(
-                        f"video {self.path}: frame {index} is {frame.shape[0]}x{frame.shape[1]}, "
-                        f"the first frame {self.size[0]}x{self.size[1]}"
-                    )
-                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                index += 1
+            yield from rgb_frames(capture, None, index, self.size, f"video {self.path}")
         finally:
             capture.release()
 

@@ -38,3 +38,24 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
             )
         module = importlib.import_module(f"{shipped.__name__}.{name}")
     return module.get_config(arg or None)
+
+
+def model_flags(argv: list[str]):
+    """Fresh absl FlagValues holding a command's --config (its --config.KEY=VALUE overrides are
+    looked up in `argv`) and --checkpoint: its own flags, so the command can also run in-process
+    (tests, notebooks). segment and export add theirs."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "Config file [:arg], e.g. configs/hs2s.py; --config.KEY=VALUE overrides.",
+        flag_values=fv,
+        sys_argv=argv,
+    )
+    flags.DEFINE_string(
+        "checkpoint", None, "orbax checkpoint directory or authors' .pth", flag_values=fv
+    )
+    return fv

@@ -35,9 +35,18 @@ setuptools.setup(
         "ml-collections>=0.1.1,<2",
         "absl-py>=2,<3",
         "tensorboardX>=2.6,<3",
+        # The path layer (runtime/storage.py): etils.epath on fsspec; gcsfs serves gs://.
+        "etils[epath]>=1.7",
+        "fsspec>=2024.2",
+        "gcsfs>=2024.2",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],
+        "test": [
+            "pytest>=8,<10",
+            "pytest-xdist>=3.5,<4",
+            # A real GCS server on 127.0.0.1 for the gs:// tests.
+            "gcp-storage-emulator>=2024.8",
+        ],
         "convert": ["torch>=2.2,<3"],
     },
 )

@@ -124,3 +124,81 @@ def synthetic(tmp_path_factory):
     )
     changed = sorted(set(before.items()) ^ set(_snapshot(root).items()))
     assert not changed, f"tests changed the shared synthetic dataset: {changed[:5]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class GcsEmulator:
+    """A Google Cloud Storage emulator (gcp-storage-emulator's server) on 127.0.0.1.
+
+    `env` points every storage client the project uses at it (runtime.storage.emulator_env); it is
+    set in this process while the fixture is alive, and subprocesses inherit it. `bucket(name)`
+    gives a fresh bucket URL per test.
+    """
+
+    endpoint: str
+    env: dict
+
+    def bucket(self, name: str) -> str:
+        import uuid
+
+        from rnn_vos_jax.runtime import storage
+
+        url = f"gs://{name}-{uuid.uuid4().hex[:8]}"
+        storage.as_path(url).mkdir(parents=True, exist_ok=True)  # gcsfs creates the bucket
+        return url
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory):
+    """A GCS emulator server (a real HTTP server in its own process), one per session and xdist
+    worker: storage clients cache their endpoint per process, so one server outlives the tests."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from rnn_vos_jax.runtime import storage
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("gcs_emulator") / "server.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gcp_storage_emulator",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--in-memory",
+                "-q",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(endpoint + "/", timeout=1).read()
+                break
+            except OSError:
+                assert server.poll() is None, log.read_text()
+                time.sleep(0.05)
+        env = storage.emulator_env(endpoint)
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        yield GcsEmulator(endpoint=endpoint, env=env)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        for k, v in locals().get("old", {}).items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

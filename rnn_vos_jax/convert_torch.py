@@ -11,10 +11,9 @@ weights via `--config.init_from`) and by `api.Segmenter.from_checkpoint`.
 The conversion and its checks: weights/torch_checkpoints.py.
 """
 
-import os
-
 import jax
 
+from rnn_vos_jax.runtime import storage
 from rnn_vos_jax.weights import torch_checkpoints
 
 
@@ -32,7 +31,7 @@ def main(argv):
     n_stats = len(jax.tree.leaves(variables.get("batch_stats", {})))
     print(
         f"Converted {fl.checkpoint} ({cfg.model.name}): {torch_checkpoints.count_parameters(variables):,} "
-        f"parameters, {n_stats} BatchNorm statistics -> {os.path.abspath(fl.output)}"
+        f"parameters, {n_stats} BatchNorm statistics -> {storage.absolute(fl.output)}"
     )
 
 

@@ -9,7 +9,11 @@ conversion -> training -> evaluation -> J&F table.
 Compiled steps are kept in JAX's persistent compilation cache (runtime/compile_cache.py), so a
 rerun (resuming, evaluating, another config of the same model) loads them instead of compiling.
 
-Exit status: 0 when done; 1 on an error; 143 / 130 when SIGTERM / SIGINT stopped training after
+WORKDIR (and every data path in the config) may be a local folder or a bucket URL such as
+gs://BUCKET/runs/NAME (runtime/storage.py; docs/scale-out.md).
+
+Exit status: 0 when done; 1 on an error; 74 when a full disk or a refused write stopped it (one
+line names the path; what was complete stays, so a rerun resumes); 143 / 130 when SIGTERM / SIGINT stopped training after
 it saved a checkpoint at the current step (runtime/preemption.py; rerun to resume). Several
 processes: runtime/multihost.py.
 """
@@ -44,7 +48,7 @@ def main(argv):
     _hide_accelerators_from_tensorflow()
     # Orbax logs each checkpoint write in detail at INFO; keep the progress lines readable.
     logging.get_absl_logger().addFilter(lambda r: r.levelno >= 30 or "orbax" not in r.pathname)
-    from rnn_vos_jax.runtime import compile_cache, multihost
+    from rnn_vos_jax.runtime import compile_cache, multihost, storage
 
     multihost.initialize()
     cache = compile_cache.enable(CACHE.value)
@@ -60,7 +64,7 @@ def main(argv):
         cache or "off",
     )
     config, workdir = CONFIG.value, FLAGS.value
-    with multihost.exit_on_failure():
+    with storage.exit_on_storage_error(), multihost.exit_on_failure():
         if MODE.value == "eval":
             from rnn_vos_jax.evaluation import job
 

@@ -5,9 +5,11 @@ Layout:
   WORKDIR/checkpoints/<step>.corrupt-<unix time>/  a step that failed to restore, moved aside
   DIR/ (save_variables)                 standalone {'params', 'batch_stats'} tree
 
-A step counts only once committed: orbax writes it into <step>.orbax-checkpoint-tmp-<n>/ and
-renames it (with commit_success.txt inside) when every process has written its part, so a save
-cut short by a kill or preemption is never taken for the latest. All processes of a run call
+A step counts only once committed, so a save cut short by a kill or preemption is never taken
+for the latest. On a disk orbax writes it into <step>.orbax-checkpoint-tmp-<n>/ and renames it
+when every process has written its part; on an object store (gs://), where a rename is a copy of
+every object, it writes <step>/ in place and adds commit_success.txt last, and only steps holding
+that file count (`_committed`). All processes of a run call
 save and restore; one set of files is written.
 
 `load_variables` reads model variables from any of these (a save_variables dir, a training
@@ -17,6 +19,7 @@ and the Python API share one reader. Arrays come back as host numpy arrays: the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -28,9 +31,13 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from rnn_vos_jax.runtime import storage
+
 CHECKPOINT_DIR = "checkpoints"
 _ITEM = "default"
 _VARIABLE_KEYS = ("params", "batch_stats")
+# What orbax writes last into a step saved in place on an object store.
+_COMMIT_FILE = "commit_success.txt"
 
 
 class TrainCheckpointer:
@@ -46,14 +53,14 @@ class TrainCheckpointer:
     def __init__(
         self, workdir: str, *, save_interval_steps: int, max_to_keep: int, use_async: bool = True
     ):
-        self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+        self.directory = storage.absolute(storage.join(workdir, CHECKPOINT_DIR))
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=save_interval_steps,
             max_to_keep=max_to_keep,
             enable_async_checkpointing=use_async,
             create=True,
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._manager = ocp.CheckpointManager(storage.as_path(self.directory), options=options)
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint step, or None when there is none."""
@@ -63,8 +70,26 @@ class TrainCheckpointer:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any, *, force: bool = False) -> bool:
-        """Saves `state` at `step` if the interval policy (or `force`) says so; True if saved."""
-        return self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
+        """Saves `state` at `step` if the interval policy (or `force`) says so; True if saved.
+
+        Raises:
+          StorageError: "cannot write checkpoint DIR: CAUSE" for a full disk or a refused write
+            (this save's, or an earlier asynchronous one's); the uncommitted step is never used.
+        """
+        with self._storage_errors():
+            return self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+    @contextlib.contextmanager
+    def _storage_errors(self):
+        try:
+            yield
+        except Exception as e:
+            code = storage.fatal_errno(e)
+            if code is None:
+                raise
+            raise storage.StorageError(
+                code, f"cannot write checkpoint {self.directory}: {os.strerror(code)}"
+            ) from e
 
     def restore(self, step: int, abstract_state: Any) -> Any:
         """Restores the state of `step` laid out like `abstract_state` (ShapeDtypeStructs
@@ -110,17 +135,18 @@ class TrainCheckpointer:
         if jax.process_index() == 0:
             stamp = int(time.time())
             for step in steps:
-                src = os.path.join(self.directory, str(step))
+                src = storage.join(self.directory, str(step))
                 dst = f"{src}.corrupt-{stamp}"
-                os.rename(src, dst)
+                storage.rename(src, dst)
                 logging.warning("Moved the unreadable checkpoint %s to %s", src, dst)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("checkpoints_moved_aside")
         self._manager.reload()
 
     def wait(self) -> None:
-        """Blocks until pending asynchronous saves are committed."""
-        self._manager.wait_until_finished()
+        """Blocks until pending asynchronous saves are committed (errors: as `save`)."""
+        with self._storage_errors():
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
         self._manager.close()
@@ -148,43 +174,49 @@ def save_variables(path: str, variables: dict[str, Any]) -> None:
     tree = {k: variables[k] for k in _VARIABLE_KEYS if k in variables}
     tree = jax.tree.map(np.asarray, tree)
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.abspath(path), tree)
+    checkpointer.save(storage.as_path(storage.absolute(path)), tree)
     checkpointer.wait_until_finished()
     checkpointer.close()
 
 
+def _committed(step_dir: str) -> bool:
+    """Whether a <step>/ folder holds a finished save (see the module docstring)."""
+    if storage.is_remote(step_dir):
+        return storage.exists(storage.join(step_dir, _COMMIT_FILE))
+    return storage.isdir(storage.join(step_dir, _ITEM))
+
+
 def _is_step_dir(path: str) -> bool:
-    return os.path.isdir(os.path.join(path, _ITEM)) and re.fullmatch(r"\d+", os.path.basename(path))
+    return bool(re.fullmatch(r"\d+", storage.basename(path))) and _committed(path)
 
 
 def _step_dirs(root: str) -> dict[int, str]:
     out = {}
-    if os.path.isdir(root):
-        for name in os.listdir(root):
-            full = os.path.join(root, name)
-            # Only committed steps: orbax renames the temporary folder when a save finishes.
-            if re.fullmatch(r"\d+", name) and os.path.isdir(os.path.join(full, _ITEM)):
+    if storage.isdir(root):
+        for name in storage.listdir(root):
+            full = storage.join(root, name)
+            if re.fullmatch(r"\d+", name) and _committed(full):
                 out[int(name)] = full
     return out
 
 
 def committed_steps(workdir: str) -> list[int]:
     """The steps of WORKDIR/checkpoints whose saves completed, ascending ([] when none)."""
-    return sorted(_step_dirs(os.path.join(workdir, CHECKPOINT_DIR)))
+    return sorted(_step_dirs(storage.join(workdir, CHECKPOINT_DIR)))
 
 
 def resolve_variables_path(path: str, step: int | None = None) -> str:
     """Finds the orbax item directory holding variables for `path` (see `load_variables`)."""
-    path = os.path.abspath(os.path.expanduser(path))
-    if not os.path.exists(path):
+    path = storage.absolute(path)
+    if not storage.exists(path):
         raise FileNotFoundError(f"checkpoint path does not exist: {path}")
     if _is_step_dir(path):
-        if step is not None and int(os.path.basename(path)) != step:
+        if step is not None and int(storage.basename(path)) != step:
             raise ValueError(
-                f"{path} is the checkpoint of step {os.path.basename(path)}, not {step}"
+                f"{path} is the checkpoint of step {storage.basename(path)}, not {step}"
             )
-        return os.path.join(path, _ITEM)
-    for root in (os.path.join(path, CHECKPOINT_DIR), path):
+        return storage.join(path, _ITEM)
+    for root in (storage.join(path, CHECKPOINT_DIR), path):
         steps = _step_dirs(root)
         if steps:
             chosen = max(steps) if step is None else step
@@ -192,9 +224,9 @@ def resolve_variables_path(path: str, step: int | None = None) -> str:
                 raise FileNotFoundError(
                     f"no checkpoint of step {chosen} in {root}; available: {sorted(steps)}"
                 )
-            return os.path.join(steps[chosen], _ITEM)
-    if os.path.exists(os.path.join(path, "_METADATA")) or os.path.exists(
-        os.path.join(path, "_CHECKPOINT_METADATA")
+            return storage.join(steps[chosen], _ITEM)
+    if storage.exists(storage.join(path, "_METADATA")) or storage.exists(
+        storage.join(path, "_CHECKPOINT_METADATA")
     ):
         if step is not None:
             raise ValueError(f"{path} is a standalone variables checkpoint; it has no step {step}")
@@ -219,6 +251,7 @@ def load_variables(path: str, step: int | None = None) -> dict[str, Any]:
     """
     item = resolve_variables_path(path, step)
     checkpointer = ocp.PyTreeCheckpointer()
+    item = storage.as_path(item)
     tree = checkpointer.metadata(item).item_metadata.tree
     if "params" not in tree:
         raise ValueError(f"checkpoint {item} holds no 'params' (keys: {sorted(tree)})")

@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 from typing import Self
 
+from rnn_vos_jax.runtime import storage
+
 ENV = "RNN_VOS_JAX_COMPILATION_CACHE"
 OFF = "off"
 MIN_COMPILE_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"  # the user's choice is kept
@@ -57,8 +59,10 @@ def enable(path: str | None = None) -> str | None:
     if choice == OFF:
         jax.config.update("jax_enable_compilation_cache", False)
         return None
-    folder = os.path.abspath(os.path.expanduser(choice or default_dir()))
-    os.makedirs(folder, exist_ok=True)
+    # A gs:// folder works too: JAX reads and writes the cache through etils.epath, which
+    # runtime/storage.py sets on the same gcsfs backend as every other file of the project.
+    folder = storage.absolute(choice or default_dir())
+    storage.makedirs(folder)
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", folder)
     if MIN_COMPILE_ENV not in os.environ:
@@ -93,9 +97,7 @@ def _remove_entries_that_fail_to_read() -> None:
 
             folder = jax.config.jax_compilation_cache_dir or ""
             for suffix in suffixes:
-                path = os.path.join(folder, f"{cache_key}{suffix}")
-                if "://" not in folder and os.path.exists(path):
-                    os.remove(path)
+                storage.remove(storage.join(folder, f"{cache_key}{suffix}"))
             raise  # JAX warns, counts a miss and compiles; its write then takes the place
 
     read_or_remove.removes_bad_entries = True

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 
 import jax
+
+from rnn_vos_jax.runtime import storage
 
 
 class MetricWriter:
@@ -19,7 +20,8 @@ class MetricWriter:
     Args:
       workdir: directory receiving metrics.jsonl and tensorboard/ event files.
       enabled: defaults to `jax.process_index() == 0`.
-      tensorboard: also write TensorBoard events (tensorboardX).
+      tensorboard: also write TensorBoard events (tensorboardX; it writes gs:// through
+        google-cloud-storage, re-uploading the events object on each flush).
       jsonl: write metrics.jsonl (False: TensorBoard only).
     """
 
@@ -32,15 +34,15 @@ class MetricWriter:
         jsonl: bool = True,
     ):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
-        self.path = os.path.join(workdir, "metrics.jsonl") if jsonl else None
+        self.path = storage.join(workdir, "metrics.jsonl") if jsonl else None
         self._tb = None
         if not self.enabled:
             return
-        os.makedirs(workdir, exist_ok=True)
+        storage.makedirs(workdir)
         if tensorboard:
             from tensorboardX import SummaryWriter  # imported lazily: optional at import time
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = SummaryWriter(storage.join(workdir, "tensorboard"))
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         """Records `scalars` (name -> number) at `step`."""
@@ -52,8 +54,7 @@ class MetricWriter:
             # JSON has no NaN/Inf literal; keep the line parseable by strict readers.
             row[key] = value if math.isfinite(value) else str(value)
         if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            storage.append_text(self.path, json.dumps(row) + "\n")
         if self._tb is not None:
             for key, value in scalars.items():
                 self._tb.add_scalar(key, float(value), int(step))
@@ -70,8 +71,7 @@ class MetricWriter:
 
 def read_metrics(workdir: str) -> list[dict]:
     """Reads back WORKDIR/metrics.jsonl as a list of dicts (empty if absent)."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    path = storage.join(workdir, "metrics.jsonl")
+    if not storage.exists(path):
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]

@@ -48,11 +48,16 @@ def exit_on_failure():
     """
     import jax
 
+    from rnn_vos_jax.runtime import storage
+
     try:
         yield
-    except Exception:
+    except Exception as e:
         if jax.process_count() == 1:
             raise
+        if storage.is_fatal(e):  # a full disk or a refused write: one line, as in one process
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            os._exit(storage.EXIT_STORAGE)
         logging.exception("Process %d failed; exiting now", jax.process_index())
         logging.flush()
         sys.stdout.flush()

@@ -8,23 +8,19 @@ records, so data flows one way: training -> workdir -> evaluation.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
-from rnn_vos_jax.runtime import atomic
+from rnn_vos_jax.runtime import atomic, storage
 
 RUN_INFO = "run.json"
 
 
 def write(workdir: str, **info: Any) -> None:
     """Writes WORKDIR/run.json atomically (a reader never sees a partial file)."""
-    atomic.write_json(os.path.join(workdir, RUN_INFO), info)
+    atomic.write_json(storage.join(workdir, RUN_INFO), info)
 
 
 def read(workdir: str) -> dict[str, Any] | None:
     """WORKDIR/run.json as a dict, or None while no training has written it."""
-    try:
-        with open(os.path.join(workdir, RUN_INFO)) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
+    path = storage.join(workdir, RUN_INFO)
+    return json.loads(storage.read_text(path)) if storage.exists(path) else None

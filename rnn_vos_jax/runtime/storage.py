@@ -60,6 +60,16 @@ def is_remote(path) -> bool:
     return "://" in str(path)
 
 
+def is_storage_url(path) -> bool:
+    """True for a URL of a store fsspec serves (`gs://`, `s3://`, ...), False for local paths and
+    for http(s):// and other network URLs (streams that OpenCV or FFmpeg read)."""
+    path = str(path)
+    scheme = path.split("://", 1)[0].lower() if is_remote(path) else ""
+    return (
+        bool(scheme) and scheme not in ("http", "https") and scheme in fsspec.available_protocols()
+    )
+
+
 def as_path(path) -> epath.Path:
     """The epath.Path for `path` (for libraries, such as orbax, that take one)."""
     return epath.Path(path)
@@ -103,6 +113,16 @@ def isfile(path) -> bool:
 def size(path) -> int:
     """Bytes in the file."""
     return int(as_path(path).stat().length) if is_remote(path) else os.path.getsize(path)
+
+
+def stat(path) -> tuple[int, int]:
+    """(bytes, modification time in ns) of a file: a cheap identity (remote times are whole
+    seconds)."""
+    if not is_remote(path):
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    st = as_path(path).stat()
+    return int(st.length or 0), int(st.mtime or 0) * 10**9
 
 
 def listdir(path) -> list[str]:
@@ -270,6 +290,22 @@ def storage_error(path, verb: str, error: BaseException) -> StorageError:
 def is_fatal(error: BaseException) -> bool:
     """A full disk, a quota or a permission/read-only refusal (what a rerun cannot outlast)."""
     return isinstance(error, OSError) and error.errno in _FATAL_ERRNOS
+
+
+def fatal_errno(error: BaseException) -> int | None:
+    """The errno of a fatal cause (is_fatal) of `error` or of the errors it was raised from; also
+    found in the message, as libraries that write in C++ (tensorstore, under orbax) report an OS
+    error as text ("... [OS error: No space left on device]")."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if is_fatal(error):
+            return error.errno
+        for code in _FATAL_ERRNOS:
+            if os.strerror(code) in str(error):
+                return code
+        error = error.__cause__ or error.__context__
+    return None
 
 
 @contextlib.contextmanager

@@ -21,7 +21,6 @@ processes agree on which: preemption.py), saves a checkpoint at it, and exits wi
 from __future__ import annotations
 
 import math
-import os
 import signal
 import time
 
@@ -33,7 +32,15 @@ from absl import logging
 
 from rnn_vos_jax import models
 from rnn_vos_jax.data import distance
-from rnn_vos_jax.runtime import atomic, checkpoints, metric_writer, preemption, run_info, throughput
+from rnn_vos_jax.runtime import (
+    atomic,
+    checkpoints,
+    metric_writer,
+    preemption,
+    run_info,
+    storage,
+    throughput,
+)
 from rnn_vos_jax.training import schedules, sharding, train_state
 
 
@@ -78,7 +85,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     if jax.process_index() != 0:
         return
     text = config.to_json_best_effort(indent=2, sort_keys=True)
-    atomic.write_text(os.path.join(workdir, "config.json"), text)
+    atomic.write_text(storage.join(workdir, "config.json"), text)
 
 
 def _train_batches(config, start_batch: int, local_batch_size: int):
@@ -89,7 +96,7 @@ def _train_batches(config, start_batch: int, local_batch_size: int):
     data.batch_size = local_batch_size  # the pipeline batches per process
     where = {"process_index": jax.process_index(), "process_count": jax.process_count()}
     splits = record_files.process_files(data, **where)
-    names = [[os.path.basename(f) for f in files] for files in splits]
+    names = [[storage.basename(f) for f in files] for files in splits]
     logging.info(f"Process {jax.process_index()} reads {len(splits)} file split(s): {names}")
     return pipeline.train_iterator(data, seed=int(config.seed), start_batch=start_batch, **where)
 

@@ -15,7 +15,6 @@ them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from rnn_vos_jax import models
 from rnn_vos_jax.models.torch_keys import flatten_variables, unflatten_variables
+from rnn_vos_jax.runtime import storage
 
 
 def load_state_dict(path: str, key: str = "backbone_init") -> dict[str, np.ndarray]:
@@ -36,10 +36,10 @@ def load_state_dict(path: str, key: str = "backbone_init") -> dict[str, np.ndarr
       FileNotFoundError: missing file.
       ValueError: unknown extension, or the file is not a flat dict of tensors.
     """
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise FileNotFoundError(f"{key} file not found: {path}")
     if path.endswith(".npz"):
-        with np.load(path) as data:
+        with storage.open(path, "rb") as f, np.load(f) as data:
             state = {k: np.asarray(data[k]) for k in data.files}
     elif path.endswith((".pth", ".pt")):
         from rnn_vos_jax.weights.torch_checkpoints import read_torch_file

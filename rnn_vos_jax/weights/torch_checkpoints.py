@@ -17,7 +17,6 @@ needed only here and only to read .pth files (pip install -e ".[convert]"). The 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +30,7 @@ from rnn_vos_jax.models.torch_keys import (
     to_torch_layout,
     unflatten_variables,
 )
+from rnn_vos_jax.runtime import storage
 
 _BN_COUNTER = "num_batches_tracked"
 
@@ -65,11 +65,12 @@ def read_torch_file(path: str) -> dict[str, Any]:
       FileNotFoundError: path missing.
       ValueError: the file is not a readable torch checkpoint holding a dict.
     """
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise FileNotFoundError(f"PyTorch checkpoint not found: {path}")
     torch = import_torch()
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with storage.open(path, "rb") as f:
+            obj = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types (pickle, zip, unpickling policy)
         raise ValueError(f"cannot read PyTorch checkpoint {path}: {e}") from e
     if not isinstance(obj, Mapping):
@@ -199,8 +200,8 @@ def convert_to_directory(
     """
     from rnn_vos_jax.runtime import checkpoints
 
-    output = os.path.abspath(output)
-    if os.path.exists(output):
+    output = storage.absolute(output)
+    if storage.exists(output):
         raise FileExistsError(f"output {output} already exists; choose a new directory")
     variables = convert_checkpoint(checkpoint, model_config, image_size)
     checkpoints.save_variables(output, variables)

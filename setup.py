@@ -39,6 +39,8 @@ setuptools.setup(
         "etils[epath]>=1.7",
         "fsspec>=2024.2",
         "gcsfs>=2024.2",
+        # TFRecord framing checksums (rnn_vos_jax/data/record_io.py).
+        "google-crc32c>=1.5",
     ],
     extras_require={
         "test": [

@@ -83,6 +83,11 @@ def data_config(*, batch_size: int, curriculum: str) -> ml_collections.ConfigDic
     c.antialias = True
     c.jpeg_downscale = True
     c.max_frame_skip = 1  # > 1: frames every s-th, s ~ U{1..max} (authors: consecutive)
+    # A damaged record (bad checksum, file cut short): 'stop' with an error naming the file and
+    # record, or 'skip' it with a warning while at most max_corrupt_fraction of the records read
+    # are skipped (training and evaluation records).
+    c.on_corrupt = "stop"
+    c.max_corrupt_fraction = 0.01
     return c
 
 

@@ -63,6 +63,11 @@ uses, are set in one place: configs/common.py `data_config`):
                        to area averaging; ~2x cheaper)
   jpeg_downscale       decode JPEGs at 1/2, 1/4, 1/8 size when still >= image_size
   max_frame_skip       clip frames every s-th listed frame, s ~ U{1..max} (1 = consecutive, authors)
+  on_corrupt           a damaged record (bad checksum, file cut short) 'stop's the run with an
+                       error naming file and record, or is 'skip'ped with a warning
+                       (record_io.skipped_records() counts them); training and evaluation
+  max_corrupt_fraction with 'skip': stop once more than this fraction of the records read
+                       were skipped
 """
 
 import atexit
@@ -70,9 +75,11 @@ import weakref
 
 import tensorflow as tf
 
-from rnn_vos_jax.data import augment, distance, record_schema
+from rnn_vos_jax.data import augment, distance, record_io, record_schema
 from rnn_vos_jax.data.record_files import (
     check_not_empty,
+    file_records,
+    named_damage,
     process_splits,
     record_files,
     samples_per_epoch,
@@ -114,6 +121,8 @@ DATA_KEYS = (
     "antialias",
     "jpeg_downscale",
     "max_frame_skip",
+    "on_corrupt",
+    "max_corrupt_fraction",
 )
 
 
@@ -228,15 +237,16 @@ def _mix(seed, epoch, salt):
     return (tf.cast(seed, tf.int64) * 1_000_003 + epoch * 7_919 + salt) % (2**62)
 
 
-def _epoch_dataset(files, epoch, seed, data):
+def _epoch_dataset(files, epoch, seed, data, policy=None):
     """(epoch, index, pair) elements of one epoch in their seeded order."""
+    policy = policy or record_io.Policy.of(data)
     epoch = tf.cast(epoch, tf.int64)
     perm = tf.random.experimental.stateless_shuffle(
         tf.range(len(files)), seed=tf.stack([tf.cast(seed, tf.int64), epoch])
     )
     names = tf.gather(tf.constant(files), perm)
     ds = tf.data.Dataset.from_tensor_slices(names).interleave(
-        tf.data.TFRecordDataset,
+        file_records(policy),
         cycle_length=max(1, min(len(files), int(data.interleave_cycle))),
         block_length=1,
         num_parallel_calls=AUTOTUNE,
@@ -300,6 +310,7 @@ def train_dataset(
     process_count: int = 1,
     start_batch: int = 0,
     batch_size: int | None = None,
+    policy: record_io.Policy | None = None,
 ) -> tf.data.Dataset:
     """Infinite training dataset of one reader's batches (see the module docstring).
 
@@ -311,6 +322,8 @@ def train_dataset(
             set of files.
         start_batch: index of the first batch to yield (resuming); 0 starts from scratch.
         batch_size: samples per batch (default data.batch_size).
+        policy: what damaged records do (default from data.on_corrupt / max_corrupt_fraction);
+            `train_iterator` shares one over its readers to name the damage (named_damage).
 
     Returns:
         tf.data.Dataset of dicts frames uint8[B,T,H,W,3], masks float32[B,T,H,W,1],
@@ -322,16 +335,19 @@ def train_dataset(
         raise ValueError(
             f"config.data.frame_resample must be bilinear|nearest: {data.frame_resample!r}"
         )
+    policy = policy or record_io.Policy.of(data)
     files = split_files(record_files(data.train_records), process_index, process_count)
     batch = int(data.batch_size if batch_size is None else batch_size)
-    check_not_empty(files, int(data.min_object_frames))  # else the epochs would spin forever
+    check_not_empty(
+        files, int(data.min_object_frames), policy
+    )  # else the epochs would spin forever
     first_epoch, offset = 0, 0
     if start_batch:
-        per_epoch = samples_per_epoch(files, int(data.min_object_frames))
+        per_epoch = samples_per_epoch(files, int(data.min_object_frames), policy)
         first_epoch, offset = divmod(start_batch * batch, per_epoch)
-    first = _epoch_dataset(files, first_epoch, seed, data).skip(offset)
+    first = _epoch_dataset(files, first_epoch, seed, data, policy).skip(offset)
     rest = tf.data.Dataset.range(first_epoch + 1, 2**62).flat_map(
-        _plain(lambda e: _epoch_dataset(files, e, seed, data))
+        _plain(lambda e: _epoch_dataset(files, e, seed, data, policy))
     )
     ds = first.concatenate(rest)
     ds = ds.map(
@@ -346,13 +362,20 @@ def train_dataset(
 
 
 def process_dataset(
-    data, *, seed: int, process_index: int = 0, process_count: int = 1, start_batch: int = 0
+    data,
+    *,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    start_batch: int = 0,
+    policy: record_io.Policy | None = None,
 ) -> tf.data.Dataset:
     """This process's rows of every global batch: its file splits' batches, concatenated.
 
     Args:
         data: `config.data`; batch_size is this process's share of the global batch.
-        seed, start_batch: as `train_dataset` (every split starts at batch `start_batch`).
+        seed, start_batch, policy: as `train_dataset` (every split starts at batch
+            `start_batch`; one policy for all of them).
         process_index, process_count: this process and the number of processes.
 
     Returns:
@@ -365,7 +388,8 @@ def process_dataset(
             f"this process's batch of {data.batch_size} does not split over its {len(splits)} "
             f"file splits (config.data.file_splits={total}, {process_count} processes)"
         )
-    kw = {"seed": seed, "process_count": total, "start_batch": start_batch}
+    policy = policy or record_io.Policy.of(data)
+    kw = {"seed": seed, "process_count": total, "start_batch": start_batch, "policy": policy}
     readers = [
         train_dataset(data, process_index=s, batch_size=int(data.batch_size) // len(splits), **kw)
         for s in splits
@@ -386,8 +410,10 @@ class _NumpyIterator:
     process (exit code 134); the atexit hook drops it while the runtime is still intact.
     """
 
-    def __init__(self, dataset):
-        self._it = dataset.as_numpy_iterator()
+    def __init__(self, dataset, policy: record_io.Policy):
+        self._policy = policy
+        with named_damage(policy):
+            self._it = dataset.as_numpy_iterator()
         ref = weakref.ref(self)  # the hook must not keep an unused pipeline alive
         self._hook = lambda: ref() is not None and ref().close()
         atexit.register(self._hook)
@@ -398,7 +424,8 @@ class _NumpyIterator:
     def __next__(self):
         if self._it is None:
             raise StopIteration
-        return next(self._it)
+        with named_damage(self._policy):  # a damaged record: its CorruptRecordError
+            return next(self._it)
 
     def close(self):
         """Stops the pipeline (idempotent)."""
@@ -407,5 +434,11 @@ class _NumpyIterator:
 
 
 def train_iterator(data, **kwargs):
-    """`process_dataset(data, **kwargs)` as an iterator of dicts of numpy arrays (has close())."""
-    return _NumpyIterator(process_dataset(data, **kwargs))
+    """`process_dataset(data, **kwargs)` as an iterator of dicts of numpy arrays (has close()).
+
+    Raises:
+        record_io.CorruptRecordError: a damaged record (data.on_corrupt='stop') or too many
+            skipped ones, naming the file and record index.
+    """
+    policy = kwargs.pop("policy", None) or record_io.Policy.of(data)
+    return _NumpyIterator(process_dataset(data, policy=policy, **kwargs), policy)

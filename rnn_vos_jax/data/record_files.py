@@ -1,41 +1,84 @@
-"""Which TFRecord files a process reads, and how many training samples they hold (TensorFlow)."""
+"""Which TFRecord files a process reads, how many training samples they hold, and their records
+as tf.data datasets (TensorFlow).
 
+Files are listed through runtime.storage and records read by record_io (our own framing reader,
+so gs:// goes through gcsfs and a damaged record names its file). A reader's exception inside
+tf.data reaches Python as a TensorFlow error carrying its text and a traceback; `named_damage`
+raises the CorruptRecordError itself instead.
+"""
+
+import contextlib
 import json
-import os
+import re
 
 import tensorflow as tf
 
-from rnn_vos_jax.data import record_schema
+from rnn_vos_jax.data import record_io, record_schema
+from rnn_vos_jax.runtime import storage
 
 AUTOTUNE = tf.data.AUTOTUNE
+# Temporary files of an unfinished write (storage.staged_output, older converters): never shards.
+_TEMPORARY = re.compile(r"\.tmp-?\d+")
 
 
 def record_files(spec) -> list[str]:
     """Sorted TFRecord files from a directory, a glob pattern, or a comma-separated list/sequence.
 
-    Paths go through tf.io.gfile, so gs:// buckets work. A directory with dataset_info.json
+    Paths go through runtime.storage, so gs:// buckets work. A directory with dataset_info.json
     gives the shards it lists; otherwise its *.tfrecord files.
 
     Raises:
         FileNotFoundError: naming the spec when nothing matches or a listed shard is missing.
     """
-    gfile = tf.io.gfile
     if isinstance(spec, (list, tuple)):
         files = [str(f) for f in spec]
-    elif spec and gfile.isdir(spec):
-        info_path = os.path.join(spec, record_schema.DATASET_INFO)
-        if gfile.exists(info_path):
-            with gfile.GFile(info_path) as f:
-                files = [os.path.join(spec, s["file"]) for s in json.load(f)["shards"]]
+    elif spec and storage.isdir(spec):
+        info_path = storage.join(spec, record_schema.DATASET_INFO)
+        if storage.exists(info_path):
+            shards = json.loads(storage.read_text(info_path))["shards"]
+            files = [storage.join(spec, s["file"]) for s in shards]
         else:
-            files = gfile.glob(os.path.join(spec, "*" + record_schema.SHARD_SUFFIX))
+            files = storage.glob(storage.join(spec, "*" + record_schema.SHARD_SUFFIX))
     else:
-        files = [g for part in str(spec).split(",") if part for g in gfile.glob(part)]
-    files = sorted(set(files))
-    missing = [f for f in files if not gfile.exists(f)]
+        files = [g for part in str(spec).split(",") if part for g in storage.glob(part)]
+    files = sorted({f for f in files if not _TEMPORARY.search(storage.basename(f))})
+    missing = [f for f in files if not storage.exists(f)]
     if not files or missing:
         raise FileNotFoundError(f"no TFRecord files found for {spec!r} (missing: {missing[:3]})")
     return files
+
+
+def file_records(policy: record_io.Policy, annotate=None):
+    """fn(file name tensor) -> tf.data.Dataset of that file's serialized records, in order,
+    read by record_io under `policy` (for interleave)."""
+
+    def generate(name):
+        yield from policy.records(name.decode(), annotate)
+
+    def dataset(name):
+        return tf.data.Dataset.from_generator(
+            generate, args=(name,), output_signature=tf.TensorSpec([], tf.string)
+        )
+
+    return dataset
+
+
+def records_dataset(files, policy: record_io.Policy, annotate=None) -> tf.data.Dataset:
+    """The serialized records of `files`, file after file, each in file order."""
+    names = tf.data.Dataset.from_tensor_slices(tf.constant(list(files), tf.string))
+    return names.flat_map(file_records(policy, annotate))
+
+
+@contextlib.contextmanager
+def named_damage(policy: record_io.Policy):
+    """Around iterating a dataset read under `policy`: a TensorFlow error caused by a reader's
+    CorruptRecordError becomes that error (one line naming file and record), not a TF traceback."""
+    try:
+        yield
+    except tf.errors.OpError as error:
+        if policy.error is not None and str(policy.error) in str(error):
+            raise policy.error from None
+        raise
 
 
 def split_files(files: list[str], process_index: int, process_count: int) -> list[str]:
@@ -107,30 +150,44 @@ def _count_fn(min_object_frames):
     return count
 
 
-def samples_per_epoch(files: list[str], min_object_frames: int) -> int:
-    """(video, object) pairs with >= min_object_frames listed frames in these files (reads them)."""
-    ds = tf.data.TFRecordDataset(files, num_parallel_reads=AUTOTUNE)
+def samples_per_epoch(
+    files: list[str], min_object_frames: int, policy: record_io.Policy | None = None
+) -> int:
+    """(video, object) pairs with >= min_object_frames listed frames in these files (reads them).
+
+    `policy` says what a damaged record does (default: stop with a CorruptRecordError)."""
+    policy = policy or record_io.Policy()
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(list(files), tf.string)).interleave(
+        file_records(policy),
+        cycle_length=max(1, min(len(files), 4)),
+        num_parallel_calls=AUTOTUNE,
+    )
     ds = ds.map(
         tf.autograph.experimental.do_not_convert(_count_fn(min_object_frames)),
         num_parallel_calls=AUTOTUNE,
     )
-    return int(
-        ds.reduce(
+    with named_damage(policy):
+        total = ds.reduce(
             tf.constant(0, tf.int64), tf.autograph.experimental.do_not_convert(lambda a, b: a + b)
-        ).numpy()
-    )
+        )
+    return int(total.numpy())
 
 
-def check_not_empty(files: list[str], min_object_frames: int) -> None:
+def check_not_empty(
+    files: list[str], min_object_frames: int, policy: record_io.Policy | None = None
+) -> None:
     """Raises unless some record has a usable pair (reads up to the first one)."""
-    ds = tf.data.TFRecordDataset(files).map(
+    policy = policy or record_io.Policy()
+    ds = records_dataset(files, policy).map(
         tf.autograph.experimental.do_not_convert(_count_fn(min_object_frames))
     )
-    if not list(
-        ds.filter(tf.autograph.experimental.do_not_convert(lambda n: n > 0))
-        .take(1)
-        .as_numpy_iterator()
-    ):
+    with named_damage(policy):
+        found = list(
+            ds.filter(tf.autograph.experimental.do_not_convert(lambda n: n > 0))
+            .take(1)
+            .as_numpy_iterator()
+        )
+    if not found:
         raise ValueError(
             f"no (video, object) pair with >= {min_object_frames} listed frames in {files}"
         )

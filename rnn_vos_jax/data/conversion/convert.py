@@ -5,7 +5,6 @@ The command is data_prep/convert.py (its docstring gives the output and the resu
 
 import collections
 import functools
-import glob
 import hashlib
 import json
 import multiprocessing
@@ -14,26 +13,34 @@ import re
 
 from rnn_vos_jax.data import record_schema, vos_reader
 from rnn_vos_jax.data.conversion import shard_writer, video_record
-from rnn_vos_jax.runtime import atomic
+from rnn_vos_jax.runtime import storage
 
 STATE_DIR = ".convert_state"
 ON_ERROR = ("raise", "skip")
+# Temporary files of an interrupted shard write (storage.staged_output's, older converters').
+_TEMPORARY = re.compile(r"\.tmp-?\d+")
+
+
+def _write_json(path: str, obj) -> None:
+    """JSON as runtime.atomic writes it, through storage (atomic locally and on gs://)."""
+    storage.write_text(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def _state_path(output_dir: str, shard_file: str) -> str:
-    return os.path.join(output_dir, STATE_DIR, shard_file + ".json")
+    return storage.join(output_dir, STATE_DIR, shard_file + ".json")
 
 
 def _shard_done(output_dir: str, plan: dict) -> dict | None:
-    """The saved state of a finished shard matching `plan` and its checksum, else None."""
-    path = os.path.join(output_dir, plan["file"])
+    """The saved state of a finished shard matching `plan`, its size and checksum, else None."""
+    path = storage.join(output_dir, plan["file"])
     try:
-        with open(_state_path(output_dir, plan["file"])) as f:
-            state = json.load(f)
-    except (OSError, json.JSONDecodeError):
+        state = json.loads(storage.read_text(_state_path(output_dir, plan["file"])))
+    except (OSError, ValueError):
         return None
-    if state.get("plan") != plan or state.get("skipped") or not os.path.exists(path):
+    if state.get("plan") != plan or state.get("skipped") or not storage.exists(path):
         return None  # shards with skipped videos are redone: the input may have been fixed
+    if "bytes" not in state or storage.size(path) != state["bytes"]:
+        return None  # also states of converters before dataset_info.json had records/bytes
     if shard_writer.file_sha256(path) != state.get("sha256"):
         return None
     return state
@@ -81,18 +88,20 @@ def _convert_shard(plan: dict, on_error: str) -> dict:
         num_objects += len(record.object_ids)
         num_frames += len(record.frame_names)
         categories.update(record.category_counts())
-    sha = shard_writer.write_shard(os.path.join(plan["output_dir"], plan["file"]), examples)
+    written = shard_writer.write_shard(storage.join(plan["output_dir"], plan["file"]), examples)
     state = {
         "plan": plan,
         "file": plan["file"],
-        "sha256": sha,
+        "sha256": written["sha256"],
+        "records": written["records"],
+        "bytes": written["bytes"],
         "num_videos": len(examples),
         "num_objects": num_objects,
         "num_frames": num_frames,
         "categories": dict(sorted(categories.items())),
         "skipped": skipped,
     }
-    atomic.write_json(_state_path(plan["output_dir"], plan["file"]), state)
+    _write_json(_state_path(plan["output_dir"], plan["file"]), state)
     return state
 
 
@@ -101,12 +110,12 @@ def _remove_stale(output_dir: str, split: str, keep: set[str]) -> None:
     pattern = re.compile(
         re.escape(split) + r"-\d{5}-of-\d{5}" + re.escape(record_schema.SHARD_SUFFIX)
     )
-    for path in glob.glob(os.path.join(glob.escape(output_dir), "*")):
-        base = os.path.basename(path)
+    for base in storage.listdir(output_dir) if storage.exists(output_dir) else []:
         stale_shard = pattern.fullmatch(base) and base not in keep
-        if stale_shard or ".tmp-" in base:
+        if stale_shard or _TEMPORARY.search(base):
+            path = storage.join(output_dir, base)
             print(f"removing stale {path}", flush=True)
-            os.remove(path)
+            storage.remove(path)
 
 
 def convert(
@@ -125,7 +134,7 @@ def convert(
 
     Args:
       input_dir: a YouTube-VOS split folder (JPEGImages/, Annotations/, meta.json) or a DAVIS root.
-      output_dir: where shards, dataset_info.json and .convert_state/ go.
+      output_dir: where shards, dataset_info.json and .convert_state/ go (local or gs://...).
       num_shards: number of shards (capped at the number of videos).
       workers: parallel processes (1 = in this process).
       on_error: 'raise' stops at the first bad video with an error naming the file; 'skip'
@@ -155,11 +164,11 @@ def convert(
     split = split or reader.split
     if not re.fullmatch(r"[\w.-]+", split):
         raise ValueError(f"split name {split!r} must be letters, digits, '_', '-' or '.'")
-    os.makedirs(os.path.join(output_dir, STATE_DIR), exist_ok=True)
+    storage.makedirs(storage.join(output_dir, STATE_DIR))
     plans = [
         {
             "source": os.path.abspath(input_dir),
-            "output_dir": os.path.abspath(output_dir),
+            "output_dir": storage.absolute(output_dir),
             "layout": reader.layout,
             "davis_set": davis_set,
             "year": reader.year,
@@ -170,9 +179,8 @@ def convert(
         }
         for i in range(num_shards)
     ]
-    info_path = os.path.join(output_dir, record_schema.DATASET_INFO)
-    if os.path.exists(info_path):  # rewritten at the end: its absence marks an unfinished run
-        os.remove(info_path)
+    info_path = storage.join(output_dir, record_schema.DATASET_INFO)
+    storage.remove(info_path)  # rewritten at the end: its absence marks an unfinished run
     _remove_stale(output_dir, split, {plan["file"] for plan in plans})
     states = {}
     for plan in plans:
@@ -211,13 +219,12 @@ def convert(
         "num_frames": sum(s["num_frames"] for s in ordered),
         "num_shards": num_shards,
         "shards": [
-            {"file": s["file"], "num_videos": s["num_videos"], "sha256": s["sha256"]}
-            for s in ordered
+            {k: s[k] for k in ("file", "num_videos", "records", "bytes", "sha256")} for s in ordered
         ],
         "categories": dict(sorted(categories.items())),
         "skipped": sorted((v for s in ordered for v in s["skipped"]), key=lambda v: v["video"]),
     }
-    atomic.write_json(info_path, info)
+    _write_json(info_path, info)
     for item in info["skipped"]:
         print(f"SKIPPED {item['video']}: {item['error']}")
     print(

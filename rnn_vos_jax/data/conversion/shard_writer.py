@@ -1,10 +1,8 @@
 """Serializes VideoRecords as tf.train.Example and writes TFRecord shards atomically."""
 
-import hashlib
-import os
-
 import tensorflow as tf
 
+from rnn_vos_jax.data import record_io
 from rnn_vos_jax.data import record_schema as rs
 from rnn_vos_jax.data.conversion.video_record import VideoRecord
 
@@ -38,15 +36,11 @@ def serialize(record: VideoRecord) -> bytes:
 
 
 def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return record_io.file_sha256(path)
 
 
-def write_shard(path: str, examples) -> str:
-    """Writes serialized examples to `path` via a temporary file renamed into place.
+def write_shard(path: str, examples) -> dict:
+    """Writes serialized examples to `path` (local or gs://) atomically (record_io.write_records).
 
     A crash leaves either no file at `path` or the complete one, never a partial shard.
 
@@ -55,14 +49,6 @@ def write_shard(path: str, examples) -> str:
       examples: iterable of serialized tf.train.Example bytes.
 
     Returns:
-      sha256 hex digest of the written file.
+      {"records", "bytes", "sha256"} of the written file (dataset_info.json's shard fields).
     """
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.TFRecordWriter(tmp) as writer:
-        for example in examples:
-            writer.write(example)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    digest = file_sha256(tmp)
-    os.replace(tmp, path)
-    return digest
+    return record_io.write_records(path, examples)

@@ -61,7 +61,8 @@ def segment_video(
         (YUV4MPEG2 on stdin), an rtsp:// or http:// URL, or a camera number.
       masks: a PNG of the first frame's objects, or a folder of PNGs named like the frames
         (a later PNG of a tracked object is a correction).
-      output: folder for Annotations/FRAME.png, overlay.mp4|gif and segment.json.
+      output: folder for Annotations/FRAME.png, overlay.mp4|gif and segment.json; local or a
+        bucket URL (gs://..., runtime.storage), as may be `video`, `masks` and `checkpoint`.
       overlay: 'mp4', 'gif' or 'none'.
       **kwargs: overwrite=False, fps=None, show_progress=True, state_every=None,
         max_frames=None.

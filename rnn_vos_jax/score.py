@@ -4,7 +4,8 @@
         [--train_meta=FILE] [--output=FILE.json] [--include_first_last] [--ignore_void] \
         [--baseline] [--csv_dir=DIR [--set=val]] [--workers=N]
 
-Both folders hold ``VIDEO/FRAME.png`` id maps (scoring/folders.py says how they are read). Void pixels (255) of the ground truth are background, as in the
+Both folders hold ``VIDEO/FRAME.png`` id maps (scoring/folders.py says how they are read); any
+path may be a bucket URL (gs://...). Void pixels (255) of the ground truth are background, as in the
 DAVIS toolkit's semi-supervised driver; ``--ignore_void`` leaves them out of both masks instead.
 ``--train_meta`` (a YouTube-VOS meta.json or a converted split's dataset_info.json) gives the
 seen categories for the seen/unseen split. Prints J, F, J&F with the toolkit's recall and decay and
@@ -20,7 +21,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from rnn_vos_jax.runtime import atomic
+from rnn_vos_jax.runtime import atomic, storage
 from rnn_vos_jax.scoring import folders, metrics, toolkit_csv
 
 
@@ -53,22 +54,24 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "--workers", type=int, default=1, help="processes scoring in parallel (0: one per CPU)"
     )
     args = parser.parse_args(argv)
-    result = folders.score_directory(
-        args.predictions,
-        args.annotations,
-        args.meta,
-        train_meta=args.train_meta,
-        include_first_last=args.include_first_last,
-        ignore_void=args.ignore_void,
-        baseline=args.baseline,
-        workers=args.workers,
-    )
-    print(metrics.format_table(result))
-    if args.output:
-        atomic.write_json(args.output, result)
-    if args.csv_dir:
-        for path in toolkit_csv.write_toolkit_csvs(result, args.csv_dir, args.set):
-            print(f"wrote {path}")
+    # A full disk or a refused write: one line naming the path, exit 74.
+    with storage.exit_on_storage_error():
+        result = folders.score_directory(
+            args.predictions,
+            args.annotations,
+            args.meta,
+            train_meta=args.train_meta,
+            include_first_last=args.include_first_last,
+            ignore_void=args.ignore_void,
+            baseline=args.baseline,
+            workers=args.workers,
+        )
+        print(metrics.format_table(result))
+        if args.output:
+            atomic.write_json(args.output, result)
+        if args.csv_dir:
+            for path in toolkit_csv.write_toolkit_csvs(result, args.csv_dir, args.set):
+                print(f"wrote {path}")
     return result
 
 

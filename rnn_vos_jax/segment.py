@@ -17,7 +17,12 @@ first frame, the corrections used, where it resumed; its presence marks a finish
 an orbax checkpoint (directory) or an authors' .pth. A later PNG of a tracked object in the masks
 folder is a correction.
 
-Exit status: 0 when done; 1 on bad input or an error (a line names it); 143 / 130 when SIGTERM /
+--video, --masks, --checkpoint and --output may also be gs:// (or other fsspec) URLs: the
+results are written to the bucket as they are locally, and a stopped run resumes from its state
+there.
+
+Exit status: 0 when done; 1 on bad input or an error (a line names it); 74 when a write failed
+for lack of space or permission (a line names the path); 143 / 130 when SIGTERM /
 Ctrl-C stopped it after saving the tracking state in DIR/state: the same command run again goes
 on from there (as does a rerun after a crash, from the last periodic save).
 
@@ -80,25 +85,29 @@ def main(argv: Sequence[str] | None = None) -> own_video.SegmentResult:
             raise flags.Error(f"missing {', '.join(missing)}")
     except flags.Error as error:
         raise SystemExit(f"segment: {error}\nusage: {USAGE}") from None
-    from rnn_vos_jax.runtime import compile_cache
+    from rnn_vos_jax.runtime import compile_cache, storage
 
     compile_cache.enable(fv.compilation_cache)
-    try:
-        result = own_video.segment_video(
-            fv.config,
-            fv.checkpoint,
-            fv.video,
-            fv.masks,
-            fv.output,
-            fv.overlay,
-            overwrite=fv.overwrite,
-            fps=fv.fps,
-            show_progress=fv.progress,
-            state_every=fv.state_every,
-            max_frames=fv.max_frames,
-        )
-    except (FileNotFoundError, FileExistsError, ValueError, OSError) as error:
-        raise SystemExit(f"segment: {error}") from None
+    # A full disk or a refused write: one line naming the path, exit 74 (what finished stays).
+    with storage.exit_on_storage_error():
+        try:
+            result = own_video.segment_video(
+                fv.config,
+                fv.checkpoint,
+                fv.video,
+                fv.masks,
+                fv.output,
+                fv.overlay,
+                overwrite=fv.overwrite,
+                fps=fv.fps,
+                show_progress=fv.progress,
+                state_every=fv.state_every,
+                max_frames=fv.max_frames,
+            )
+        except (FileNotFoundError, FileExistsError, ValueError, OSError) as error:
+            if storage.is_fatal(error):
+                raise
+            raise SystemExit(f"segment: {error}") from None
     print(result.summary())
     return result
 

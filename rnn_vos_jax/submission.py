@@ -3,7 +3,8 @@
     python -m rnn_vos_jax.submission --predictions=WORKDIR/eval/valid/Annotations \
         --meta=YTVOS/valid/meta.json --output=submission.zip [--valid_dir=YTVOS/valid]
 
-What is checked, and the zip's layout: scoring/submission.py. Every problem is listed at once,
+Any of the paths may be a bucket URL (gs://...). What is checked, and the zip's layout:
+scoring/submission.py. Every problem is listed at once,
 and nothing is written unless there is none.
 """
 
@@ -13,6 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from rnn_vos_jax.runtime import storage
 from rnn_vos_jax.scoring import submission
 
 
@@ -27,7 +29,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         help="valid folder (JPEGImages/, Annotations/) for frames and sizes; default: meta's",
     )
     args = parser.parse_args(argv)
-    summary = submission.write_zip(args.predictions, args.meta, args.output, args.valid_dir)
+    # A full disk or a refused write: one line naming the path, exit 74.
+    with storage.exit_on_storage_error():
+        summary = submission.write_zip(args.predictions, args.meta, args.output, args.valid_dir)
     print(
         f"wrote {summary['output']}: {summary['frames']} frames of {summary['videos']} videos"
         + (f" ({summary['left_out']} other PNGs left out)" if summary["left_out"] else "")

@@ -49,7 +49,6 @@ without a new one.
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import jax
@@ -58,7 +57,7 @@ from absl import logging
 
 from rnn_vos_jax.evaluation import markers, predict, shares, timing, videos
 from rnn_vos_jax.inference import object_merge, png_writer, predictors
-from rnn_vos_jax.runtime import atomic, checkpoints, run_info
+from rnn_vos_jax.runtime import atomic, checkpoints, run_info, storage
 from rnn_vos_jax.scoring import metrics
 
 EVAL_DIR = "eval"
@@ -94,7 +93,7 @@ def evaluate_checkpoint(
         variables, label = checkpoints.load_variables(config.init_from), f"init {config.init_from}"
     else:
         raise FileNotFoundError(
-            f"no checkpoint in {os.path.join(workdir, checkpoints.CHECKPOINT_DIR)} and no "
+            f"no checkpoint in {storage.join(workdir, checkpoints.CHECKPOINT_DIR)} and no "
             "config.init_from to evaluate"
         )
     if predictor is None:
@@ -105,7 +104,7 @@ def evaluate_checkpoint(
             raise ValueError(f"the given predictor does not output {sorted(missing)}")
         predictor.set_variables(variables)
     source = videos.EvalSource(config, index, count)
-    out_dir = os.path.join(workdir, EVAL_DIR, source.split)
+    out_dir = storage.join(workdir, EVAL_DIR, source.split)
     save_pngs = bool(config.eval.save_pngs)
     protocol = {
         "include_first_last": bool(config.eval.include_first_last),
@@ -135,7 +134,7 @@ def evaluate_checkpoint(
             names.append(item if isinstance(item, str) else item.name)
             if not isinstance(item, str):
                 for folder in marker.output_dirs.values():  # marks the outputs as asked for
-                    os.makedirs(os.path.join(folder, item.name), exist_ok=True)
+                    storage.makedirs(storage.join(folder, item.name))
                 yield item
 
     written = {}  # video name -> merged id maps of its output frames so far
@@ -157,11 +156,11 @@ def evaluate_checkpoint(
             written.setdefault(video.name, []).append(ids)
             frame = video.frame_names[n]
             if save_pngs:
-                writer.write(os.path.join(marker.png_dir, video.name, frame + ".png"), ids)
+                writer.write(storage.join(marker.png_dir, video.name, frame + ".png"), ids)
             for name, out in outputs.items():
                 if extras[name]:  # the lowest object id the model stepped on
                     value = extras[name][min(extras[name])]
-                    path = os.path.join(marker.output_dirs[name], video.name, frame + ".png")
+                    path = storage.join(marker.output_dirs[name], video.name, frame + ".png")
                     writer.submit(out.write, path, value, probs.shape[1:])
     if skipped:
         logging.info("resumed: %d of %d videos were already done", skipped, len(names))
@@ -172,7 +171,7 @@ def evaluate_checkpoint(
     result.update(checkpoint=label, split=source.split, num_videos=len(names))
     entries = [marker.load(n) for n in names]
     result.update(timing.summarize([e["speed"] for e in entries if e and "speed" in e]))
-    atomic.write_json(os.path.join(out_dir, "metrics.json"), result)
+    atomic.write_json(storage.join(out_dir, "metrics.json"), result)
     if config.eval.tensorboard:
         timing.write_tensorboard(out_dir, step or 0, result)
     if result.get("scored"):
@@ -225,12 +224,11 @@ def watch(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _append_history(workdir: str, result: dict, step: int) -> None:
-    out_dir = os.path.join(workdir, EVAL_DIR, result["split"])
-    atomic.write_json(os.path.join(out_dir, f"metrics_{step}.json"), result)
+    out_dir = storage.join(workdir, EVAL_DIR, result["split"])
+    atomic.write_json(storage.join(out_dir, f"metrics_{step}.json"), result)
     keys = ("J_mean", "F_mean", "JF_mean", "overall", "scored", "object_frames_per_sec")
     line = {"step": step, **{k: result[k] for k in keys if k in result}}
-    with open(os.path.join(out_dir, "metrics_history.jsonl"), "a") as f:
-        f.write(json.dumps(line) + "\n")
+    storage.append_text(storage.join(out_dir, "metrics_history.jsonl"), json.dumps(line) + "\n")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:

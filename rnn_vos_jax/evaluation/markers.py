@@ -5,7 +5,6 @@ where it stopped, and several processes share one."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -15,7 +14,7 @@ from absl import logging
 from rnn_vos_jax.data.eval_video import EvalVideo
 from rnn_vos_jax.evaluation import timing
 from rnn_vos_jax.models.family import FrameOutput
-from rnn_vos_jax.runtime import atomic
+from rnn_vos_jax.runtime import atomic, storage
 from rnn_vos_jax.scoring import metrics
 
 
@@ -30,10 +29,10 @@ class Marker:
         protocol: dict,
         outputs: Mapping[str, FrameOutput] = MappingProxyType({}),
     ):
-        self.dir = os.path.join(out_dir, "done")
-        self.png_dir = os.path.join(out_dir, "Annotations")
+        self.dir = storage.join(out_dir, "done")
+        self.png_dir = storage.join(out_dir, "Annotations")
         # Per-frame outputs' folders (e.g. Flow/), by output name.
-        self.output_dirs = {name: os.path.join(out_dir, o.folder) for name, o in outputs.items()}
+        self.output_dirs = {name: storage.join(out_dir, o.folder) for name, o in outputs.items()}
         # A marker counts only for the same checkpoint and evaluation protocol (the options that
         # change predictions or scores; markers from before void counted as background are
         # stale, as their label lacks ignore_void).
@@ -42,25 +41,32 @@ class Marker:
         self.save_pngs = save_pngs
 
     def path(self, video: str) -> str:
-        return os.path.join(self.dir, video + ".json")
+        return storage.join(self.dir, video + ".json")
 
     def load(self, video: str) -> dict | None:
         """The marker of ``video`` if it is finished for this checkpoint, else None."""
         try:
-            with open(self.path(video)) as f:
-                marker = json.load(f)
+            marker = json.loads(storage.read_text(self.path(video)))
         except (OSError, json.JSONDecodeError):
             return None
         if marker.get("checkpoint") != self.label:
             return None
-        if self.save_pngs and not all(
-            os.path.exists(os.path.join(self.png_dir, video, f + ".png")) for f in marker["frames"]
+        if self.save_pngs and not _all_exist(
+            storage.join(self.png_dir, video), [f + ".png" for f in marker["frames"]]
         ):
             return None
-        # A video finished without an output (e.g. save_flow) is redone when it is asked for.
-        if any(not os.path.isdir(os.path.join(d, video)) for d in self.output_dirs.values()):
+        # A video finished without an output (e.g. save_flow) is redone when it is asked for. (In
+        # a bucket a folder exists once an object is in it: a video whose output wrote no frame
+        # is redone there.)
+        if any(not storage.isdir(storage.join(d, video)) for d in self.output_dirs.values()):
             return None
         return marker
+
+
+def _all_exist(folder: str, names: list[str]) -> bool:
+    """Whether every one of `names` is in `folder`: one listing (in a bucket each existence
+    check would be a request)."""
+    return storage.isdir(folder) and set(names) <= set(storage.listdir(folder))
 
 
 def score_and_mark(marker: Marker, video: EvalVideo, pred_ids: list, speed: dict, seen: int):
@@ -99,7 +105,6 @@ def score_and_mark(marker: Marker, video: EvalVideo, pred_ids: list, speed: dict
             )
     else:
         line += ", no full ground truth: not scored"
-    os.makedirs(marker.dir, exist_ok=True)
     atomic.write_json(marker.path(name), entry)
     logging.info("%s", line)
 

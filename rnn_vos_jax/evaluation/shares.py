@@ -4,12 +4,11 @@ merged by process 0 into the one list its metrics.json covers. No collective car
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from absl import logging
 
-from rnn_vos_jax.runtime import atomic
+from rnn_vos_jax.runtime import atomic, storage
 
 SHARES_DIR = "shares"
 # How often process 0 looks for the other processes' share files, and logs the missing ones.
@@ -21,19 +20,19 @@ class Shares:
     """Which videos each process evaluated: OUT/shares/process_<i>.json, merged by process 0."""
 
     def __init__(self, out_dir: str, label: str, index: int, count: int):
-        self.dir = os.path.join(out_dir, SHARES_DIR)
+        self.dir = storage.join(out_dir, SHARES_DIR)
         self.label, self.index, self.count = label, index, count
 
     def path(self, index: int) -> str:
-        return os.path.join(self.dir, f"process_{index}.json")
+        return storage.join(self.dir, f"process_{index}.json")
 
     def start(self) -> None:
         """Process 0 clears the last run's shares; a barrier keeps the others from writing first."""
         if self.count == 1:
             return
-        if self.index == 0 and os.path.isdir(self.dir):
-            for name in os.listdir(self.dir):
-                os.remove(os.path.join(self.dir, name))
+        if self.index == 0 and storage.isdir(self.dir):
+            for name in storage.listdir(self.dir):
+                storage.remove(storage.join(self.dir, name))
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(f"rnn_vos_jax eval start: {self.label}")
@@ -46,7 +45,6 @@ class Shares:
         """
         if self.count == 1:
             return names
-        os.makedirs(self.dir, exist_ok=True)
         entry = {"checkpoint": self.label, "process_count": self.count, "videos": names}
         atomic.write_json(self.path(self.index), entry)
         if self.index != 0:
@@ -59,8 +57,7 @@ class Shares:
         while pending:
             for i in sorted(pending):
                 try:
-                    with open(self.path(i)) as f:
-                        merged[i] = json.load(f)
+                    merged[i] = json.loads(storage.read_text(self.path(i)))
                 except (OSError, json.JSONDecodeError):  # not written yet (writes are atomic)
                     continue
                 pending.discard(i)

@@ -11,7 +11,6 @@ frames to write and score coming from config.data.eval_dir (valid).
 from __future__ import annotations
 
 import json
-import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from absl import logging
 
 from rnn_vos_jax.data import meta, vos_reader
 from rnn_vos_jax.data.eval_video import EvalVideo
+from rnn_vos_jax.runtime import storage
 
 
 def reader_video(
@@ -169,12 +169,11 @@ class EvalSource:
         elif data.eval_records:
             self._reader = None
             records = str(data.eval_records).split(",")[0]
-            folder = records if os.path.isdir(records) else os.path.dirname(records)
-            info_path = os.path.join(folder, "dataset_info.json")
+            folder = records if storage.isdir(records) else storage.dirname(records)
+            info_path = storage.join(folder, "dataset_info.json")
             info = {}
-            if os.path.exists(info_path):
-                with open(info_path) as f:
-                    info = json.load(f)
+            if storage.exists(info_path):
+                info = json.loads(storage.read_text(info_path))
             self.split = info.get("split") or config.eval.split
             self.names = None
             self._records = data.eval_records
@@ -199,8 +198,8 @@ class EvalSource:
 def seen_categories(config) -> set[str] | None:
     path = config.eval.train_meta
     if not path and config.data.train_records:
-        candidate = os.path.join(config.data.train_records, "dataset_info.json")
-        path = candidate if os.path.exists(candidate) else ""
+        candidate = storage.join(config.data.train_records, "dataset_info.json")
+        path = candidate if storage.exists(candidate) else ""
     if not path:
         return None
     try:

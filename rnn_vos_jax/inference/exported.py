@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -41,7 +40,7 @@ from rnn_vos_jax import models
 from rnn_vos_jax.inference import predictors, tracker
 from rnn_vos_jax.inference.object_merge import check_feedback, exclusive_masks
 from rnn_vos_jax.models import conv_lowering
-from rnn_vos_jax.runtime import atomic
+from rnn_vos_jax.runtime import atomic, storage
 
 PLATFORMS = ("cpu", "cuda", "tpu")  # the export command's default
 KNOWN_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # jax.export's names
@@ -250,7 +249,7 @@ def write(stream: Streaming, output: str, platforms: Sequence[str], meta: Mappin
       the signature (what signature.json holds).
     """
     platforms = check_platforms(platforms)
-    os.makedirs(output, exist_ok=True)
+    storage.makedirs(output)
     variables, frame, masks, live = stream.example
     start = export(stream.start, platforms, variables, frame, masks, live)
     step = export(stream.step, platforms, variables, stream.carry, frame)
@@ -276,7 +275,7 @@ def write(stream: Streaming, output: str, platforms: Sequence[str], meta: Mappin
             tuple(x.shape) for x in jax.tree.leaves(tuple(a))
         ], name
         assert len(flat_in) == len(exp.in_avals) and len(flat_out) == len(exp.out_avals), name
-        _write_file(os.path.join(output, FILES[name]), functools.partial(_put, exp.serialize()))
+        _write_file(storage.join(output, FILES[name]), functools.partial(_put, exp.serialize()))
         functions[name] = {
             "file": FILES[name],
             "call": f"{name}({', '.join(args)}) -> {', '.join(outs)}",
@@ -286,7 +285,7 @@ def write(stream: Streaming, output: str, platforms: Sequence[str], meta: Mappin
             "module_outputs": flat_out,
         }
     # Straight to the file: a full-size model's variables are gigabytes.
-    _write_file(os.path.join(output, FILES["variables"]), lambda f: np.savez(f, **stream.variables))
+    _write_file(storage.join(output, FILES["variables"]), lambda f: np.savez(f, **stream.variables))
     signature = {
         "format": FORMAT,
         **meta,
@@ -301,7 +300,7 @@ def write(stream: Streaming, output: str, platforms: Sequence[str], meta: Mappin
             "dict(numpy.load('variables.npz')); frame 0 holds the given masks; docs/run_exported.py"
         ),
     }
-    atomic.write_text(os.path.join(output, FILES["signature"]), _json_text(signature))
+    atomic.write_text(storage.join(output, FILES["signature"]), _json_text(signature))
     return signature
 
 
@@ -331,11 +330,10 @@ def _put(data: bytes, f) -> None:
 
 
 def _write_file(path: str, write: Callable[[Any], Any]) -> None:
-    """`write(binary file)` into `path`, replaced whole (a reader never sees half a file)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
+    """`write(binary file)` into `path` (local or a URL), replaced whole (a reader never sees half
+    a file): through a local temporary file, renamed or uploaded when complete."""
+    with storage.staged_output(path) as local, open(local, "wb") as f:
         write(f)
-    os.replace(tmp, path)
 
 
 def export_checkpoint(

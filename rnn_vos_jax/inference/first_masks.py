@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from rnn_vos_jax.data import annotations
+from rnn_vos_jax.runtime import storage
 
 VOID = 255
 
@@ -19,7 +20,9 @@ VOID = 255
 def _read_mask(file: str, size: tuple[int, int], video: str) -> np.ndarray:
     """uint8[H, W] ids of one mask PNG, checked against the frame size."""
     try:
-        ids = annotations.decode(file)
+        ids = annotations.decode(storage.read_bytes(file), name=file)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"annotation file not found: {file}") from None
     except ValueError as error:
         if "DAVIS palette" in str(error):
             raise ValueError(
@@ -38,11 +41,11 @@ def _read_mask(file: str, size: tuple[int, int], video: str) -> np.ndarray:
 
 def _mask_files(path: str, source) -> list[tuple[int, str]]:
     """[(frame index, PNG path)] in frame order; raises on names that are not frames."""
-    if os.path.isfile(path):
+    if storage.isfile(path):
         return [(0, path)]  # a single PNG is the first frame's, whatever its name
-    if not os.path.isdir(path):
+    if not storage.isdir(path):
         raise FileNotFoundError(f"masks not found: {path} (a PNG file or a folder of PNGs)")
-    pngs = sorted(n for n in os.listdir(path) if n.lower().endswith(".png"))
+    pngs = sorted(n for n in storage.listdir(path) if n.lower().endswith(".png"))
     if not pngs:
         raise ValueError(f"mask folder {path} holds no .png files")
     files, unknown = [], []
@@ -51,7 +54,7 @@ def _mask_files(path: str, source) -> list[tuple[int, str]]:
         if index is None:
             unknown.append(name)
         else:
-            files.append((index, os.path.join(path, name)))
+            files.append((index, storage.join(path, name)))
     if unknown:
         if source.frame_names is not None:
             names = source.frame_names
@@ -140,7 +143,7 @@ def read_masks(path: str, source) -> MaskPlan:
         for obj in held:
             first.setdefault(obj, index)
     if not first:
-        where = f"mask {path}" if os.path.isfile(path) else f"no PNG in mask folder {path}"
+        where = f"mask {path}" if storage.isfile(path) else f"no PNG in mask folder {path}"
         raise ValueError(
             f"{where} has no object: every pixel is background (0) or void (255); mark each "
             "object with its id (1, 2, ...) or a palette colour"

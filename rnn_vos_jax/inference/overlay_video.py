@@ -21,13 +21,17 @@ which viewers ignore, are raised to 20 ms).
 
 Both are written under a temporary name (overlay.partial.mp4) and renamed when complete, so the
 final name only ever holds a whole overlay; `finish_partial` closes the temporary file without
-renaming it (a stopped live run keeps its overlay so far, `read_frames` reads it back).
+renaming it (a stopped live run keeps its overlay so far, `read_frames` reads it back). An
+overlay in a bucket (`gs://...`) is encoded into a local temporary file (FFmpeg writes real files)
+uploaded as one object when complete (runtime.storage).
 """
 
 from __future__ import annotations
 
 import fractions
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import av
@@ -36,6 +40,7 @@ import numpy as np
 from PIL import GifImagePlugin, Image
 
 from rnn_vos_jax.data.annotations import PALETTE
+from rnn_vos_jax.runtime import storage
 
 KINDS = ("mp4", "gif")
 CHOICES = (*KINDS, "none")  # what `segment --overlay` takes
@@ -80,7 +85,7 @@ def overlay(frame: np.ndarray, ids: np.ndarray, alpha: float = ALPHA) -> np.ndar
 
 def partial_path(path: str) -> str:
     """Where an overlay is written until it is complete: overlay.partial.mp4 beside overlay.mp4."""
-    stem, ext = os.path.splitext(path)
+    stem, ext = os.path.splitext(str(path))
     return f"{stem}.partial{ext}"
 
 
@@ -88,10 +93,11 @@ class OverlayWriter:
     """Writes RGB frames to `path` as an H.264 mp4 or an animated GIF, atomically.
 
     Frames go to `partial_path(path)` that `close` renames to `path`; `abort` (or an exception
-    inside a `with` block) removes it, so `path` only ever holds a complete overlay.
+    inside a `with` block) removes it, so `path` only ever holds a complete overlay. For a URL
+    `path` the partial file is a local temporary one that `close` uploads to `path`.
 
     Args:
-      path: output file.
+      path: output file (local or a URL).
       kind: 'mp4' or 'gif'.
       fps: frames per second.
     """
@@ -100,7 +106,12 @@ class OverlayWriter:
         if kind not in KINDS:
             raise ValueError(f"overlay kind must be mp4 or gif, got {kind!r}")
         self.path, self.kind, self.fps = path, kind, float(fps)
-        self._tmp = partial_path(path)
+        self._local_dir = None
+        if storage.is_remote(path):
+            self._local_dir = tempfile.mkdtemp(prefix="rnn_vos_jax_overlay_")
+            self._tmp = os.path.join(self._local_dir, os.path.basename(partial_path(path)))
+        else:
+            self._tmp = partial_path(path)
         self._container = self._stream = self._file = None
         self._size = None
         self.num_frames = 0
@@ -169,14 +180,32 @@ class OverlayWriter:
         """Finishes the file and renames it to `path`; returns `path` (None if no frame came)."""
         self._finish()
         if not self.num_frames:
+            self._drop_local()
             return None
-        os.replace(self._tmp, self.path)
+        if self._local_dir is None:
+            storage.rename(self._tmp, self.path)
+        else:
+            storage.copy(self._tmp, self.path)  # one object upload: whole or absent
+            self._drop_local()
         return self.path
 
     def finish_partial(self) -> str | None:
-        """Finishes the file under its temporary name (a stopped run's overlay so far)."""
+        """Finishes the file under its temporary name (a stopped run's overlay so far); for a
+        URL `path` it is uploaded to `partial_path(path)`."""
         self._finish()
-        return self._tmp if self.num_frames else None
+        if not self.num_frames:
+            self._drop_local()
+            return None
+        if self._local_dir is None:
+            return self._tmp
+        partial = partial_path(self.path)
+        storage.copy(self._tmp, partial)
+        self._drop_local()
+        return partial
+
+    def _drop_local(self) -> None:
+        if self._local_dir is not None:
+            shutil.rmtree(self._local_dir, ignore_errors=True)
 
     def abort(self) -> None:
         """Drops the partial file."""
@@ -186,8 +215,8 @@ class OverlayWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
-        if os.path.exists(self._tmp):
-            os.remove(self._tmp)
+        storage.remove(self._tmp)
+        self._drop_local()
 
     def __enter__(self):
         return self
@@ -202,14 +231,16 @@ class OverlayWriter:
 
 def read_frames(path: str, size: tuple[int, int]) -> Iterator[np.ndarray]:
     """The uint8[H, W, 3] RGB frames of an overlay file (mp4 or GIF), cropped to `size` (the
-    padding of odd sizes removed). Raises av.FFmpegError / OSError when it is unreadable."""
+    padding of odd sizes removed); a URL is read from a local copy. Raises av.FFmpegError /
+    OSError when it is unreadable."""
     h, w = size
-    if path.endswith(".gif"):
-        with Image.open(path) as gif:
-            for i in range(gif.n_frames):
-                gif.seek(i)
-                yield np.asarray(gif.convert("RGB"))[:h, :w]
-        return
-    with av.open(path) as container:
-        for picture in container.decode(video=0):
-            yield picture.to_ndarray(format="rgb24")[:h, :w]
+    with storage.local_file(path) as local:
+        if path.endswith(".gif"):
+            with Image.open(local) as gif:
+                for i in range(gif.n_frames):
+                    gif.seek(i)
+                    yield np.asarray(gif.convert("RGB"))[:h, :w]
+            return
+        with av.open(local) as container:
+            for picture in container.decode(video=0):
+                yield picture.to_ndarray(format="rgb24")[:h, :w]

@@ -45,11 +45,10 @@ refused unless --overwrite, which deletes those results first.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 import sys
 import time
 from typing import Any
@@ -66,7 +65,7 @@ from rnn_vos_jax.inference import (
     tracker,
 )
 from rnn_vos_jax.inference import segmenter as segmenter_lib
-from rnn_vos_jax.runtime import atomic, config_files
+from rnn_vos_jax.runtime import atomic, config_files, storage
 
 ANNOTATIONS_DIR = "Annotations"
 RECORD = "segment.json"
@@ -131,26 +130,30 @@ def _stat(path: str | None):
     For a folder, of its direct entries only (frames, masks, a checkpoint's step folders): a
     training workdir can hold many thousands of files below them.
     """
-    if path is None or not os.path.exists(path):
+    if path is None or not _exists(path):
         return None
-    if os.path.isfile(path):
-        st = os.stat(path)
-        return [st.st_size, st.st_mtime_ns]
+    if storage.isfile(path):
+        return list(storage.stat(path))
     digest = hashlib.sha1()
-    for name in sorted(os.listdir(path)):
-        st = os.stat(os.path.join(path, name))
-        digest.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    for name in storage.listdir(path):
+        size, mtime_ns = storage.stat(storage.join(path, name))
+        digest.update(f"{name}:{size}:{mtime_ns};".encode())
     return digest.hexdigest()
+
+
+def _exists(path: str) -> bool:
+    """A local or stored (gs://, ...) file or folder; False for live sources (network URLs)."""
+    return (not storage.is_remote(path) or storage.is_storage_url(path)) and storage.exists(path)
 
 
 def _inputs(video, masks, checkpoint, model, image_size, max_frames) -> dict:
     """What a finished run must match to be reused, or a stopped one to be resumed (None
     checkpoint: never matches). A live source is named as given ('-', a URL, a camera)."""
-    ckpt = None if checkpoint is None else os.path.abspath(checkpoint)
-    path = os.path.abspath(video) if os.path.exists(video) else video
+    ckpt = None if checkpoint is None else storage.absolute(checkpoint)
+    path = storage.absolute(video) if _exists(video) else video
     return {
         "video": [path, _stat(video)],
-        "masks": [os.path.abspath(masks), _stat(masks)],
+        "masks": [storage.absolute(masks), _stat(masks)],
         "checkpoint": None if ckpt is None else [ckpt, _stat(ckpt)],
         "model": hashlib.sha1(repr(model).encode()).hexdigest(),
         "image_size": [int(s) for s in image_size],
@@ -161,13 +164,13 @@ def _inputs(video, masks, checkpoint, model, image_size, max_frames) -> dict:
 def _earlier_results(output: str) -> list[str]:
     """Human descriptions of what an earlier run left in `output` (empty: nothing)."""
     found = []
-    ann = os.path.join(output, ANNOTATIONS_DIR)
-    if os.path.isdir(ann):
-        pngs = [n for n in os.listdir(ann) if n.endswith(".png")]
+    ann = storage.join(output, ANNOTATIONS_DIR)
+    if storage.isdir(ann):
+        pngs = [n for n in storage.listdir(ann) if n.endswith(".png")]
         if pngs:
             found.append(f"{len(pngs)} PNGs in {ann}")
     for name in (RECORD, stream_run.STATE_DIR, *_overlay_files()):
-        if os.path.exists(os.path.join(output, name)):
+        if storage.exists(storage.join(output, name)):
             found.append(name)
     return found
 
@@ -175,29 +178,32 @@ def _earlier_results(output: str) -> list[str]:
 def _overlay_files() -> list[str]:
     """Overlay files a run may leave: finished, partial, a stopped live run's set aside."""
     names = [*OVERLAY_FILES.values()]
-    names += [os.path.basename(overlay_video.partial_path(n)) for n in OVERLAY_FILES.values()]
-    names += [os.path.basename(stream_run.previous_path(n)) for n in OVERLAY_FILES.values()]
+    names += [storage.basename(overlay_video.partial_path(n)) for n in OVERLAY_FILES.values()]
+    names += [storage.basename(stream_run.previous_path(n)) for n in OVERLAY_FILES.values()]
     return names
 
 
 def _remove_earlier_results(output: str) -> None:
     # Only what this command writes: other files in the folder are the user's.
-    ann = os.path.join(output, ANNOTATIONS_DIR)
-    if os.path.isdir(ann):
-        for name in os.listdir(ann):
-            if name.endswith((".png", ".png.tmp")):
-                os.remove(os.path.join(ann, name))
+    ann = storage.join(output, ANNOTATIONS_DIR)
+    if storage.isdir(ann):
+        for name in storage.listdir(ann):
+            if name.endswith(".png") or ".png.tmp" in name:  # and interrupted writes' temporaries
+                storage.remove(storage.join(ann, name))
     for name in (RECORD, *_overlay_files()):
-        if os.path.exists(os.path.join(output, name)):
-            os.remove(os.path.join(output, name))
-    shutil.rmtree(os.path.join(output, stream_run.STATE_DIR), ignore_errors=True)
+        storage.remove(storage.join(output, name))
+    _remove_state(output)
+
+
+def _remove_state(output: str) -> None:
+    with contextlib.suppress(OSError):
+        storage.rmtree(storage.join(output, stream_run.STATE_DIR))
 
 
 def _reusable(output: str, inputs: dict, overlay: str) -> SegmentResult | None:
     """The earlier finished run in `output` if it used the same inputs and its files exist."""
     try:
-        with open(os.path.join(output, RECORD)) as f:
-            record = json.load(f)
+        record = json.loads(storage.read_text(storage.join(output, RECORD)))
     except (OSError, json.JSONDecodeError):
         return None
     if inputs["checkpoint"] is None or record.get("inputs") != json.loads(json.dumps(inputs)):
@@ -206,18 +212,18 @@ def _reusable(output: str, inputs: dict, overlay: str) -> SegmentResult | None:
         return None
     result = _result(output, record, overlay, reused=True)
     files = [*result.pngs, *([result.overlay] if result.overlay else [])]
-    return result if all(os.path.exists(f) for f in files) else None
+    return result if all(storage.exists(f) for f in files) else None
 
 
 def _result(output, record, overlay, reused=False) -> SegmentResult:
-    ann = os.path.join(output, ANNOTATIONS_DIR)
+    ann = storage.join(output, ANNOTATIONS_DIR)
     frame_names, objects = record["frames"], record["objects"]
     return SegmentResult(
         output=output,
         annotations=ann,
-        pngs=[os.path.join(ann, f + ".png") for f in frame_names],
-        overlay=os.path.join(output, OVERLAY_FILES[overlay]) if overlay != "none" else None,
-        record=os.path.join(output, RECORD),
+        pngs=[storage.join(ann, f + ".png") for f in frame_names],
+        overlay=storage.join(output, OVERLAY_FILES[overlay]) if overlay != "none" else None,
+        record=storage.join(output, RECORD),
         object_ids=sorted(int(o) for o in objects),
         first_frames={int(o): v["first_frame"] for o, v in objects.items()},
         num_frames=len(frame_names),
@@ -326,7 +332,7 @@ def segment_video(
     if found and not resume:
         _remove_earlier_results(output)
 
-    ann_dir = os.path.join(output, ANNOTATIONS_DIR)
+    ann_dir = storage.join(output, ANNOTATIONS_DIR)
     run = stream_run.run if streaming else _run_whole_clip
     report = run(
         segmenter,
@@ -347,19 +353,19 @@ def segment_video(
     late = [o for o, t in plan.first.items() if t >= len(names)]
     if late and ended:
         if report.overlay:
-            os.remove(report.overlay)
+            storage.remove(report.overlay)
         raise ValueError(
             f"{source.path} has only {len(names)} frames: objects {late} start after its end "
-            f"({sorted({os.path.basename(plan.files[plan.first[o]]) for o in late})}); the PNGs "
+            f"({sorted({storage.basename(plan.files[plan.first[o]]) for o in late})}); the PNGs "
             f"of all {len(names)} frames are written"
         )
     objects = {
-        str(o): {"first_frame": names[t], "mask_file": os.path.abspath(plan.files[t])}
+        str(o): {"first_frame": names[t], "mask_file": storage.absolute(plan.files[t])}
         for o, t in plan.first.items()
         if t < len(names)
     }
     corrections = [
-        {"frame": names[t], "object": o, "mask_file": os.path.abspath(plan.files[t])}
+        {"frame": names[t], "object": o, "mask_file": storage.absolute(plan.files[t])}
         for t, o in plan.corrections
         if t < len(names)
     ]
@@ -379,8 +385,8 @@ def segment_video(
     }
     if report.missing_overlay:
         record["overlay_missing_frames"] = report.missing_overlay
-    atomic.write_json(os.path.join(output, RECORD), record)  # last: marks the run finished
-    shutil.rmtree(os.path.join(output, stream_run.STATE_DIR), ignore_errors=True)
+    atomic.write_json(storage.join(output, RECORD), record)  # last: marks the run finished
+    _remove_state(output)
     return _result(output, json.loads(json.dumps(record)), overlay)
 
 
@@ -400,7 +406,7 @@ def _run_whole_clip(
     """An offline family's run (ClipPredictor: the whole clip, then the frames' outputs): PNGs
     and overlay written as stream_run writes them, no state (nothing to resume from)."""
     del unused
-    os.makedirs(annotations_dir, exist_ok=True)
+    storage.makedirs(annotations_dir)
     pending = collections.deque()  # frames handed to the model, waiting for their prediction
 
     def frames():
@@ -412,7 +418,7 @@ def _run_whole_clip(
 
     out = None
     if overlay != "none":
-        path = os.path.join(output, OVERLAY_FILES[overlay])
+        path = storage.join(output, OVERLAY_FILES[overlay])
         out = overlay_video.OverlayWriter(path, overlay, fps or source.fps)
     names, start = [], time.monotonic()
     bar = progress.Bar(source.num_frames, "frames", "segment", enabled=show_progress)
@@ -423,7 +429,7 @@ def _run_whole_clip(
                 frame = pending.popleft()
                 ids = object_merge.merge_probabilities(probs, object_ids)
                 names.append(source.name(t))
-                writer.write(os.path.join(annotations_dir, names[-1] + ".png"), ids)
+                writer.write(storage.join(annotations_dir, names[-1] + ".png"), ids)
                 if out is not None:
                     writer.submit(stream_run.write_overlay_frame, out, frame, ids)
                 bar.update()

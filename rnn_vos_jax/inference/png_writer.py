@@ -7,7 +7,6 @@ the thread is re-raised in the caller at the next ``submit``/``write`` or at ``c
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import numpy as np
 
 # aliased: `from __future__ import annotations` binds the name `annotations` in this module
 from rnn_vos_jax.data import annotations as annotation_png
+from rnn_vos_jax.runtime import storage
 
 _STOP = object()
 
@@ -47,7 +47,10 @@ class PngWriter:
                     self._error = e
 
     def check(self) -> None:
-        """Raises the writer thread's error, if any."""
+        """Raises the writer thread's error, if any (a storage error as it is, so that a full disk
+        stops a command with its one line: runtime.storage.exit_on_storage_error)."""
+        if isinstance(self._error, storage.StorageError):
+            raise self._error
         if self._error is not None:
             raise RuntimeError(f"PNG writer failed: {self._error}") from self._error
 
@@ -59,7 +62,8 @@ class PngWriter:
         self._queue.put((fn, args))
 
     def write(self, path: str, ids: np.ndarray) -> None:
-        """Queues ``ids`` (uint8[H, W]) to be written to ``path`` (its folder is created)."""
+        """Queues ``ids`` (uint8[H, W]) to be written to ``path`` (local or URL; its folder is
+        created)."""
         self.submit(_make_dirs_and_write, path, ids)
 
     def close(self) -> None:
@@ -84,5 +88,10 @@ class PngWriter:
 
 
 def _make_dirs_and_write(path, ids):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    annotation_png.write(path, ids)
+    # Encoded in memory and written in one atomic step (local or gs://): a full disk never leaves
+    # a half PNG that a resumed run would count as done.
+    try:
+        data = annotation_png.encode(ids)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    storage.write_bytes(path, data)

@@ -7,7 +7,6 @@ on it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 from rnn_vos_jax import models
 from rnn_vos_jax.inference import predictors, slots
 from rnn_vos_jax.inference import tracker as tracker_lib
-from rnn_vos_jax.runtime import checkpoints, config_files
+from rnn_vos_jax.runtime import checkpoints, config_files, storage
 from rnn_vos_jax.weights import torch_checkpoints
 
 TORCH_SUFFIXES = (".pth", ".pt")
@@ -58,11 +57,12 @@ class Segmenter:
         if isinstance(config, str):
             config = config_files.load_config(config)
         model = models.build(config.model)
-        if os.path.isfile(path) and path.endswith(TORCH_SUFFIXES):
-            variables = torch_checkpoints.convert_checkpoint(
-                path, config.model, config.data.image_size
-            )
-        elif os.path.isfile(path):
+        if storage.isfile(path) and path.endswith(TORCH_SUFFIXES):
+            with storage.local_file(path) as local:  # torch.load reads a real file
+                variables = torch_checkpoints.convert_checkpoint(
+                    local, config.model, config.data.image_size
+                )
+        elif storage.isfile(path):
             raise ValueError(
                 f"{path}: expected an orbax checkpoint directory or a PyTorch {TORCH_SUFFIXES} file"
             )

@@ -42,7 +42,7 @@ import numpy as np
 
 from rnn_vos_jax.data import annotations
 from rnn_vos_jax.inference import object_merge, overlay_video, png_writer, progress, tracker_files
-from rnn_vos_jax.runtime import preemption
+from rnn_vos_jax.runtime import preemption, storage
 
 STATE_DIR = "state"
 DEFAULT_STATE_SECONDS = 10.0
@@ -67,9 +67,9 @@ class RunReport:
 
 def saved_info(output: str) -> dict | None:
     """The `info` of the state in OUT/state (None: no readable state)."""
+    path = storage.join(output, STATE_DIR, tracker_files.RECORD)
     try:
-        with open(os.path.join(output, STATE_DIR, tracker_files.RECORD)) as f:
-            return json.load(f).get("info")
+        return json.loads(storage.read_text(path)).get("info")
     except (OSError, json.JSONDecodeError):
         return None
 
@@ -189,8 +189,8 @@ def run(
       after saving the state; errors of the source or the writers after saving the state at
       the last whole frame.
     """
-    state_dir = os.path.join(output, STATE_DIR)
-    os.makedirs(annotations_dir, exist_ok=True)
+    state_dir = storage.join(output, STATE_DIR)
+    storage.makedirs(annotations_dir)
     if resume:
         tracker = segmenter.load_tracker(state_dir)
         info, k = tracker.info, tracker.frame_index
@@ -203,7 +203,7 @@ def run(
         tracker.save(state_dir, info)  # a rerun before the first periodic save resumes at 0
     out, missing = None, []
     if overlay != "none":
-        path = os.path.join(output, f"overlay.{overlay}")
+        path = storage.join(output, f"overlay.{overlay}")
         previous = _set_aside(path) if source.live and k else None
         out = overlay_video.OverlayWriter(path, overlay, fps or source.fps)
         if previous:
@@ -236,10 +236,11 @@ def run(
                 if item is None or item is _END:
                     break
                 frame, arrival = item
-                png = os.path.join(annotations_dir, source.name(t) + ".png")
+                png = storage.join(annotations_dir, source.name(t) + ".png")
                 if t < k:  # segmented before the stop: only its overlay frame, from its PNG
                     if out is not None:
-                        writer.submit(write_overlay_frame, out, frame, annotations.decode(png))
+                        ids = annotations.decode(storage.read_bytes(png), name=png)
+                        writer.submit(write_overlay_frame, out, frame, ids)
                     t += 1
                     continue
                 add, correct = plan.at(t)
@@ -337,16 +338,16 @@ def _stop_writers(writer: png_writer.PngWriter, out, live: bool) -> str | None:
 
 def previous_path(path: str) -> str:
     """Where a stopped live run's overlay so far waits for the resumed run: overlay.previous.mp4."""
-    stem, ext = os.path.splitext(path)
+    stem, ext = os.path.splitext(str(path))
     return f"{stem}.previous{ext}"
 
 
 def _set_aside(path: str) -> str | None:
     """Moves a stopped live run's overlay.partial.* aside (the new overlay is written there)."""
     partial, previous = overlay_video.partial_path(path), previous_path(path)
-    if os.path.exists(partial):
-        os.replace(partial, previous)
-    return previous if os.path.exists(previous) else None
+    if storage.exists(partial):
+        storage.rename(partial, previous)
+    return previous if storage.exists(previous) else None
 
 
 def _carry_over(out, previous: str, size, k: int) -> list[int]:
@@ -361,7 +362,7 @@ def _carry_over(out, previous: str, size, k: int) -> list[int]:
             copied += 1
     except Exception as error:  # noqa: BLE001 - unreadable: start the overlay afresh
         print(f"segment: the overlay so far ({previous}) is unreadable: {error}", file=sys.stderr)
-    os.remove(previous)
+    storage.remove(previous)
     if copied < k:
         print(f"segment: the overlay lacks frames {copied}..{k - 1}", file=sys.stderr)
     return list(range(copied, k))

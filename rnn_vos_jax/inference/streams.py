@@ -2,8 +2,9 @@
 
     -                 YUV4MPEG2 on standard input (`ffmpeg ... -f yuv4mpegpipe - | segment
                       --video=- ...`), or a named pipe (FIFO) carrying one
-    rtsp://... http://... (any URL)
-                      a network stream OpenCV (its FFmpeg) opens
+    rtsp://... http://... (any URL but a store's)
+                      a network stream OpenCV (its FFmpeg) opens; gs://, s3://, ... name a
+                      video file or frame folder in a bucket (video_io, runtime.storage)
     0, 1, ...         a camera, by OpenCV's index
 
     source = streams.open_source("-")   # or a file / folder (video_io.open_frames) / URL / camera
@@ -30,6 +31,7 @@ import cv2
 import numpy as np
 
 from rnn_vos_jax.inference import video_io, y4m
+from rnn_vos_jax.runtime import storage
 
 STDIN = "-"
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -113,7 +115,7 @@ def open_source(spec: str):
     or frame folder (video_io.open_frames; those are not live)."""
     if spec == STDIN:
         return Y4MStream(STDIN)
-    if URL.match(spec):
+    if URL.match(spec) and not storage.is_storage_url(spec):  # gs://...: a file in a bucket
         return CaptureStream(spec)
     if os.path.exists(spec) and stat.S_ISFIFO(os.stat(spec).st_mode):
         return Y4MStream(spec)

@@ -8,7 +8,7 @@
     FOLDER/carry-00000042.npz       the carry's arrays (frame index 42 next), one per leaf
 
 Atomic: the arrays go to a file named by the frame index (written under a temporary name,
-then renamed), and only then tracker.json, through the project's one atomic JSON writer, points
+then renamed; one object upload on gs://), and only then tracker.json, through the project's one atomic JSON writer, points
 at it; older arrays files are removed last. A reader, or a run stopped at any moment, sees
 the previous state whole or the new one whole.
 
@@ -21,10 +21,9 @@ two trained checkpoints) must match; the error names what differs.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
+import io
 import json
-import os
 from typing import Any
 
 import jax
@@ -32,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_vos_jax import models
-from rnn_vos_jax.runtime import atomic
+from rnn_vos_jax.runtime import atomic, storage
 
 RECORD = "tracker.json"
 FORMAT = "rnn_vos_jax.tracker/1"
@@ -48,21 +47,20 @@ class Snapshot:
 
 
 def write(folder: str, snapshot: Snapshot) -> str:
-    """Writes a snapshot to `folder` (created) atomically; returns `folder`."""
-    os.makedirs(folder, exist_ok=True)
+    """Writes a snapshot to `folder` (a local folder, created, or a URL) atomically; returns
+    `folder`."""
+    storage.makedirs(folder)
     record, keys, name = dict(snapshot.record), sorted(snapshot.arrays), None
     if keys:
         name = f"carry-{int(record['frame_index']):08d}.npz"
-        final = os.path.join(folder, name)
-        tmp = f"{final}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            np.savez(f, **{f"a{i}": snapshot.arrays[k] for i, k in enumerate(keys)})
-        os.replace(tmp, final)
+        buffer = io.BytesIO()
+        np.savez(buffer, **{f"a{i}": snapshot.arrays[k] for i, k in enumerate(keys)})
+        storage.write_bytes(storage.join(folder, name), buffer.getvalue())
     record.update(format=FORMAT, carry=name, carry_keys=keys)
-    atomic.write_json(os.path.join(folder, RECORD), record)
-    for path in glob.glob(os.path.join(folder, "carry-*.npz*")):
-        if os.path.basename(path) != name:
-            os.remove(path)
+    atomic.write_json(storage.join(folder, RECORD), record)
+    for path in storage.glob(storage.join(folder, "carry-*.npz*")):
+        if storage.basename(path) != name:
+            storage.remove(path)
     return folder
 
 
@@ -73,21 +71,20 @@ def read(folder: str) -> tuple[dict, dict[str, np.ndarray]]:
       FileNotFoundError: no state there.
       ValueError: not a state this version wrote, or its arrays file is missing or damaged.
     """
-    path = os.path.join(folder, RECORD)
-    if not os.path.isfile(path):
+    path = storage.join(folder, RECORD)
+    if not storage.isfile(path):
         raise FileNotFoundError(f"no saved tracker state in {folder} (no {RECORD})")
     try:
-        with open(path) as f:
-            record = json.load(f)
+        record = json.loads(storage.read_text(path))
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"cannot read the tracker state {path}: {error}") from None
     if record.get("format") != FORMAT:
         raise ValueError(f"{path} is not a tracker state of format {FORMAT!r}")
     arrays = {}
     if record["carry"]:
-        file = os.path.join(folder, record["carry"])
+        file = storage.join(folder, record["carry"])
         try:
-            with np.load(file) as z:
+            with np.load(io.BytesIO(storage.read_bytes(file))) as z:
                 arrays = {k: z[f"a{i}"] for i, k in enumerate(record["carry_keys"])}
         except (OSError, KeyError, ValueError) as error:
             raise ValueError(f"cannot read the tracker state's arrays {file}: {error}") from None

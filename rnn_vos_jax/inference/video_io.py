@@ -13,18 +13,25 @@ compared as numbers (frame2 before frame10) and named by their file name without
 frame's header is read when the folder is opened, so unreadable files and frames of another size
 are reported before any work starts.
 
+Both may live in a bucket (`gs://...`, through runtime.storage): a video file is downloaded to a
+temporary local copy for OpenCV (kept while the source lives), frames are read object by object.
+
 No TensorFlow here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import weakref
 from collections.abc import Iterator
 
 import cv2
 import numpy as np
 from PIL import Image
+
+from rnn_vos_jax.runtime import storage
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DEFAULT_FPS = 24.0
@@ -81,10 +88,15 @@ class VideoFile:
 
     def __init__(self, path: str):
         self.path = path
-        if not os.path.isfile(path):
+        if not storage.isfile(path):
             raise FileNotFoundError(f"video not found: {path}")
-        if os.path.getsize(path) == 0:
+        if storage.size(path) == 0:
             raise ValueError(f"video {path} is empty (0 bytes)")
+        # OpenCV reads real files: a video in a bucket is read from a local copy, removed when
+        # this source is garbage collected (or at exit).
+        local = contextlib.ExitStack()
+        self._local = local.enter_context(storage.local_file(path))
+        weakref.finalize(self, local.close)
         capture = self._open()
         try:
             ok, frame = capture.read()
@@ -100,7 +112,7 @@ class VideoFile:
         self.frame_names = None
 
     def _open(self):
-        capture = cv2.VideoCapture(self.path)
+        capture = cv2.VideoCapture(self._local)
         if not capture.isOpened():
             capture.release()
             raise ValueError(
@@ -154,15 +166,15 @@ class FrameFolder:
 
     def __init__(self, path: str):
         self.path = path
-        if not os.path.isdir(path):
+        if not storage.isdir(path):
             raise FileNotFoundError(f"frame folder not found: {path}")
-        names = [n for n in os.listdir(path) if n.lower().endswith(FRAME_EXTENSIONS)]
+        names = [n for n in storage.listdir(path) if n.lower().endswith(FRAME_EXTENSIONS)]
         if not names:
             raise ValueError(
                 f"frame folder {path} is empty: no {'/'.join(FRAME_EXTENSIONS)} files in it"
             )
         names.sort(key=lambda n: _natural_key(os.path.splitext(n)[0]))
-        self.files = [os.path.join(path, n) for n in names]
+        self.files = [storage.join(path, n) for n in names]
         self.frame_names = [os.path.splitext(n)[0] for n in names]
         seen = {}
         for name, file in zip(self.frame_names, names):
@@ -188,7 +200,7 @@ class FrameFolder:
     @staticmethod
     def _size_of(file: str) -> tuple[int, int]:
         try:
-            with Image.open(file) as image:
+            with _open_image(file) as image:
                 return image.size[1], image.size[0]
         except (OSError, SyntaxError) as error:
             raise ValueError(f"cannot read frame {file}: {error}") from None
@@ -203,7 +215,7 @@ class FrameFolder:
         """Yields uint8[H, W, 3] RGB frames in order from frame `start`, decoding one at a time."""
         for file in self.files[start:]:
             try:
-                with Image.open(file) as image:
+                with _open_image(file) as image:
                     frame = np.asarray(image.convert("RGB"))
             except (OSError, SyntaxError) as error:
                 raise ValueError(f"cannot read frame {file}: {error}") from None
@@ -212,8 +224,20 @@ class FrameFolder:
             yield frame
 
 
+@contextlib.contextmanager
+def _open_image(file: str) -> Iterator[Image.Image]:
+    """PIL's image of a local file, or of an object read through storage (headers first: PIL
+    reads the pixels only when asked)."""
+    if not storage.is_remote(file):
+        with Image.open(file) as image:
+            yield image
+        return
+    with storage.open(file, "rb") as f, Image.open(f) as image:
+        yield image
+
+
 def open_frames(path: str) -> VideoFile | FrameFolder:
-    """A folder of frames, or a video file OpenCV reads."""
-    if os.path.isdir(path):
+    """A folder of frames, or a video file OpenCV reads (either local or in a bucket)."""
+    if storage.isdir(path):
         return FrameFolder(path)
     return VideoFile(path)

@@ -5,7 +5,8 @@ grayscale or DAVIS-palette RGB; grayscale 0/255 masks, as DAVIS 2016 distributes
 object 1). The frames scored are those with a ground-truth PNG. An object's first frame is its
 first frame in meta.json (YouTube-VOS ``videos/VIDEO/objects/ID/frames``) or else the first
 ground-truth PNG containing its id. `score_directory` scores videos in worker processes when asked.
-The command is `python -m rnn_vos_jax.score`.
+The command is `python -m rnn_vos_jax.score`. Folders and meta.json may be local or in a bucket
+(`gs://...`, through runtime.storage).
 """
 
 from __future__ import annotations
@@ -19,8 +20,41 @@ import numpy as np
 # aliased: `annotations` is this module's word for the ground-truth folder and id maps
 from rnn_vos_jax.data import annotations as annotation_png
 from rnn_vos_jax.data import meta as meta_json
-from rnn_vos_jax.data.vos_reader import stems
+from rnn_vos_jax.runtime import storage
 from rnn_vos_jax.scoring import metrics
+
+
+def stems(folder: str, extension: str) -> list[str]:
+    """Sorted names without `extension` of the files in `folder` (local or a bucket prefix)
+    ending with it ([] if none): data.vos_reader.stems through runtime.storage."""
+    if not storage.isdir(folder):
+        return []
+    return sorted(f[: -len(extension)] for f in storage.listdir(folder) if f.endswith(extension))
+
+
+def decode(path: str) -> np.ndarray:
+    """The ids of one annotation or prediction PNG, local or in a bucket (annotations.decode)."""
+    try:
+        data = storage.read_bytes(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"annotation file not found: {path}") from None
+    return annotation_png.decode(data, name=path)
+
+
+def read_meta(path: str) -> dict:
+    """meta.json's objects per video (data.meta.read), local or in a bucket."""
+    if not storage.is_remote(path):
+        return meta_json.read(path)
+    with storage.local_file(path) as local:
+        return meta_json.read(local)
+
+
+def seen_categories(path: str) -> set[str]:
+    """data.meta.categories of a local or stored meta.json / dataset_info.json."""
+    if not storage.is_remote(path):
+        return meta_json.categories(path)
+    with storage.local_file(path) as local:
+        return meta_json.categories(local)
 
 
 def score_video_dir(
@@ -40,14 +74,14 @@ def score_video_dir(
     frames = stems(ann_dir, ".png")
     if not frames:
         hint = ""
-        if os.path.isdir(ann_dir) and any(
-            os.path.isdir(os.path.join(ann_dir, n)) for n in os.listdir(ann_dir)
+        if storage.isdir(ann_dir) and any(
+            storage.isdir(storage.join(ann_dir, n)) for n in storage.listdir(ann_dir)
         ):
             hint = (
                 " (it holds folders: is --annotations one level too high, e.g. DAVIS/Annotations?)"
             )
         raise FileNotFoundError(f"no ground-truth PNGs in {ann_dir}{hint}")
-    annotations = [annotation_png.decode(os.path.join(ann_dir, f + ".png")) for f in frames]
+    annotations = [decode(storage.join(ann_dir, f + ".png")) for f in frames]
     first_frames, categories = {}, {}
     if objects_meta is not None:
         for obj_id, o in objects_meta.items():
@@ -74,10 +108,10 @@ def score_video_dir(
             )
         predictions = [None] * len(frames)
         for n in sorted(needed):
-            path = os.path.join(pred_dir, frames[n] + ".png")
-            if not os.path.exists(path):
+            path = storage.join(pred_dir, frames[n] + ".png")
+            if not storage.exists(path):
                 raise FileNotFoundError(f"missing prediction {path}")
-            pred = annotation_png.decode(path)
+            pred = decode(path)
             if pred.shape != annotations[n].shape:
                 raise ValueError(
                     f"{path}: size {pred.shape} differs from the ground truth's {annotations[n].shape}"
@@ -156,23 +190,23 @@ def score_directory(
       FileNotFoundError: naming a missing folder or prediction PNG.
       ValueError: naming the file of a bad PNG; when no object is scored at all, saying why.
     """
-    meta_objects = meta_json.read(meta) if meta else None
+    meta_objects = read_meta(meta) if meta else None
     if meta_objects is not None:
         videos = sorted(meta_objects)
     else:
         videos = sorted(
-            v for v in os.listdir(annotations) if os.path.isdir(os.path.join(annotations, v))
+            v for v in storage.listdir(annotations) if storage.isdir(storage.join(annotations, v))
         )
     if not videos:
         raise FileNotFoundError(f"no video folders in {annotations}")
     kwargs = {"include_first_last": include_first_last, "ignore_void": ignore_void}
     tasks = {}
     for video in videos:
-        pred_dir = os.path.join(predictions, video)
-        if not os.path.isdir(pred_dir):
+        pred_dir = storage.join(predictions, video)
+        if not storage.isdir(pred_dir):
             raise FileNotFoundError(f"missing prediction folder {pred_dir}")
         objs = None if meta_objects is None else meta_objects[video]
-        tasks[video] = (pred_dir, os.path.join(annotations, video), objs, kwargs, baseline)
+        tasks[video] = (pred_dir, storage.join(annotations, video), objs, kwargs, baseline)
     workers = (os.cpu_count() or 1) if workers == 0 else int(workers)
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
@@ -180,7 +214,7 @@ def score_directory(
         results = {video: _score_one(task) for video, task in tasks.items()}
     else:
         # Longest videos first, so that no worker is left with a long one at the end.
-        order = sorted(videos, key=lambda v: -len(os.listdir(tasks[v][1])))
+        order = sorted(videos, key=lambda v: -len(storage.listdir(tasks[v][1])))
         context = _worker_context()
         with concurrent.futures.ProcessPoolExecutor(
             min(workers, len(videos)), mp_context=context, initializer=_init_worker
@@ -188,7 +222,7 @@ def score_directory(
             results = dict(zip(order, pool.map(_score_one, [tasks[v] for v in order])))
     scores = {video: results[video][0] for video in videos}
     base = {video: results[video][1] for video in videos}
-    seen = meta_json.categories(train_meta) if train_meta else None
+    seen = seen_categories(train_meta) if train_meta else None
     result = metrics.summarize(scores, seen, base if baseline else None)
     if not result["num_objects"]:
         raise ValueError(_no_object_message(annotations, videos, scores))

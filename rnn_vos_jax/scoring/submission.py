@@ -8,20 +8,23 @@ of the video's objects (the ids of its first masks, meta.json's ``objects``). Ev
 listed at once, and nothing is written unless there is none; then the zip holds
 ``Annotations/VIDEO/FRAME.png`` at its top level (the layout the server unpacks), the PNGs copied
 byte for byte. Predictions the server does not expect (other videos or frames, e.g. the in-between
-frames of an all-frames run) are left out and counted in the log line. No JAX or TensorFlow here; the
-command is `python -m rnn_vos_jax.submission`.
+frames of an all-frames run) are left out and counted in the log line. Predictions, meta.json,
+the valid folder and the zip may be local or in a bucket (`gs://...`, through runtime.storage); the
+zip is written to a local temporary file and renamed or uploaded whole. No JAX or TensorFlow here;
+the command is `python -m rnn_vos_jax.submission`.
 """
 
 from __future__ import annotations
 
-import os
+import io
+import time
 import zipfile
 
 import numpy as np
 from PIL import Image
 
-from rnn_vos_jax.data import meta as meta_json
-from rnn_vos_jax.data.vos_reader import stems
+from rnn_vos_jax.runtime import storage
+from rnn_vos_jax.scoring.folders import read_meta, stems
 
 ZIP_ROOT = "Annotations"
 
@@ -39,10 +42,13 @@ class SubmissionError(ValueError):
 def _original_size(valid_dir: str, video: str) -> tuple[int, int] | None:
     """(height, width) of a video's JPEGs, or else of its annotation PNGs; None if neither."""
     for sub, extension in (("JPEGImages", ".jpg"), ("Annotations", ".png")):
-        folder = os.path.join(valid_dir, sub, video)
+        folder = storage.join(valid_dir, sub, video)
         for stem in stems(folder, extension)[:1]:
-            with Image.open(os.path.join(folder, stem + extension)) as image:
-                return image.height, image.width
+            with (
+                storage.open(storage.join(folder, stem + extension), "rb") as f,
+                Image.open(f) as im,
+            ):
+                return im.height, im.width
     return None
 
 
@@ -52,12 +58,12 @@ def expected_frames(meta: str, valid_dir: str | None = None) -> dict[str, dict]:
     Returns:
       {VIDEO: {"frames": sorted frame names, "ids": sorted object ids, "size": (H, W) or None}}.
     """
-    valid_dir = os.path.dirname(os.path.abspath(meta)) if valid_dir is None else valid_dir
+    valid_dir = storage.dirname(storage.absolute(meta)) if valid_dir is None else valid_dir
     out = {}
-    for video, objects in sorted(meta_json.read(meta).items()):
+    for video, objects in sorted(read_meta(meta).items()):
         if objects is None:
             raise ValueError(f"{meta} videos/{video}: missing its 'objects' dict")
-        frames = set(stems(os.path.join(valid_dir, "JPEGImages", video), ".jpg"))
+        frames = set(stems(storage.join(valid_dir, "JPEGImages", video), ".jpg"))
         for obj in objects.values():
             frames.update(obj.frames)
         out[video] = {
@@ -71,7 +77,7 @@ def expected_frames(meta: str, valid_dir: str | None = None) -> dict[str, dict]:
 def _check_png(path: str, size: tuple[int, int] | None, ids: list[int]) -> list[str]:
     """The problems of one predicted PNG (empty when it is what the server expects)."""
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(storage.read_bytes(path))) as image:
             image.load()
             kind, mode, shape = image.format, image.mode, (image.height, image.width)
             values = np.unique(np.asarray(image)) if mode == "P" else None
@@ -102,14 +108,14 @@ def check(predictions: str, meta: str, valid_dir: str | None = None) -> tuple[li
     if not expected:
         problems.append(f"{meta}: no videos")
     for video, want in expected.items():
-        folder = os.path.join(predictions, video)
+        folder = storage.join(predictions, video)
         if want["size"] is None:
-            where = valid_dir or os.path.dirname(os.path.abspath(meta))
+            where = valid_dir or storage.dirname(storage.absolute(meta))
             problems.append(
                 f"{video}: no JPEGImages/{video} or Annotations/{video} in {where} to take the "
                 "original size from (pass --valid_dir)"
             )
-        if not os.path.isdir(folder):
+        if not storage.isdir(folder):
             problems.append(f"{folder}: missing (the video's {len(want['frames'])} frames)")
             continue
         have = set(stems(folder, ".png"))
@@ -121,7 +127,7 @@ def check(predictions: str, meta: str, valid_dir: str | None = None) -> tuple[li
             )
         for frame in want["frames"]:
             if frame in have:
-                path = os.path.join(folder, frame + ".png")
+                path = storage.join(folder, frame + ".png")
                 problems += _check_png(path, want["size"], want["ids"])
     return problems, expected
 
@@ -142,18 +148,28 @@ def write_zip(predictions: str, meta: str, output: str, valid_dir: str | None = 
     wanted = {(v, f) for v, e in expected.items() for f in e["frames"]}
     left_out = sum(
         (video, frame) not in wanted
-        for video in os.listdir(predictions)
-        for frame in stems(os.path.join(predictions, video), ".png")
+        for video in storage.listdir(predictions)
+        for frame in stems(storage.join(predictions, video), ".png")
     )
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    tmp = f"{output}.tmp{os.getpid()}"
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-            for video, frame in sorted(wanted):
-                name = f"{frame}.png"
-                archive.write(os.path.join(predictions, video, name), f"{ZIP_ROOT}/{video}/{name}")
-        os.replace(tmp, output)  # a finished zip or none
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    # A finished zip or none: written to a local file, renamed or uploaded when complete.
+    with (
+        storage.staged_output(output) as tmp,
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive,
+    ):
+        for video, frame in sorted(wanted):
+            name = f"{frame}.png"
+            _add(archive, storage.join(predictions, video, name), f"{ZIP_ROOT}/{video}/{name}")
     return {"videos": len(expected), "frames": len(wanted), "left_out": left_out, "output": output}
+
+
+def _add(archive: zipfile.ZipFile, path: str, name: str) -> None:
+    """Adds the file `path` as `name`, as ZipFile.write does (its time and mode; 0o644 for an
+    object in a bucket)."""
+    if not storage.is_remote(path):
+        archive.write(path, name)
+        return
+    _, mtime_ns = storage.stat(path)
+    info = zipfile.ZipInfo(name, time.localtime(mtime_ns // 10**9)[:6])
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o100644 << 16
+    archive.writestr(info, storage.read_bytes(path))

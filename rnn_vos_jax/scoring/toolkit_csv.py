@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 
-from rnn_vos_jax.runtime import atomic
+from rnn_vos_jax.runtime import atomic, storage
 
 # The DAVIS toolkit's CSV columns (evaluation_method.py) and the metrics-JSON keys they hold.
 GLOBAL_COLUMNS = {
@@ -32,10 +31,10 @@ def write_toolkit_csvs(result: dict, csv_dir: str, set_name: str = "val") -> tup
     Returns:
       (global path, per-sequence path).
     """
-    os.makedirs(csv_dir, exist_ok=True)
+    storage.makedirs(csv_dir)
     paths = (
-        os.path.join(csv_dir, f"global_results-{set_name}.csv"),
-        os.path.join(csv_dir, f"per-sequence_results-{set_name}.csv"),
+        storage.join(csv_dir, f"global_results-{set_name}.csv"),
+        storage.join(csv_dir, f"per-sequence_results-{set_name}.csv"),
     )
     objects = sorted(
         (key.rsplit("/", 1) for key in result["per_object"]), key=lambda vo: (vo[0], int(vo[1]))

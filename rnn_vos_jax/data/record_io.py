@@ -194,6 +194,7 @@ class Policy:
     seen: int = 0
     skipped: int = 0
     error: CorruptRecordError | None = None
+    last_damage: CorruptRecordError | None = None
 
     def __post_init__(self):
         self._lock = threading.Lock()
@@ -223,24 +224,23 @@ class Policy:
             self.seen += 1
             if damaged is not None:
                 self.skipped += 1
-            seen, skipped = self.seen, self.skipped
+                self.last_damage = damaged
+            seen, skipped, last = self.seen, self.skipped, self.last_damage
         if damaged is not None:
             with _lock:
                 _skipped += 1
             _log.warning("skipping damaged record (%s.on_corrupt=skip): %s", self.key, damaged)
         limit = float(self.max_corrupt_fraction)
         if skipped and seen >= MIN_RECORDS_FOR_FRACTION and skipped / seen > limit:
-            last = damaged or CorruptRecordError("", -1, -1, "")
-            self.fail(
-                CorruptRecordError(
-                    last.path,
-                    last.index,
-                    last.offset,
-                    f"skipped {skipped} of {seen} records read ({skipped / seen:.1%}) as damaged, "
-                    f"above {self.key}.max_corrupt_fraction={limit:g}",
-                    note=last.note,
-                )
+            error = CorruptRecordError(
+                "",
+                last.index,
+                last.offset,
+                f"skipped {skipped} of {seen} records read ({skipped / seen:.1%}) as damaged, "
+                f"above {self.key}.max_corrupt_fraction={limit:g} (last: {last})",
             )
+            error.path = last.path  # the message names it in "last: ..."
+            self.fail(error)
 
     def records(self, path, annotate=None) -> Iterator[bytes]:
         """The good records of one file, in order, applying the policy to damaged ones.

@@ -243,3 +243,15 @@ def test_convert_to_a_bucket_equals_local_and_resumes(synthetic, gcs_emulator, m
     # evaluation reads the bucket's records through the same reader
     names = [v.name for v in eval_records.eval_videos(out)]
     assert len(names) == synthetic.options["num_train"]
+
+
+def test_raw_set_in_a_bucket_converts_to_the_same_shards(synthetic, gcs_emulator, tmp_path):
+    raw = _bucket(gcs_emulator, "raw") + "/valid"
+    for folder, _, files in os.walk(synthetic.valid):
+        for name in files:
+            relative = os.path.relpath(os.path.join(folder, name), synthetic.valid)
+            storage.copy(os.path.join(folder, name), storage.join(raw, *relative.split(os.sep)))
+    out = str(tmp_path / "valid")
+    convert.convert(raw, out, num_shards=2)
+    for ours, shared in zip(_shards(out), _shards(synthetic.valid_records), strict=True):
+        assert storage.read_bytes(ours) == storage.read_bytes(shared)

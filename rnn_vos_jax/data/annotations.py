@@ -14,6 +14,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from rnn_vos_jax.runtime import storage
+
 _BYTES_SOURCE = "<png bytes>"  # how errors name PNG bytes decoded without a name
 
 
@@ -81,7 +83,7 @@ def decode(
     if shape is not None and is_bytes and not source:
         return np.zeros(tuple(shape), np.uint8)
     try:
-        with Image.open(io.BytesIO(source) if is_bytes else source) as image:
+        with Image.open(io.BytesIO(source if is_bytes else storage.read_bytes(source))) as image:
             image.load()
             mode = image.mode
             if mode in ("P", "L"):
@@ -130,14 +132,11 @@ def encode(ids: np.ndarray) -> bytes:
 def write(path: str, ids: np.ndarray) -> None:
     """Writes uint8[H, W] ids as a DAVIS-palette PNG at `path`.
 
-    Atomic (temporary file, then rename): an interrupted job never leaves a truncated PNG that a
-    resumed evaluation would take as finished.
+    Atomic (storage.write_bytes: a renamed temporary file, or one object upload): an interrupted
+    job never leaves a truncated PNG that a resumed evaluation would take as finished.
     """
     try:
         data = encode(ids)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    storage.write_bytes(path, data)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from rnn_vos_jax.runtime import storage
+
 
 @dataclasses.dataclass(frozen=True)
 class ObjectInfo:
@@ -25,8 +27,7 @@ class ObjectInfo:
 
 def _load(path: str) -> dict:
     try:
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(storage.read_text(path))
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"cannot read {path}: {error}") from error
 

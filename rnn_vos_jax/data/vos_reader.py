@@ -1,6 +1,7 @@
 """Reader for raw VOS folders: YouTube-VOS 2018/2019 (train, valid) and DAVIS 2016/2017.
 
-No TensorFlow here: evaluation on raw folders and data_prep both use it.
+No TensorFlow here: evaluation on raw folders and data_prep both use it. Files go through
+runtime.storage, so a raw set in a bucket (gs://...) reads (and converts) as a local one.
 
 Layouts:
   YouTube-VOS split folder ROOT (e.g. .../train or .../valid):
@@ -14,6 +15,7 @@ Layouts:
 """
 
 import dataclasses
+import io
 import os
 
 import numpy as np
@@ -21,6 +23,7 @@ from PIL import Image
 
 from rnn_vos_jax.data import annotations, meta
 from rnn_vos_jax.data.meta import ObjectInfo
+from rnn_vos_jax.runtime import storage
 
 YOUTUBE_VOS = "youtube_vos"
 DAVIS = "davis"
@@ -40,9 +43,9 @@ class VideoInfo:
 
 def stems(folder: str, extension: str) -> list[str]:
     """Sorted names without `extension` of the files in `folder` ending with it ([] if none)."""
-    if not os.path.isdir(folder):
+    if not storage.isdir(folder):
         return []
-    return sorted(f[: -len(extension)] for f in os.listdir(folder) if f.endswith(extension))
+    return sorted(f[: -len(extension)] for f in storage.listdir(folder) if f.endswith(extension))
 
 
 class VOSReader:
@@ -57,28 +60,34 @@ class VOSReader:
 
     def __init__(self, root: str, davis_set: str = "val", year: str | int | None = None):
         self.root = os.fspath(root)
-        if not os.path.isdir(self.root):
+        if not storage.isdir(self.root):
             raise FileNotFoundError(f"dataset folder not found: {self.root}")
         self._cache = {}
         self._meta = None
         self.meta_path = None
         self.year = None
-        if os.path.isdir(os.path.join(self.root, "JPEGImages", "480p")):
+        if storage.isdir(storage.join(self.root, "JPEGImages", "480p")):
             self.layout = DAVIS
             self.split = davis_set
             self._subdir = "480p"
             self.year = self._davis_year(year, davis_set)
             self._names = self._davis_names(davis_set)
-        elif os.path.isdir(os.path.join(self.root, "JPEGImages")):
+        elif storage.isdir(storage.join(self.root, "JPEGImages")):
             self.layout = YOUTUBE_VOS
-            self.split = os.path.basename(os.path.normpath(os.path.abspath(self.root)))
+            self.split = storage.basename(
+                self.root
+                if storage.is_remote(self.root)
+                else os.path.normpath(storage.absolute(self.root))
+            )
             self._subdir = ""
-            meta_path = os.path.join(self.root, "meta.json")
-            if os.path.exists(meta_path):
+            meta_path = storage.join(self.root, "meta.json")
+            if storage.exists(meta_path):
                 self.meta_path = meta_path
                 self._meta = meta.read(meta_path)
-            jpeg_root = os.path.join(self.root, "JPEGImages")
-            names = {d for d in os.listdir(jpeg_root) if os.path.isdir(os.path.join(jpeg_root, d))}
+            jpeg_root = storage.join(self.root, "JPEGImages")
+            names = {
+                d for d in storage.listdir(jpeg_root) if storage.isdir(storage.join(jpeg_root, d))
+            }
             self._names = sorted(names | set(self._meta or {}))
         else:
             raise FileNotFoundError(
@@ -87,20 +96,20 @@ class VOSReader:
             )
 
     def _davis_year(self, year, davis_set: str) -> str:
-        sets = os.path.join(self.root, "ImageSets")
+        sets = storage.join(self.root, "ImageSets")
         if year is not None:
             return str(year)
         for candidate in ("2017", "2016"):
-            if os.path.exists(os.path.join(sets, candidate, f"{davis_set}.txt")):
+            if storage.exists(storage.join(sets, candidate, f"{davis_set}.txt")):
                 return candidate
         raise FileNotFoundError(f"no ImageSets/2017/{davis_set}.txt or ImageSets/2016/ in {sets}")
 
     def _davis_names(self, davis_set: str) -> list[str]:
-        path = os.path.join(self.root, "ImageSets", self.year, f"{davis_set}.txt")
-        if not os.path.exists(path):
+        path = storage.join(self.root, "ImageSets", self.year, f"{davis_set}.txt")
+        if not storage.exists(path):
             raise FileNotFoundError(f"DAVIS image set file not found: {path}")
         names = set()
-        with open(path) as f:
+        with storage.open(path) as f:
             for line in f:
                 token = line.split()[0] if line.split() else ""
                 if "/" in token:  # DAVIS 2016 style: '/JPEGImages/480p/VIDEO/00000.jpg ...'
@@ -114,10 +123,10 @@ class VOSReader:
         return list(self._names)
 
     def frame_path(self, name: str, frame: str) -> str:
-        return os.path.join(self.root, "JPEGImages", self._subdir, name, frame + ".jpg")
+        return storage.join(self.root, "JPEGImages", self._subdir, name, frame + ".jpg")
 
     def annotation_path(self, name: str, frame: str) -> str:
-        return os.path.join(self.root, "Annotations", self._subdir, name, frame + ".png")
+        return storage.join(self.root, "Annotations", self._subdir, name, frame + ".png")
 
     @property
     def binary(self) -> bool:
@@ -136,14 +145,14 @@ class VOSReader:
         return self._cache[name]
 
     def _load_video(self, name: str) -> VideoInfo:
-        jpeg_dir = os.path.dirname(self.frame_path(name, "x"))
+        jpeg_dir = storage.dirname(self.frame_path(name, "x"))
         frames = stems(jpeg_dir, ".jpg")
         if not frames:
             raise FileNotFoundError(f"video {name}: no JPEG frames in {jpeg_dir}")
-        annotated = stems(os.path.dirname(self.annotation_path(name, "x")), ".png")
+        annotated = stems(storage.dirname(self.annotation_path(name, "x")), ".png")
         first = self.frame_path(name, frames[0])
         try:
-            with Image.open(first) as image:
+            with Image.open(io.BytesIO(storage.read_bytes(first))) as image:
                 width, height = image.size
         except OSError as error:
             raise ValueError(f"cannot read frame {first}: {error}") from error
@@ -172,10 +181,10 @@ class VOSReader:
     def read_frame(self, name: str, frame: str) -> np.ndarray:
         """Decoded JPEG frame as uint8[H, W, 3]."""
         path = self.frame_path(name, frame)
-        if not os.path.exists(path):
+        if not storage.exists(path):
             raise FileNotFoundError(f"frame not found: {path}")
         try:
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(storage.read_bytes(path))) as image:
                 return np.array(image.convert("RGB"))
         except OSError as error:
             raise ValueError(f"cannot read frame {path}: {error}") from error

@@ -49,23 +49,29 @@ def _shard_done(output_dir: str, plan: dict) -> dict | None:
 def _fingerprint(reader: vos_reader.VOSReader, names: list[str]) -> str:
     """Digest of the names, sizes and mtimes of the input files of `names` (and meta.json).
 
-    Part of a shard's plan, so a finished shard is redone when its input files change.
+    Part of a shard's plan, so a finished shard is redone when its input files change. For input
+    in a bucket only the names count (a size and time would cost a request per file).
     """
     digest = hashlib.sha256()
     folders = [reader.meta_path] if reader.meta_path else []
     for name in names:
-        folders += [os.path.dirname(reader.frame_path(name, "x"))]
-        folders += [os.path.dirname(reader.annotation_path(name, "x"))]
+        folders += [storage.dirname(reader.frame_path(name, "x"))]
+        folders += [storage.dirname(reader.annotation_path(name, "x"))]
     for folder in folders:
-        if os.path.isfile(folder):
-            entries = [(os.path.basename(folder), os.stat(folder))]
+        # Local sizes and mtimes come from one scandir a folder (storage has no listing with them).
+        if storage.is_remote(folder):
+            entries = storage.listdir(folder) if storage.isdir(folder) else [folder]
+        elif os.path.isfile(folder):
+            st = os.stat(folder)
+            entries = [f"{os.path.basename(folder)}:{st.st_size}:{st.st_mtime_ns}"]
         elif os.path.isdir(folder):
-            entries = sorted((e.name, e.stat()) for e in os.scandir(folder))
+            found = sorted(os.scandir(folder), key=lambda e: e.name)
+            entries = [f"{e.name}:{e.stat().st_size}:{e.stat().st_mtime_ns}" for e in found]
         else:
             entries = []
         digest.update(f"{folder}\n".encode())
-        for entry, st in entries:
-            digest.update(f"{entry}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        for entry in entries:
+            digest.update(f"{entry}\n".encode())
     return digest.hexdigest()
 
 
@@ -167,7 +173,7 @@ def convert(
     storage.makedirs(storage.join(output_dir, STATE_DIR))
     plans = [
         {
-            "source": os.path.abspath(input_dir),
+            "source": storage.absolute(input_dir),
             "output_dir": storage.absolute(output_dir),
             "layout": reader.layout,
             "davis_set": davis_set,
@@ -212,7 +218,7 @@ def convert(
     info = {
         "split": split,
         "layout": reader.layout,
-        "source": os.path.abspath(input_dir),
+        "source": storage.absolute(input_dir),
         "year": reader.year,
         "num_videos": sum(s["num_videos"] for s in ordered),
         "num_objects": sum(s["num_objects"] for s in ordered),

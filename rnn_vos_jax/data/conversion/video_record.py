@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from rnn_vos_jax.data import annotations, vos_reader
+from rnn_vos_jax.runtime import storage
 
 # YouTube-VOS splits whose Annotations hold PNGs only where an object first appears.
 SPARSE_SPLITS = ("valid", "test", "test-dev")
@@ -50,8 +51,7 @@ def is_dense(reader: vos_reader.VOSReader) -> bool:
 
 def _read(path: str) -> bytes:
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return storage.read_bytes(path)
     except OSError as error:
         raise BadInputError(f"cannot read {path}: {error}") from error
 

@@ -5,15 +5,17 @@
 #
 #   launch/local_multiprocess.sh CONFIG WORKDIR N [--config.KEY=VALUE ...]   (main.py's flags)
 #
+# WORKDIR may be a bucket (gs://BUCKET/runs/NAME): the processes share it as a pod's hosts do.
 # Environment: DEVICES_PER_PROCESS (default 1), PORT (coordinator port; default a free one),
-# KILL_AFTER (seconds a process may take to stop after SIGTERM before SIGKILL; default 60).
-# Output of process i goes to WORKDIR/logs/process_i.log and, prefixed with [i], to stdout.
+# KILL_AFTER (seconds a process may take to stop after SIGTERM before SIGKILL; default 60),
+# LOG_DIR (default WORKDIR/logs, or a new temporary folder when WORKDIR is a URL).
+# Output of process i goes to LOG_DIR/process_i.log and, prefixed with [i], to stdout.
 # Waits for all; when one fails the others get SIGTERM (then SIGKILL after KILL_AFTER s). SIGTERM
 # or SIGINT to this script is passed on as SIGTERM: the processes save a checkpoint and exit 143.
 # Exit status: 0 when all succeed, else the status of the first process that failed.
 set -euo pipefail
 if [[ $# -lt 3 ]]; then
-  sed -n '2,13p' "$0"; exit 2
+  sed -n '2,16p' "$0"; exit 2
 fi
 CONFIG=$1; WORKDIR=$2; N=$3; shift 3
 if ! [[ "$N" =~ ^[1-9][0-9]*$ ]]; then
@@ -22,7 +24,13 @@ fi
 cd "$(dirname "$0")/.."
 PORT=${PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 KILL_AFTER=${KILL_AFTER:-60}
-mkdir -p "$WORKDIR/logs"
+if [[ "$WORKDIR" == *://* ]]; then
+  LOG_DIR=${LOG_DIR:-$(mktemp -d -t local_multiprocess.XXXXXX)}
+else
+  LOG_DIR=${LOG_DIR:-$WORKDIR/logs}
+fi
+mkdir -p "$LOG_DIR"
+echo "local_multiprocess: logs in $LOG_DIR" >&2
 
 export JAX_COORDINATOR_ADDRESS=127.0.0.1:$PORT JAX_NUM_PROCESSES=$N
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu} JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo
@@ -32,7 +40,7 @@ export XLA_FLAGS="$XLA_FLAGS --xla_force_host_platform_device_count=${DEVICES_PE
 
 pids=()
 for ((i = 0; i < N; i++)); do
-  log="$WORKDIR/logs/process_$i.log"
+  log="$LOG_DIR/process_$i.log"
   JAX_PROCESS_ID=$i python -u -m rnn_vos_jax.main --config="$CONFIG" --workdir="$WORKDIR" "$@" \
     > "$log" 2>&1 &
   pids+=($!)

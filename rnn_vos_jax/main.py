@@ -42,12 +42,21 @@ def _hide_accelerators_from_tensorflow() -> None:
     pipeline.hide_accelerators_from_tensorflow()
 
 
+def _quiet_orbax(record) -> bool:
+    """Orbax logs each checkpoint write in detail at INFO, and the traceback of a failed write in
+    each of its threads before the save raises it here: keep its warnings and errors, one line
+    each, so the progress lines stay readable and a full disk reads as one line."""
+    if "orbax" not in record.pathname:
+        return True
+    record.exc_info = record.exc_text = None
+    return record.levelno >= 30
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     _hide_accelerators_from_tensorflow()
-    # Orbax logs each checkpoint write in detail at INFO; keep the progress lines readable.
-    logging.get_absl_logger().addFilter(lambda r: r.levelno >= 30 or "orbax" not in r.pathname)
+    logging.get_absl_logger().addFilter(_quiet_orbax)
     from rnn_vos_jax.runtime import compile_cache, multihost, storage
 
     multihost.initialize()

@@ -27,6 +27,7 @@ import contextlib
 import errno
 import os
 import posixpath
+import re
 import shutil
 import sys
 import tempfile
@@ -51,8 +52,15 @@ _FATAL_ERRNOS = frozenset(
 )
 
 
+# How tensorstore (orbax's array writer) states the errno of a failed write.
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)", re.IGNORECASE)
+
+
 class StorageError(OSError):
     """A read or write that failed; str() is one line naming the path and the cause."""
+
+    def __str__(self) -> str:
+        return self.strerror if isinstance(self.strerror, str) else super().__str__()
 
 
 def is_remote(path) -> bool:
@@ -294,15 +302,19 @@ def is_fatal(error: BaseException) -> bool:
 
 def fatal_errno(error: BaseException) -> int | None:
     """The errno of a fatal cause (is_fatal) of `error` or of the errors it was raised from; also
-    found in the message, as libraries that write in C++ (tensorstore, under orbax) report an OS
-    error as text ("... [OS error: No space left on device]")."""
+    found in the message, as libraries that write in C++ report an OS error as text (tensorstore,
+    under orbax: "RESOURCE_EXHAUSTED: Error writing ... [os_error_code='28']")."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if is_fatal(error):
             return error.errno
+        text = str(error)
+        found = _OS_ERROR_CODE.search(text)
+        if found and int(found.group(1)) in _FATAL_ERRNOS:
+            return int(found.group(1))
         for code in _FATAL_ERRNOS:
-            if os.strerror(code) in str(error):
+            if os.strerror(code) in text:
                 return code
         error = error.__cause__ or error.__context__
     return None

@@ -4,21 +4,21 @@
 
 Everything lives in the workdir: data/raw/{train,valid} (YouTube-VOS layout), data/records/
 {train,valid} (TFRecord shards), checkpoints/, metrics.jsonl, eval/valid/metrics.json and
-demo_summary.json. Every stage skips work that is already complete, so rerunning the command
-resumes an interrupted demo (or only reprints the table of a finished one).
+demo_summary.json; the workdir may be a bucket (gs://...). Every stage skips work that is already
+complete, so rerunning the command resumes an interrupted demo (or only reprints the table of a
+finished one). With several processes, process 0 makes the data and the others wait for it.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import time
 
 import jax
 import ml_collections
 from absl import logging
 
-from rnn_vos_jax.runtime import atomic
+from rnn_vos_jax.runtime import atomic, storage
 from rnn_vos_jax.scoring import metrics as metrics_lib
 
 SUMMARY_FILE = "demo_summary.json"
@@ -39,8 +39,8 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
     from rnn_vos_jax.data.synthetic import generate
 
     demo = config.demo
-    raw = os.path.join(workdir, "data", "raw")
-    records = os.path.join(workdir, "data", "records")
+    raw = storage.join(workdir, "data", "raw")
+    records = storage.join(workdir, "data", "records")
     if jax.process_index() == 0:
         splits = generate.make_dataset(
             raw,
@@ -53,16 +53,27 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
             contrast=demo.contrast,
         )
         for split, folder in splits.items():
-            out = os.path.join(records, split)
-            if not os.path.exists(os.path.join(out, "dataset_info.json")):
+            out = storage.join(records, split)
+            if not storage.exists(storage.join(out, "dataset_info.json")):
                 logging.info("Converting %s -> %s", folder, out)
                 convert.convert(folder, out, num_shards=demo.num_shards, workers=1)
+    _wait_for_process_0("demo_data_ready")
     config = copy.deepcopy(config)
-    config.data.train_records = config.data.train_records or os.path.join(records, "train")
+    config.data.train_records = config.data.train_records or storage.join(records, "train")
     if not (config.data.eval_records or config.data.eval_dir):
-        config.data.eval_records = os.path.join(records, "valid")
-    config.eval.train_meta = config.eval.train_meta or os.path.join(raw, "train", "meta.json")
+        config.data.eval_records = storage.join(records, "valid")
+    config.eval.train_meta = config.eval.train_meta or storage.join(raw, "train", "meta.json")
     return config
+
+
+def _wait_for_process_0(name: str) -> None:
+    """Every process waits here until all, process 0 included, have arrived (a barrier of the
+    run's processes; nothing to wait for with one)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        logging.info("Process %d waits for process 0 (%s)", jax.process_index(), name)
+        multihost_utils.sync_global_devices(name)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -96,7 +107,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "total": t_eval - t0,
         },
     }
-    atomic.write_json(os.path.join(workdir, SUMMARY_FILE), summary)
+    atomic.write_json(storage.join(workdir, SUMMARY_FILE), summary)
     table = metrics_lib.format_table(result)
     seconds = summary["seconds"]
     print(

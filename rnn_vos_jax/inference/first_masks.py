@@ -20,9 +20,7 @@ VOID = 255
 def _read_mask(file: str, size: tuple[int, int], video: str) -> np.ndarray:
     """uint8[H, W] ids of one mask PNG, checked against the frame size."""
     try:
-        ids = annotations.decode(storage.read_bytes(file), name=file)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"annotation file not found: {file}") from None
+        ids = annotations.decode(file)
     except ValueError as error:
         if "DAVIS palette" in str(error):
             raise ValueError(

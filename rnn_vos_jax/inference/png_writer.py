@@ -88,10 +88,6 @@ class PngWriter:
 
 
 def _make_dirs_and_write(path, ids):
-    # Encoded in memory and written in one atomic step (local or gs://): a full disk never leaves
-    # a half PNG that a resumed run would count as done.
-    try:
-        data = annotation_png.encode(ids)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
-    storage.write_bytes(path, data)
+    # Encoded in memory and written in one atomic step (storage.write_bytes, local or gs://): a
+    # full disk never leaves a half PNG that a resumed run would count as done.
+    annotation_png.write(path, ids)

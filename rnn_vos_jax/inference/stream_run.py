@@ -239,8 +239,7 @@ def run(
                 png = storage.join(annotations_dir, source.name(t) + ".png")
                 if t < k:  # segmented before the stop: only its overlay frame, from its PNG
                     if out is not None:
-                        ids = annotations.decode(storage.read_bytes(png), name=png)
-                        writer.submit(write_overlay_frame, out, frame, ids)
+                        writer.submit(write_overlay_frame, out, frame, annotations.decode(png))
                     t += 1
                     continue
                 add, correct = plan.at(t)

@@ -20,41 +20,9 @@ import numpy as np
 # aliased: `annotations` is this module's word for the ground-truth folder and id maps
 from rnn_vos_jax.data import annotations as annotation_png
 from rnn_vos_jax.data import meta as meta_json
+from rnn_vos_jax.data.vos_reader import stems
 from rnn_vos_jax.runtime import storage
 from rnn_vos_jax.scoring import metrics
-
-
-def stems(folder: str, extension: str) -> list[str]:
-    """Sorted names without `extension` of the files in `folder` (local or a bucket prefix)
-    ending with it ([] if none): data.vos_reader.stems through runtime.storage."""
-    if not storage.isdir(folder):
-        return []
-    return sorted(f[: -len(extension)] for f in storage.listdir(folder) if f.endswith(extension))
-
-
-def decode(path: str) -> np.ndarray:
-    """The ids of one annotation or prediction PNG, local or in a bucket (annotations.decode)."""
-    try:
-        data = storage.read_bytes(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"annotation file not found: {path}") from None
-    return annotation_png.decode(data, name=path)
-
-
-def read_meta(path: str) -> dict:
-    """meta.json's objects per video (data.meta.read), local or in a bucket."""
-    if not storage.is_remote(path):
-        return meta_json.read(path)
-    with storage.local_file(path) as local:
-        return meta_json.read(local)
-
-
-def seen_categories(path: str) -> set[str]:
-    """data.meta.categories of a local or stored meta.json / dataset_info.json."""
-    if not storage.is_remote(path):
-        return meta_json.categories(path)
-    with storage.local_file(path) as local:
-        return meta_json.categories(local)
 
 
 def score_video_dir(
@@ -81,7 +49,7 @@ def score_video_dir(
                 " (it holds folders: is --annotations one level too high, e.g. DAVIS/Annotations?)"
             )
         raise FileNotFoundError(f"no ground-truth PNGs in {ann_dir}{hint}")
-    annotations = [decode(storage.join(ann_dir, f + ".png")) for f in frames]
+    annotations = [annotation_png.decode(storage.join(ann_dir, f + ".png")) for f in frames]
     first_frames, categories = {}, {}
     if objects_meta is not None:
         for obj_id, o in objects_meta.items():
@@ -111,7 +79,7 @@ def score_video_dir(
             path = storage.join(pred_dir, frames[n] + ".png")
             if not storage.exists(path):
                 raise FileNotFoundError(f"missing prediction {path}")
-            pred = decode(path)
+            pred = annotation_png.decode(path)
             if pred.shape != annotations[n].shape:
                 raise ValueError(
                     f"{path}: size {pred.shape} differs from the ground truth's {annotations[n].shape}"
@@ -190,7 +158,7 @@ def score_directory(
       FileNotFoundError: naming a missing folder or prediction PNG.
       ValueError: naming the file of a bad PNG; when no object is scored at all, saying why.
     """
-    meta_objects = read_meta(meta) if meta else None
+    meta_objects = meta_json.read(meta) if meta else None
     if meta_objects is not None:
         videos = sorted(meta_objects)
     else:
@@ -222,7 +190,7 @@ def score_directory(
             results = dict(zip(order, pool.map(_score_one, [tasks[v] for v in order])))
     scores = {video: results[video][0] for video in videos}
     base = {video: results[video][1] for video in videos}
-    seen = seen_categories(train_meta) if train_meta else None
+    seen = meta_json.categories(train_meta) if train_meta else None
     result = metrics.summarize(scores, seen, base if baseline else None)
     if not result["num_objects"]:
         raise ValueError(_no_object_message(annotations, videos, scores))

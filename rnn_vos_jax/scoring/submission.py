@@ -23,8 +23,9 @@ import zipfile
 import numpy as np
 from PIL import Image
 
+from rnn_vos_jax.data import meta as meta_json
+from rnn_vos_jax.data.vos_reader import stems
 from rnn_vos_jax.runtime import storage
-from rnn_vos_jax.scoring.folders import read_meta, stems
 
 ZIP_ROOT = "Annotations"
 
@@ -60,7 +61,7 @@ def expected_frames(meta: str, valid_dir: str | None = None) -> dict[str, dict]:
     """
     valid_dir = storage.dirname(storage.absolute(meta)) if valid_dir is None else valid_dir
     out = {}
-    for video, objects in sorted(read_meta(meta).items()):
+    for video, objects in sorted(meta_json.read(meta).items()):
         if objects is None:
             raise ValueError(f"{meta} videos/{video}: missing its 'objects' dict")
         frames = set(stems(storage.join(valid_dir, "JPEGImages", video), ".jpg"))

@@ -15,7 +15,6 @@ import sys
 import time
 import zipfile
 
-import fsspec
 import numpy as np
 import pytest
 import test_score
@@ -26,16 +25,6 @@ from rnn_vos_jax import api, score, segment
 from rnn_vos_jax.runtime import storage
 
 checkpoint_dir, seg = own.checkpoint_dir, own.seg  # the module-scoped fixtures
-
-
-def _bucket(gcs_emulator, name: str) -> str:
-    """A fresh bucket URL on the emulator, created here too: conftest's `bucket` creates it
-    through gcsfs's makedirs, which is a no-op in gcsfs 2026.10 (mkdir creates buckets)."""
-    url = gcs_emulator.bucket(name)
-    fs = fsspec.filesystem("gs")
-    if not fs.exists(url):
-        fs.mkdir(fs._strip_protocol(url))
-    return url
 
 
 def _upload(local: str, url: str) -> str:
@@ -82,7 +71,7 @@ def test_segment_into_a_bucket_equals_a_local_run(gcs_emulator, checkpoint_dir, 
     local = str(tmp_path / "local")
     api.segment_video(None, seg, frames, str(masks), local, "mp4", show_progress=False)
 
-    bucket = _bucket(gcs_emulator, "segment")
+    bucket = gcs_emulator.bucket("segment")
     video = _upload(frames, storage.join(bucket, "in", "frames"))
     masks_url = _upload(str(masks), storage.join(bucket, "in", "masks"))
     out = storage.join(bucket, "out")
@@ -107,7 +96,7 @@ def test_segment_stopped_resumes_from_its_state_in_the_bucket(
     whole = str(tmp_path / "whole")
     api.segment_video(None, seg, folder, first, whole, "mp4", show_progress=False)
 
-    out = storage.join(_bucket(gcs_emulator, "resume"), "out")
+    out = storage.join(gcs_emulator.bucket("resume"), "out")
     argv = streams._argv(checkpoint_dir, folder, first, out, "--overlay=mp4", "--state_every=1")
     process = subprocess.Popen(
         [sys.executable, "-m", "rnn_vos_jax.segment", *argv[1:]],
@@ -136,7 +125,7 @@ def test_segment_stopped_resumes_from_its_state_in_the_bucket(
 
 def test_score_from_a_bucket_gives_the_local_metrics(gcs_emulator, tmp_path):
     test_score._write_set(tmp_path)
-    bucket = _bucket(gcs_emulator, "score")
+    bucket = gcs_emulator.bucket("score")
     for name in ("pred", "ann", "meta.json", "train_info.json"):
         _upload(str(tmp_path / name), storage.join(bucket, name))
 
@@ -165,7 +154,7 @@ def valid(synthetic):
 
 
 def test_submission_zips_from_a_bucket_into_the_bucket(gcs_emulator, valid, tmp_path):
-    bucket = _bucket(gcs_emulator, "submission")
+    bucket = gcs_emulator.bucket("submission")
     preds = _upload(os.path.join(valid, "Annotations"), f"{bucket}/preds")
     valid_url = _upload(valid, f"{bucket}/valid")
 

@@ -128,7 +128,8 @@ def synthetic(tmp_path_factory):
 
 @dataclasses.dataclass(frozen=True)
 class GcsEmulator:
-    """A Google Cloud Storage emulator (gcp-storage-emulator's server) on 127.0.0.1.
+    """A Google Cloud Storage emulator (gcp-storage-emulator's server, tests/gcs_server.py) on
+    127.0.0.1.
 
     `env` points every storage client the project uses at it (runtime.storage.emulator_env); it is
     set in this process while the fixture is alive, and subprocesses inherit it. `bucket(name)`
@@ -141,10 +142,14 @@ class GcsEmulator:
     def bucket(self, name: str) -> str:
         import uuid
 
+        import fsspec
+
         from rnn_vos_jax.runtime import storage
 
-        url = f"gs://{name}-{uuid.uuid4().hex[:8]}"
-        storage.as_path(url).mkdir(parents=True, exist_ok=True)  # gcsfs creates the bucket
+        bucket = f"{name}-{uuid.uuid4().hex[:8]}"
+        fsspec.filesystem("gs").mkdir(bucket)  # a bare bucket name: gcsfs creates the bucket
+        url = f"gs://{bucket}"
+        assert storage.exists(url), url
         return url
 
 
@@ -169,15 +174,11 @@ def gcs_emulator(tmp_path_factory):
         server = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "gcp_storage_emulator",
-                "start",
+                os.path.join(os.path.dirname(__file__), "gcs_server.py"),
                 "--host",
                 "127.0.0.1",
                 "--port",
                 str(port),
-                "--in-memory",
-                "-q",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -7,7 +7,6 @@ import re
 import runpy
 import shutil
 
-import fsspec
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -79,16 +78,6 @@ def _data(records, **kw):
     )
     data.update(kw)
     return data
-
-
-def _bucket(gcs_emulator, name):
-    """A fresh bucket on the emulator, created here too: conftest's `bucket` goes through
-    gcsfs's makedirs, a no-op in recent gcsfs (mkdir creates buckets)."""
-    url = gcs_emulator.bucket(name)
-    fs = fsspec.filesystem("gs")
-    if not fs.exists(url):
-        fs.mkdir(url.removeprefix("gs://"))
-    return url
 
 
 def _where(path, index, offset):
@@ -172,8 +161,13 @@ def test_damaged_evaluation_shard_names_file_record_and_video(synthetic, tmp_pat
     assert DAMAGE[kind] in str(error.value)
     if kind == "flipped":  # the bytes still parse: the video is named
         assert f"(video {names[index].decode()})" in str(error.value)
-    videos = eval_records.eval_videos(records, on_corrupt="skip", max_corrupt_fraction=1.0)
-    got = [v.name for v in videos]
+    # Evaluation takes the keys from its config (evaluation.videos.EvalSource).
+    from rnn_vos_jax.configs import hs2s
+    from rnn_vos_jax.evaluation import videos
+
+    config = hs2s.get_config("demo")
+    config.data.update(eval_records=records, on_corrupt="skip", max_corrupt_fraction=1.0)
+    got = [v.name for v in videos.EvalSource(config).videos(skip=lambda name: False)]
     assert names[index].decode() not in got and len(got) == synthetic.options["num_valid"] - 1
 
 
@@ -209,7 +203,7 @@ def test_verify_lists_exactly_the_damaged_shards(synthetic, tmp_path, capsys):
 def test_verify_on_a_bucket(synthetic, tmp_path, gcs_emulator, capsys):
     out = str(tmp_path / "train")
     _damaged_set(synthetic, out)
-    bucket = _bucket(gcs_emulator, "verify") + "/train"
+    bucket = gcs_emulator.bucket("verify") + "/train"
     for name in os.listdir(out):
         if os.path.isfile(os.path.join(out, name)):
             storage.copy(os.path.join(out, name), storage.join(bucket, name))
@@ -222,7 +216,7 @@ def test_verify_on_a_bucket(synthetic, tmp_path, gcs_emulator, capsys):
 
 
 def test_convert_to_a_bucket_equals_local_and_resumes(synthetic, gcs_emulator, monkeypatch):
-    out = _bucket(gcs_emulator, "convert") + "/train"
+    out = gcs_emulator.bucket("convert") + "/train"
     info = convert.convert(synthetic.train, out, num_shards=2)
     local = json.loads(
         storage.read_text(os.path.join(synthetic.train_records, "dataset_info.json"))
@@ -246,7 +240,7 @@ def test_convert_to_a_bucket_equals_local_and_resumes(synthetic, gcs_emulator, m
 
 
 def test_raw_set_in_a_bucket_converts_to_the_same_shards(synthetic, gcs_emulator, tmp_path):
-    raw = _bucket(gcs_emulator, "raw") + "/valid"
+    raw = gcs_emulator.bucket("raw") + "/valid"
     for folder, _, files in os.walk(synthetic.valid):
         for name in files:
             relative = os.path.relpath(os.path.join(folder, name), synthetic.valid)

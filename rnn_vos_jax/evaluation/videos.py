@@ -177,6 +177,10 @@ class EvalSource:
             self.split = info.get("split") or config.eval.split
             self.names = None
             self._records = data.eval_records
+            self._damage = {
+                "on_corrupt": data.on_corrupt,
+                "max_corrupt_fraction": data.max_corrupt_fraction,
+            }
         else:
             raise ValueError("evaluation needs config.data.eval_dir or config.data.eval_records")
 
@@ -190,7 +194,7 @@ class EvalSource:
 
         index, count = self._share
         for video in eval_records.eval_videos(
-            self._records, process_index=index, process_count=count
+            self._records, process_index=index, process_count=count, **self._damage
         ):
             yield video.name if skip(video.name) else video
 

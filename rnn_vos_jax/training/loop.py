@@ -49,10 +49,14 @@ def resolve_steps_per_epoch(config: ml_collections.ConfigDict) -> float:
     (as the pipeline counts them) divided by the global batch size."""
     if config.train.steps_per_epoch > 0:
         return float(config.train.steps_per_epoch)
-    from rnn_vos_jax.data import record_files  # TensorFlow: only where records are read
+    from rnn_vos_jax.data import (
+        record_files,  # TensorFlow: only where records are read
+        record_io,
+    )
 
     files = record_files.record_files(config.data.train_records)
-    pairs = record_files.samples_per_epoch(files, int(config.data.min_object_frames))
+    policy = record_io.Policy.of(config.data)
+    pairs = record_files.samples_per_epoch(files, int(config.data.min_object_frames), policy)
     if pairs == 0:
         raise ValueError(f"no (video, object) training pairs in {config.data.train_records!r}")
     return pairs / int(config.data.batch_size)
@@ -272,6 +276,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainSta
                 if saving or done % config.train.log_every_steps == 0 or done == start + 1:
                     means = progress.flush(done)  # raises before a bad state can be saved
                     means["epoch"] = done / steps_per_epoch
+                    if config.data.on_corrupt == "skip":
+                        means["skipped_records"] = _skipped_records()
                     writer.write(done, means)
                     log(_progress_line(done, num_steps, means))
                 if saving:
@@ -309,7 +315,21 @@ _NOT_LOSS_PARTS = {
     "flops_per_sec",
     "mfu",
     "eta_min",
+    "skipped_records",
 }
+
+
+def _skipped_records() -> float:
+    """Damaged records skipped so far by the input pipelines of all processes (each reads its
+    own files; one all-gather, only when config.data.on_corrupt='skip')."""
+    from rnn_vos_jax.data import record_io
+
+    mine = np.int64(record_io.skipped_records())
+    if jax.process_count() == 1:
+        return float(mine)
+    from jax.experimental import multihost_utils
+
+    return float(np.sum(multihost_utils.process_allgather(mine)))
 
 
 def _progress_line(step: int, total: int, m: dict[str, float]) -> str:
@@ -319,6 +339,8 @@ def _progress_line(step: int, total: int, m: dict[str, float]) -> str:
     parts.append(f"lr {m['learning_rate']:.2e}")
     if m.get("sample_prob", 0) > 0:
         parts.append(f"sample_prob {m['sample_prob']:.3f}")
+    if m.get("skipped_records", 0) > 0:
+        parts.append(f"skipped {m['skipped_records']:.0f} damaged records")
     if "steps_per_sec" in m:
         parts.append(f"{m['steps_per_sec']:.2f} steps/s, {m['clips_per_sec']:.1f} clips/s")
         if "flops_per_sec" in m:

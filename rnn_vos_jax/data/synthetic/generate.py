@@ -5,9 +5,8 @@ tests call `make_dataset` directly.
 """
 
 import hashlib
+import io
 import json
-import os
-import shutil
 
 import numpy as np
 from PIL import Image
@@ -15,7 +14,7 @@ from PIL import Image
 from rnn_vos_jax.data import annotations
 from rnn_vos_jax.data.synthetic import render, scene
 from rnn_vos_jax.data.synthetic.scene import CONTRASTS
-from rnn_vos_jax.runtime import atomic
+from rnn_vos_jax.runtime import atomic, storage
 
 SEEN_CATEGORIES = ("ellipse", "rectangle", "triangle", "star", "blob", "hexagon")
 UNSEEN_CATEGORIES = ("ring", "cross", "crescent")
@@ -120,19 +119,15 @@ def _write_split(
             video = _render_video(rng, spec)
         all_frames, all_labels, ids = video
         if all_frames_dir:
-            os.makedirs(os.path.join(all_frames_dir, "JPEGImages", name), exist_ok=True)
             for t, frame in enumerate(all_frames):  # dense frame t is named t: step apart in valid
-                path = os.path.join(all_frames_dir, "JPEGImages", name, f"{t:05d}.jpg")
-                Image.fromarray(frame).save(path, quality=quality)
+                path = storage.join(all_frames_dir, "JPEGImages", name, f"{t:05d}.jpg")
+                storage.write_bytes(path, _jpeg(frame, quality))
         frames, labels = all_frames[::substeps], all_labels[::substeps]
         names = [f"{t * step:05d}" for t in range(len(frames))]
-        for sub in ("JPEGImages", "Annotations"):
-            os.makedirs(os.path.join(split_dir, sub, name), exist_ok=True)
         for frame_name, frame, label in zip(names, frames, labels):
-            base = os.path.join(split_dir, "{}", name, frame_name)
-            Image.fromarray(frame).save(base.format("JPEGImages") + ".jpg", quality=quality)
-            with open(base.format("Annotations") + ".png", "wb") as f:
-                f.write(annotations.encode(label))
+            base = storage.join(split_dir, "{}", name, frame_name)
+            storage.write_bytes(base.format("JPEGImages") + ".jpg", _jpeg(frame, quality))
+            storage.write_bytes(base.format("Annotations") + ".png", annotations.encode(label))
         meta[name] = {
             "objects": {
                 str(obj_id): {
@@ -142,7 +137,14 @@ def _write_split(
                 for obj_id, category in ids.items()
             }
         }
-    atomic.write_json(os.path.join(split_dir, "meta.json"), {"videos": meta}, indent=None)
+    atomic.write_json(storage.join(split_dir, "meta.json"), {"videos": meta}, indent=None)
+
+
+def _jpeg(frame: np.ndarray, quality: int) -> bytes:
+    """uint8[H, W, 3] as JPEG bytes (PIL, as the frames have always been written)."""
+    out = io.BytesIO()
+    Image.fromarray(frame).save(out, format="JPEG", quality=quality)
+    return out.getvalue()
 
 
 def make_dataset(
@@ -220,25 +222,22 @@ def make_dataset(
         raise ValueError(f"num_frames must be 2 <= min <= max, got {num_frames}")
     if not options["frame_sizes"] or min(min(size) for size in options["frame_sizes"]) < 16:
         raise ValueError(f"frame_sizes must be (height, width) pairs >= 16, got {frame_sizes}")
-    splits = {s: os.path.join(output_dir, s) for s in ("train", "valid")}
+    splits = {s: storage.join(output_dir, s) for s in ("train", "valid")}
     if all_frames:
-        splits["valid_all_frames"] = os.path.join(output_dir, "valid_all_frames")
-    info_path = os.path.join(output_dir, INFO_FILE)
-    if os.path.exists(info_path):
-        with open(info_path) as f:
-            if json.load(f) == params:
-                return splits
-    old_all_frames = os.path.join(output_dir, "valid_all_frames")
+        splits["valid_all_frames"] = storage.join(output_dir, "valid_all_frames")
+    info_path = storage.join(output_dir, INFO_FILE)
+    if storage.exists(info_path) and json.loads(storage.read_text(info_path)) == params:
+        return splits
+    old_all_frames = storage.join(output_dir, "valid_all_frames")
     for split_dir in {*splits.values(), old_all_frames}:
-        if os.path.isdir(split_dir) and os.listdir(split_dir):
+        if storage.isdir(split_dir) and storage.listdir(split_dir):
             if not overwrite:
                 raise FileExistsError(
                     f"{split_dir} exists and was not made with these parameters; "
                     "pass overwrite=True (--overwrite) to replace it"
                 )
-            shutil.rmtree(split_dir)
-    if os.path.exists(info_path):
-        os.remove(info_path)
+            storage.rmtree(split_dir)
+    storage.remove(info_path)
     _write_split(splits["train"], "train", num_train, seed, options, seen_categories, None)
     valid_first = [c for pair in zip(unseen_categories, seen_categories) for c in pair]
     _write_split(

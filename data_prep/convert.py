@@ -26,6 +26,7 @@ import sys
 from rnn_vos_jax.data.conversion.convert import ON_ERROR, convert
 from rnn_vos_jax.data.conversion.verify import verify
 from rnn_vos_jax.data.conversion.video_record import BadInputError
+from rnn_vos_jax.runtime import storage
 
 
 def main(argv=None):
@@ -45,16 +46,17 @@ def main(argv=None):
     if not (args.input_dir and args.output_dir):
         parser.error("--input_dir and --output_dir are required (or --verify=OUT)")
     try:
-        convert(
-            args.input_dir,
-            args.output_dir,
-            args.num_shards,
-            args.workers,
-            args.on_error,
-            davis_set=args.davis_set,
-            year=args.year,
-            split=args.split,
-        )
+        with storage.exit_on_storage_error():
+            convert(
+                args.input_dir,
+                args.output_dir,
+                args.num_shards,
+                args.workers,
+                args.on_error,
+                davis_set=args.davis_set,
+                year=args.year,
+                split=args.split,
+            )
     except BadInputError as error:
         sys.exit(f"error: {error}")
 

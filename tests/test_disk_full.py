@@ -120,22 +120,22 @@ def test_full_and_read_only_disks_stop_conversion_with_one_line(synthetic, tmp_p
     disk, out = tmp_path / "disk", tmp_path / "out"
     disk.mkdir()
     out.mkdir()
-    convert = f"{sys.executable} data_prep/convert.py --input={synthetic.train} --num_shards=2"
+    convert = f"{sys.executable} data_prep/convert.py --input_dir={synthetic.train} --num_shards=2"
     script = (
-        f"{convert} --output={disk}/records > {out}/ok.log 2>&1 || exit 90\n"
+        f"{convert} --output_dir={disk}/records > {out}/ok.log 2>&1 || exit 90\n"
         f"cp -r {disk}/records {out}/want\n"
         f"rm -r {disk}/records\n"
         # Room for the first shard but not for both.
         f"first=$(du -k {out}/want/train-00000-of-00002.tfrecord | cut -f1)\n"
         + _fill_leaving(str(disk), "$((first + 16))")
-        + f"{convert} --output={disk}/records > {out}/full.log 2> {out}/full.err;"
+        + f"{convert} --output_dir={disk}/records > {out}/full.log 2> {out}/full.err;"
         f" echo $? > {out}/full.rc\n"
         f"ls {disk}/records > {out}/kept.txt\n"
         f"rm {disk}/filler\n"
-        f"{convert} --output={disk}/records > {out}/rerun.log 2>&1; echo $? > {out}/rerun.rc\n"
+        f"{convert} --output_dir={disk}/records > {out}/rerun.log 2>&1; echo $? > {out}/rerun.rc\n"
         f"cp -r {disk}/records {out}/got\n"
         f"mount -o remount,ro {disk}\n"
-        f"{convert} --output={disk}/more > {out}/ro.log 2> {out}/ro.err; echo $? > {out}/ro.rc\n"
+        f"{convert} --output_dir={disk}/more > {out}/ro.log 2> {out}/ro.err; echo $? > {out}/ro.rc\n"
     )
     done = _in_namespace(script, disk, "16m")
     assert done.returncode == 0, done.stderr + _tail(out / "ok.log")
@@ -146,7 +146,9 @@ def test_full_and_read_only_disks_stop_conversion_with_one_line(synthetic, tmp_p
     )
     assert "train-00000-of-00002.tfrecord" in (out / "kept.txt").read_text().split()
     assert (out / "rerun.rc").read_text().strip() == "0", (out / "rerun.log").read_text()[-3000:]
-    for name in sorted(os.listdir(out / "want")):
+    shards = sorted(n for n in os.listdir(out / "want") if n.endswith(".tfrecord"))
+    assert len(shards) == 2 and (out / "got" / "dataset_info.json").exists()
+    for name in shards:
         assert (out / "got" / name).read_bytes() == (out / "want" / name).read_bytes(), name
     ro = (out / "ro.err").read_text().strip().splitlines()
     assert (out / "ro.rc").read_text().strip() == str(storage.EXIT_STORAGE), ro[-20:]

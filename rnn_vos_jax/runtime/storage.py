@@ -258,14 +258,16 @@ def local_file(path) -> Iterator[str]:
 def staged_output(path) -> Iterator[str]:
     """A local path to write `path` through: the path itself's temporary sibling when local
     (renamed over `path` on success), a temporary file uploaded on success when remote. On an
-    exception nothing reaches `path`."""
+    exception nothing reaches `path`; an OSError while writing the temporary file (a full disk)
+    is raised as a StorageError naming `path`."""
     path = str(path)
     suffix = os.path.splitext(path)[1]
     if not is_remote(path):
         makedirs(os.path.dirname(os.path.abspath(path)))
         tmp = f"{path}.tmp{os.getpid()}{suffix}"
         try:
-            yield tmp
+            with _named(path, "write"):
+                yield tmp
             _checked(path, "write", lambda: os.replace(tmp, path))
         finally:
             if os.path.exists(tmp):
@@ -273,19 +275,27 @@ def staged_output(path) -> Iterator[str]:
         return
     with tempfile.TemporaryDirectory(prefix="rnn_vos_jax_") as tmp:
         local = os.path.join(tmp, "file" + suffix)
-        yield local
+        with _named(path, "write"):
+            yield local
         with builtins.open(local, "rb") as f:
             write_bytes(path, f.read())
 
 
-def _checked(path, verb: str, fn):
-    """Runs fn(); an OSError becomes a StorageError naming `path` (errno kept)."""
+@contextlib.contextmanager
+def _named(path, verb: str) -> Iterator[None]:
+    """An OSError in the block becomes a StorageError naming `path` (errno kept)."""
     try:
-        return fn()
+        yield
     except StorageError:
         raise
     except OSError as e:
         raise storage_error(path, verb, e) from e
+
+
+def _checked(path, verb: str, fn):
+    """Runs fn(); an OSError becomes a StorageError naming `path` (errno kept)."""
+    with _named(path, verb):
+        return fn()
 
 
 def storage_error(path, verb: str, error: BaseException) -> StorageError:

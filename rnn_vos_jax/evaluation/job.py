@@ -161,7 +161,7 @@ def evaluate_checkpoint(
                 if extras[name]:  # the lowest object id the model stepped on
                     value = extras[name][min(extras[name])]
                     path = storage.join(marker.output_dirs[name], video.name, frame + ".png")
-                    writer.submit(out.write, path, value, probs.shape[1:])
+                    writer.submit(_write_encoded, path, out.encode, value, probs.shape[1:])
     if skipped:
         logging.info("resumed: %d of %d videos were already done", skipped, len(names))
     names = share.merge(names)
@@ -240,3 +240,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             return {}
         return watch(config, workdir)
     return evaluate_checkpoint(config, workdir, config.eval.step)
+
+
+def _write_encoded(path: str, encode, value, size) -> None:
+    """One frame of a model's extra output (FrameOutput.encode), written atomically."""
+    storage.write_bytes(path, encode(value, size))

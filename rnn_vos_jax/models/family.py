@@ -57,13 +57,13 @@ class FrameOutput:
       switch: the boolean config.eval key that asks for it (e.g. 'save_flow'; its default, False,
         is in configs/common.py).
       folder: its images go to WORKDIR/eval/<split>/<folder>/VIDEO/FRAME.png.
-      write: write(path, value float32[H, W, C] at the model's input size, (H0, W0) the frame's
-        size) writes one frame's image at the frame's size.
+      encode: encode(value float32[H, W, C] at the model's input size, (H0, W0) the frame's
+        size) -> one frame's image at the frame's size as PNG bytes (evaluation writes them).
     """
 
     switch: str
     folder: str
-    write: Callable[[str, Any, tuple[int, int]], None]
+    encode: Callable[[Any, tuple[int, int]], bytes]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -165,7 +165,7 @@ FAMILY = Family(
     config_only_keys=("backbone_init", "raft_init"),
     fed_back_mask=hs2s.FAMILY.fed_back_mask,
     frame_outputs={
-        "flow": FrameOutput(switch="save_flow", folder="Flow", write=flow_viz.write_png)
+        "flow": FrameOutput(switch="save_flow", folder="Flow", encode=flow_viz.png_bytes)
     },
     init_files={"raft_init": weights.init_update_block},
 )

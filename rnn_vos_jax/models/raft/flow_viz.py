@@ -7,13 +7,13 @@ colours in six ramps (red->yellow 15, yellow->green 6, green->cyan 4, cyan->blue
 blue->magenta 13, magenta->red 6) and is interpolated linearly between them; lengths beyond the
 normalisation (only with an explicit max_flow) are darkened to 75%.
 
-`write_png` resizes a model-size flow to the frame's size (scaling the vectors with it) and
+`png_bytes` resizes a model-size flow to the frame's size (scaling the vectors with it) and
 writes it as an RGB PNG (evaluation's config.eval.save_flow).
 """
 
 from __future__ import annotations
 
-import os
+import io
 
 import numpy as np
 from PIL import Image
@@ -87,9 +87,10 @@ def resize_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([channels[0] * (ww / w), channels[1] * (hh / h)], axis=-1)
 
 
-def write_png(path: str, flow: np.ndarray, size: tuple[int, int] | None = None) -> None:
-    """Writes flow float [h, w, 2] (resized to `size` = (H, W) first) as an RGB PNG at path."""
+def png_bytes(flow: np.ndarray, size: tuple[int, int] | None = None) -> bytes:
+    """Flow float [h, w, 2] (resized to `size` = (H, W) first) as the bytes of an RGB PNG."""
     if size is not None:
         flow = resize_flow(flow, size)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    Image.fromarray(flow_to_color(flow)).save(path)
+    out = io.BytesIO()
+    Image.fromarray(flow_to_color(flow)).save(out, format="PNG")
+    return out.getvalue()

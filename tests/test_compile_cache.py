@@ -119,3 +119,18 @@ def test_second_process_loads_the_steps_and_corrupt_entries_are_replaced(tmp_pat
     assert survived["hits"] == survived["requests"] - len(broken)
     healed = _run(PREDICT, cache)  # the recompiled programs took the broken entries' places
     assert healed["hits"] == healed["requests"] and healed["probs"] == cold["probs"]
+
+
+def test_cache_in_a_bucket(gcs_emulator):
+    """A gs:// cache folder (the emulator): the first process stores its programs there, the
+    second loads every one of them."""
+    from rnn_vos_jax.runtime import storage
+
+    cache = storage.join(gcs_emulator.bucket("cache"), "jax_cache")
+    cold = _run(PREDICT, cache)
+    assert cold["folder"] == cache and cold["requests"] >= 3 and cold["hits"] == 0
+    entries = [n for n in storage.listdir(cache) if n.endswith("-cache")]
+    assert len(entries) == cold["requests"]
+    warm = _run(PREDICT, cache)
+    assert warm["hits"] == warm["requests"] == cold["requests"]
+    assert warm["probs"] == cold["probs"]

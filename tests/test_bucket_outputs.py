@@ -15,6 +15,7 @@ import sys
 import time
 import zipfile
 
+import bucket_testing
 import numpy as np
 import pytest
 import test_score
@@ -38,18 +39,6 @@ def _upload(local: str, url: str) -> str:
             parts = [name] if rel == "." else [*rel.split(os.sep), name]
             storage.copy(os.path.join(folder, name), storage.join(url, *parts))
     return url
-
-
-def _tree(root: str) -> dict[str, bytes]:
-    """{relative path: bytes} of every file under a local folder or bucket prefix."""
-    out = {}
-    for name in storage.listdir(root):
-        path = storage.join(root, name)
-        if storage.isfile(path):
-            out[name] = storage.read_bytes(path)
-        else:
-            out.update({f"{name}/{k}": v for k, v in _tree(path).items()})
-    return out
 
 
 def _record(path: str) -> dict:
@@ -79,10 +68,10 @@ def test_segment_into_a_bucket_equals_a_local_run(gcs_emulator, checkpoint_dir, 
     result = segment.main(argv)
     assert result.pngs[0] == f"{out}/Annotations/00000.png"
     assert result.overlay == f"{out}/overlay.mp4" and not result.reused
-    assert _tree(out).keys() == _tree(local).keys()
-    for name, data in _tree(out).items():
+    assert bucket_testing.tree(out).keys() == bucket_testing.tree(local).keys()
+    for name, data in bucket_testing.tree(out).items():
         if name != "segment.json":
-            assert data == _tree(local)[name], name  # PNGs and the H.264 overlay
+            assert data == bucket_testing.tree(local)[name], name  # PNGs and the H.264 overlay
     assert _record(f"{out}/segment.json") == _record(f"{local}/segment.json")
     assert segment.main(argv).reused  # a finished run in the bucket is found again
 
@@ -116,7 +105,7 @@ def test_segment_stopped_resumes_from_its_state_in_the_bucket(
 
     result = segment.main(argv)  # the same command again
     assert result.record_data["resumed"][0]["frame_index"] >= stopped_at - 1
-    got, want = _tree(out), _tree(whole)
+    got, want = bucket_testing.tree(out), bucket_testing.tree(whole)
     assert got.keys() == want.keys()
     for name in want:
         if name != "segment.json":
@@ -140,7 +129,7 @@ def test_score_from_a_bucket_gives_the_local_metrics(gcs_emulator, tmp_path):
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
-        return _tree(out)
+        return bucket_testing.tree(out)
 
     local = run(str(tmp_path), str(tmp_path / "out"))
     assert run(bucket, f"{bucket}/out") == local

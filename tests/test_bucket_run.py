@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+import bucket_testing
 import jax
 import numpy as np
 import pytest
@@ -90,18 +91,6 @@ def _damaged_copy(src: str, dst: str) -> None:
         if name.endswith("00000-of-00002.tfrecord"):
             data[40] ^= 0xFF
         storage.write_bytes(storage.join(dst, name), bytes(data))
-
-
-def _tree(root: str) -> dict[str, bytes]:
-    """{relative path: bytes} of every file below `root` (local or a bucket)."""
-    out = {}
-    for name in storage.listdir(root):
-        path = storage.join(root, name)
-        if storage.isfile(path):
-            out[name] = storage.read_bytes(path)
-        else:
-            out.update({f"{name}/{k}": v for k, v in _tree(path).items()})
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +173,10 @@ def test_training_in_a_bucket_equals_training_on_local_disk(bucket_runs):
 
 def test_evaluation_into_a_bucket_equals_local(bucket_runs):
     local, bucket, _ = bucket_runs
-    got, want = _tree(storage.join(bucket, "eval")), _tree(storage.join(local, "eval"))
+    got, want = (
+        bucket_testing.tree(storage.join(bucket, "eval")),
+        bucket_testing.tree(storage.join(local, "eval")),
+    )
     assert sorted(got) == sorted(want)
     pngs = [k for k in want if k.endswith(".png")]
     assert pngs and all(got[k] == want[k] for k in pngs)
@@ -220,7 +212,9 @@ def test_demo_two_processes_in_a_bucket_equal_local_disk(gcs_emulator, tmp_path)
     for k in procs:  # process 1 waited for process 0's data
         assert "waits for process 0 (demo_data_ready)" in (logs[k] / "process_1.log").read_text()
     for split in ("train", "valid"):  # the same shards (the info files name their folders)
-        got, want = (_tree(storage.join(w, "data/records", split)) for w in (bucket, local))
+        got, want = (
+            bucket_testing.tree(storage.join(w, "data/records", split)) for w in (bucket, local)
+        )
         shards = sorted(k for k in want if k.endswith(".tfrecord"))
         assert len(shards) == 2 and [got[k] for k in shards] == [want[k] for k in shards]
     got, want = metric_writer.read_metrics(bucket), metric_writer.read_metrics(local)

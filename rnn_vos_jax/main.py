@@ -73,7 +73,7 @@ def main(argv):
         cache or "off",
     )
     config, workdir = CONFIG.value, FLAGS.value
-    with storage.exit_on_storage_error(), multihost.exit_on_failure():
+    with storage.exit_on_storage_error(hard=True), multihost.exit_on_failure():
         if MODE.value == "eval":
             from rnn_vos_jax.evaluation import job
 

@@ -1,4 +1,5 @@
-"""Training: sharded step == single-device step, resume == uninterrupted, kill + resume, NaN guard.
+"""Training: sharded step == single-device step, resume == uninterrupted, SIGTERM + resume in a
+bucket == uninterrupted on local disk, NaN guard.
 
 Every run uses the tiny HS2S of the demo config on the session's synthetic records. The session's
 persistent compilation cache (conftest) lets the many identical runs compile the step once.
@@ -6,6 +7,7 @@ persistent compilation cache (conftest) lets the many identical runs compile the
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -18,7 +20,7 @@ import pytest
 import tiny_run
 
 from rnn_vos_jax import models
-from rnn_vos_jax.runtime import checkpoints, metric_writer
+from rnn_vos_jax.runtime import checkpoints, metric_writer, storage
 from rnn_vos_jax.training import loop, schedules, sharding, train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,8 +133,17 @@ def test_resumed_run_equals_uninterrupted_run(records, uninterrupted, tmp_path):
     assert int(loop.run(_config(records), workdir).step) == tiny_run.STEPS
 
 
-def test_killed_run_resumes(records, uninterrupted, tmp_path):
-    workdir = str(tmp_path)
+def test_sigterm_in_a_bucket_then_resume_equals_local_uninterrupted(
+    synthetic, uninterrupted, gcs_emulator
+):
+    """Records and workdir in a bucket (the GCS emulator): `main` stopped by SIGTERM after a
+    random step saves there and exits 143; resuming from the bucket gives the local uninterrupted
+    run's losses and parameters."""
+    bucket = gcs_emulator.bucket("train")
+    records = storage.join(bucket, "records")
+    for name in ("dataset_info.json", *(f"train-0000{i}-of-00002.tfrecord" for i in (0, 1))):
+        storage.copy(os.path.join(synthetic.train_records, name), storage.join(records, name))
+    workdir = storage.join(bucket, "run")
     args = tiny_run.command_line(**{"train.num_steps": 1000000, "data.train_records": records})
     proc = subprocess.Popen(
         [
@@ -148,28 +159,36 @@ def test_killed_run_resumes(records, uninterrupted, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    first = os.path.join(workdir, "checkpoints", "2")
+    stop_after = random.Random().randint(1, tiny_run.STEPS - 2)
     deadline = time.time() + 300
-    while not os.path.isdir(first) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate()
-    assert os.path.isdir(first), err.decode()[-3000:]
-    killed_at = max(_losses(workdir))
-    assert killed_at < 1000000
+    while (
+        max(_losses(workdir), default=0) < stop_after
+        and proc.poll() is None
+        and time.time() < deadline
+    ):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err.decode()[-3000:]
+    stopped_at = checkpoints.committed_steps(workdir)[-1]
+    assert stopped_at >= stop_after and stopped_at == max(_losses(workdir))
     state = loop.run(
-        _config(records, **{"train.num_steps": max(tiny_run.STEPS, killed_at)}), workdir
+        _config(records, **{"train.num_steps": max(tiny_run.STEPS, stopped_at)}), workdir
     )
-    if killed_at <= tiny_run.STEPS:
+    if stopped_at <= tiny_run.STEPS:
         _assert_close_trees(
             jax.device_get(state.params),
             checkpoints.load_variables(uninterrupted)["params"],
             atol=1e-6,
         )
     full = _losses(uninterrupted)
-    resumed = _losses(workdir)  # rows of re-done steps are appended again; the last one wins
+    resumed = _losses(workdir)
     for step in range(1, tiny_run.STEPS + 1):
         assert resumed[step] == pytest.approx(full[step], rel=1e-5), step
+    # TensorBoard's events went to the bucket too (tensorboardX through google-cloud-storage).
+    assert any(
+        n.startswith("events.out.tfevents") for n in storage.listdir(workdir + "/tensorboard")
+    )
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(records, tmp_path, monkeypatch):

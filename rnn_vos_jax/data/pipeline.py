@@ -338,9 +338,8 @@ def train_dataset(
     policy = policy or record_io.Policy.of(data)
     files = split_files(record_files(data.train_records), process_index, process_count)
     batch = int(data.batch_size if batch_size is None else batch_size)
-    check_not_empty(
-        files, int(data.min_object_frames), policy
-    )  # else the epochs would spin forever
+    # Else the epochs would spin forever.
+    check_not_empty(files, int(data.min_object_frames), policy)
     first_epoch, offset = 0, 0
     if start_batch:
         per_epoch = samples_per_epoch(files, int(data.min_object_frames), policy)

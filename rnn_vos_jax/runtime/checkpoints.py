@@ -149,7 +149,9 @@ class TrainCheckpointer:
             self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.close()
+        """Waits for pending saves and closes (errors: as `save`)."""
+        with self._storage_errors():
+            self._manager.close()
 
 
 def _all_processes(ok: bool) -> bool:

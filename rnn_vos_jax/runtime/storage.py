@@ -331,17 +331,22 @@ def fatal_errno(error: BaseException) -> int | None:
 
 
 @contextlib.contextmanager
-def exit_on_storage_error() -> Iterator[None]:
+def exit_on_storage_error(*, hard: bool = False) -> Iterator[None]:
     """For a command's main: a StorageError whose cause is fatal (is_fatal) prints its one line
     and exits EXIT_STORAGE instead of a traceback. What finished before it stays (every writer here
-    is atomic), so a rerun after the space is back resumes."""
+    is atomic), so a rerun after the space is back resumes. `hard` exits at once (os._exit) after
+    flushing: for a training process, whose checkpointer's background writers would otherwise
+    print tracebacks of their own while the interpreter shuts down."""
     try:
         yield
     except OSError as e:
         if not is_fatal(e):
             raise
         line = str(e) if isinstance(e, StorageError) else f"{e.filename or ''}: {e.strerror}"
-        print(f"error: {line}", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        if hard:
+            sys.stdout.flush()
+            os._exit(EXIT_STORAGE)
         raise SystemExit(EXIT_STORAGE) from None
 
 

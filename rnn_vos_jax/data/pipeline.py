@@ -246,7 +246,7 @@ def _epoch_dataset(files, epoch, seed, data, policy=None):
     )
     names = tf.gather(tf.constant(files), perm)
     ds = tf.data.Dataset.from_tensor_slices(names).interleave(
-        file_records(policy),
+        file_records(policy, files=files),
         cycle_length=max(1, min(len(files), int(data.interleave_cycle))),
         block_length=1,
         num_parallel_calls=AUTOTUNE,

@@ -101,11 +101,17 @@ def test_full_disk_stops_training_with_one_line_and_the_rerun_resumes(synthetic,
             *FLAGS,
         ]
     )
+    evaluate = args + f" --mode=eval --config.data.eval_records={synthetic.valid_records}"
     script = (
         _fill_leaving(str(disk), FREE_KIB)
         + f"{args} > {out}/full.log 2> {out}/full.err; echo $? > {out}/full.rc\n"
         f"rm {disk}/filler\n"
         f"{args} > {out}/rerun.log 2>&1; echo $? > {out}/rerun.rc\n"
+        # Evaluation on a full disk: no room for its first PNG (or anything else).
+        + _fill_leaving(str(disk), 0)
+        + f"{evaluate} > {out}/eval_full.log 2> {out}/eval_full.err; echo $? > {out}/eval_full.rc\n"
+        f"rm {disk}/filler\n"
+        f"{evaluate} > {out}/eval.log 2>&1; echo $? > {out}/eval.rc\n"
         f"cp -r {run} {out}/run\n"
     )
     done = _in_namespace(script, disk, "64m")
@@ -124,6 +130,15 @@ def test_full_disk_stops_training_with_one_line_and_the_rerun_resumes(synthetic,
     assert sorted({r["step"] for r in rows}) == list(range(1, tiny_run.STEPS + 1))
     assert all(r["skipped_records"] >= 1 for r in rows)
     assert "corrupt record in" in (out / "rerun.log").read_text()
+    # Evaluation: one line naming what it could not write, exit 74; with room, it finishes.
+    err = (out / "eval_full.err").read_text().strip().splitlines()
+    assert (out / "eval_full.rc").read_text().strip() == str(storage.EXIT_STORAGE), err[-20:]
+    assert err[-1].startswith(f"error: cannot write {run}/eval/"), err[-1]
+    assert err[-1].endswith(": No space left on device")
+    assert (out / "eval.rc").read_text().strip() == "0", _tail(out / "eval.log")
+    pngs = list((out / "run" / "eval").rglob("*.png"))
+    frames = [f for _, _, names in os.walk(f"{synthetic.valid}/JPEGImages") for f in names]
+    assert len(pngs) == len(frames) and (out / "run/eval/valid/metrics.json").exists()
 
 
 def test_full_and_read_only_disks_stop_conversion_with_one_line(synthetic, tmp_path):

@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import re
 
-from rnn_vos_jax.data import record_schema, vos_reader
+from rnn_vos_jax.data import record_io, record_schema, vos_reader
 from rnn_vos_jax.data.conversion import shard_writer, video_record
 from rnn_vos_jax.runtime import storage
 
@@ -41,7 +41,7 @@ def _shard_done(output_dir: str, plan: dict) -> dict | None:
         return None  # shards with skipped videos are redone: the input may have been fixed
     if "bytes" not in state or storage.size(path) != state["bytes"]:
         return None  # also states of converters before dataset_info.json had records/bytes
-    if shard_writer.file_sha256(path) != state.get("sha256"):
+    if record_io.file_sha256(path) != state.get("sha256"):
         return None
     return state
 

@@ -35,10 +35,6 @@ def serialize(record: VideoRecord) -> bytes:
     return example.SerializeToString(deterministic=True)
 
 
-def file_sha256(path: str) -> str:
-    return record_io.file_sha256(path)
-
-
 def write_shard(path: str, examples) -> dict:
     """Writes serialized examples to `path` (local or gs://) atomically (record_io.write_records).
 
